@@ -1,0 +1,27 @@
+//! SIMS protocol core: a pure state machine for the Mobility Agent and the
+//! Mobile Node, in the sans-IO style of quinn-proto. Events go in (a
+//! datagram, a timer, an address change, a socket census); actions come out
+//! (send this datagram, install that binding). No sockets, clocks, netlink
+//! or randomness inside: time and random values are inputs, so the whole
+//! protocol is testable without root and fuzzable.
+//!
+//! `no_std` with `alloc`: tables are `BTreeMap`s whose size is checked
+//! against configured limits before every insert, so they never grow past
+//! what the operator configured.
+#![no_std]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod agent;
+pub mod msg;
+pub mod node;
+pub mod prefix;
+pub mod wire;
+
+pub use msg::{AgentId, Credential, Message, NodeKey, Status};
+pub use prefix::Prefix;
+
+/// Default UDP port of the SIMS control protocol.
+pub const DEFAULT_PORT: u16 = 4434;

@@ -1,0 +1,476 @@
+//! Message bodies (postcard over serde) and their encoding behind the wire
+//! header. Peer messages are wrapped in an [`Authed`] envelope and tagged
+//! with HMAC-SHA256 under the roaming agreement's key.
+
+use core::net::Ipv4Addr;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::wire::{self, MsgType, Packet, WireError, HEADER_LEN, MAX_DATAGRAM, TAG_LEN};
+
+/// Agent identifiers are short (they name tunnel devices `sims-<id>`).
+pub type AgentId = heapless::String<16>;
+/// A provider name, for display.
+pub type Provider = heapless::String<32>;
+/// A node's identity: its Ed25519 public key.
+pub type NodeKey = [u8; 32];
+/// Most old bindings one registration carries.
+pub const MAX_OLD_BINDINGS: usize = 8;
+
+/// An encoded datagram, ready to send.
+pub type Datagram = heapless::Vec<u8, MAX_DATAGRAM>;
+
+/// An Ed25519 signature (64 bytes; serde has no derive for arrays > 32).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Sig(pub [u8; 64]);
+
+impl Serialize for Sig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(64)?;
+        for b in self.0.iter() {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Sig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Sig;
+            fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                f.write_str("64 bytes")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sig, A::Error> {
+                let mut out = [0u8; 64];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = a
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Sig(out))
+            }
+        }
+        d.deserialize_tuple(64, V)
+    }
+}
+
+/// Result codes carried in replies.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Status {
+    Ok = 0,
+    /// The issuing agent is not a roaming peer of this agent.
+    NotPeer = 1,
+    /// The proof does not verify against the credential's node key.
+    BadProof = 2,
+    /// The proof's sequence number was already used.
+    Replay = 3,
+    /// Another host holds the address on the old LAN now.
+    AddressInUse = 4,
+    /// A table or a per-peer / per-node limit is full.
+    NoCapacity = 5,
+    /// The issuer knows no such credential (expired, or never issued).
+    UnknownCredential = 6,
+    /// The peer did not answer.
+    Timeout = 7,
+    /// Malformed or inconsistent request.
+    BadRequest = 8,
+}
+
+/// A credential: agent `issuer` gave address `addr` to the node whose key
+/// it recorded under `serial`. The issuer alone can check it; it is a name
+/// for the issuer's record, not a secret.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Credential {
+    pub addr: [u8; 4],
+    pub issuer: AgentId,
+    pub serial: u32,
+}
+
+impl Credential {
+    pub fn addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.addr)
+    }
+}
+
+/// What a proof signs: which credential, for which use, towards which
+/// agent and current address, with a sequence number that never repeats.
+/// Binding the target agent and address means a captured proof cannot be
+/// replayed to redirect the address elsewhere; the sequence number means it
+/// cannot be replayed at all.
+#[derive(Serialize, Clone, PartialEq, Eq, Debug)]
+pub struct ProofInput<'a> {
+    pub context: [u8; 8],
+    pub domain: ProofDomain,
+    pub cred: &'a Credential,
+    pub agent: &'a str,
+    pub node_addr: [u8; 4],
+    pub seq: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ProofDomain {
+    Redirect,
+    Release,
+}
+
+pub const PROOF_CONTEXT: [u8; 8] = *b"SIMSprf1";
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Advertisement {
+    pub agent: AgentId,
+    pub provider: Provider,
+    pub endpoint: [u8; 4],
+    pub boot: u32,
+    pub seq: u32,
+    pub lifetime_s: u16,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Solicitation {
+    pub nonce: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct OldBinding {
+    pub cred: Credential,
+    pub proof: Sig,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Registration {
+    pub req_id: u32,
+    pub node: NodeKey,
+    pub addr: [u8; 4],
+    pub mac: [u8; 6],
+    pub seq: u64,
+    pub bindings: heapless::Vec<OldBinding, MAX_OLD_BINDINGS>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BindingResult {
+    pub addr: [u8; 4],
+    pub status: Status,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct RegistrationReply {
+    pub req_id: u32,
+    pub status: Status,
+    pub cred: Option<Credential>,
+    pub lifetime_s: u16,
+    pub results: heapless::Vec<BindingResult, MAX_OLD_BINDINGS>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Release {
+    pub req_id: u32,
+    pub node: NodeKey,
+    pub cred: Credential,
+    pub node_addr: [u8; 4],
+    pub seq: u64,
+    pub proof: Sig,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReleaseReply {
+    pub req_id: u32,
+    pub addr: [u8; 4],
+    pub status: Status,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct TunnelRequest {
+    pub req_id: u32,
+    pub node: NodeKey,
+    pub cred: Credential,
+    pub node_addr: [u8; 4],
+    pub seq: u64,
+    pub proof: Sig,
+    pub lifetime_s: u16,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TunnelReply {
+    pub req_id: u32,
+    pub addr: [u8; 4],
+    pub status: Status,
+    pub lifetime_s: u16,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TunnelRelease {
+    pub req_id: u32,
+    pub addr: [u8; 4],
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TunnelReleaseReply {
+    pub req_id: u32,
+    pub addr: [u8; 4],
+    pub status: Status,
+}
+
+/// The envelope of every agent-to-agent message: who sent it, in which run
+/// of its daemon (`boot`), a per-run sequence number, and its wall clock.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct Authed<T> {
+    pub sender: AgentId,
+    pub boot: u32,
+    pub seq: u64,
+    pub unix_time: u64,
+    pub msg: T,
+}
+
+/// A decoded message. Short-lived, so variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Message {
+    Advertisement(Advertisement),
+    Solicitation(Solicitation),
+    Registration(Registration),
+    RegistrationReply(RegistrationReply),
+    Release(Release),
+    ReleaseReply(ReleaseReply),
+    TunnelRequest(Authed<TunnelRequest>),
+    TunnelReply(Authed<TunnelReply>),
+    TunnelRelease(Authed<TunnelRelease>),
+    TunnelReleaseReply(Authed<TunnelReleaseReply>),
+}
+
+impl Message {
+    pub fn msg_type(&self) -> MsgType {
+        match self {
+            Message::Advertisement(_) => MsgType::Advertisement,
+            Message::Solicitation(_) => MsgType::Solicitation,
+            Message::Registration(_) => MsgType::Registration,
+            Message::RegistrationReply(_) => MsgType::RegistrationReply,
+            Message::Release(_) => MsgType::Release,
+            Message::ReleaseReply(_) => MsgType::ReleaseReply,
+            Message::TunnelRequest(_) => MsgType::TunnelRequest,
+            Message::TunnelReply(_) => MsgType::TunnelReply,
+            Message::TunnelRelease(_) => MsgType::TunnelRelease,
+            Message::TunnelReleaseReply(_) => MsgType::TunnelReleaseReply,
+        }
+    }
+
+    /// The sender named in a peer envelope.
+    pub fn peer_sender(&self) -> Option<&AgentId> {
+        match self {
+            Message::TunnelRequest(a) => Some(&a.sender),
+            Message::TunnelReply(a) => Some(&a.sender),
+            Message::TunnelRelease(a) => Some(&a.sender),
+            Message::TunnelReleaseReply(a) => Some(&a.sender),
+            _ => None,
+        }
+    }
+}
+
+/// Why a datagram could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    Wire(WireError),
+    /// The body is not a valid postcard encoding of the type's message.
+    Body,
+}
+
+/// Decode header and body. The tag of a peer message is NOT checked here:
+/// the caller looks up the key for the named sender and calls
+/// [`verify_tag`].
+pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
+    let p = Packet::new_checked(buf).map_err(DecodeError::Wire)?;
+    let body = p.body();
+    let ty = p
+        .msg_type()
+        .ok_or(DecodeError::Wire(WireError::UnknownType(0)))?;
+    fn de<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, DecodeError> {
+        match postcard::take_from_bytes::<T>(b) {
+            // Trailing bytes inside the body are malformed too.
+            Ok((v, [])) => Ok(v),
+            _ => Err(DecodeError::Body),
+        }
+    }
+    Ok(match ty {
+        MsgType::Advertisement => Message::Advertisement(de(body)?),
+        MsgType::Solicitation => Message::Solicitation(de(body)?),
+        MsgType::Registration => Message::Registration(de(body)?),
+        MsgType::RegistrationReply => Message::RegistrationReply(de(body)?),
+        MsgType::Release => Message::Release(de(body)?),
+        MsgType::ReleaseReply => Message::ReleaseReply(de(body)?),
+        MsgType::TunnelRequest => Message::TunnelRequest(de(body)?),
+        MsgType::TunnelReply => Message::TunnelReply(de(body)?),
+        MsgType::TunnelRelease => Message::TunnelRelease(de(body)?),
+        MsgType::TunnelReleaseReply => Message::TunnelReleaseReply(de(body)?),
+    })
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn tag_of(key: &[u8; 32], data: &[u8]) -> [u8; TAG_LEN] {
+    // A 32-byte key is always a valid HMAC key.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; TAG_LEN],
+    };
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Check a peer datagram's tag under `key` (constant time).
+pub fn verify_tag(buf: &[u8], key: &[u8; 32]) -> bool {
+    let p = Packet::new_unchecked(buf);
+    let tag = p.tag();
+    if tag.len() != TAG_LEN {
+        return false;
+    }
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    mac.update(p.authenticated_part());
+    mac.verify_slice(tag).is_ok()
+}
+
+/// Encode a message. Peer messages need `key` (their tag); node messages
+/// ignore it. Returns `None` if it does not fit in a datagram.
+pub fn encode(msg: &Message, key: Option<&[u8; 32]>) -> Option<Datagram> {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let body = &mut buf[HEADER_LEN..MAX_DATAGRAM - TAG_LEN];
+    let used = match msg {
+        Message::Advertisement(m) => postcard::to_slice(m, body),
+        Message::Solicitation(m) => postcard::to_slice(m, body),
+        Message::Registration(m) => postcard::to_slice(m, body),
+        Message::RegistrationReply(m) => postcard::to_slice(m, body),
+        Message::Release(m) => postcard::to_slice(m, body),
+        Message::ReleaseReply(m) => postcard::to_slice(m, body),
+        Message::TunnelRequest(m) => postcard::to_slice(m, body),
+        Message::TunnelReply(m) => postcard::to_slice(m, body),
+        Message::TunnelRelease(m) => postcard::to_slice(m, body),
+        Message::TunnelReleaseReply(m) => postcard::to_slice(m, body),
+    }
+    .ok()?
+    .len();
+    let ty = msg.msg_type();
+    wire::emit_header(&mut buf, ty, used)?;
+    let mut len = HEADER_LEN + used;
+    if ty.is_peer() {
+        let tag = tag_of(key?, &buf[..len]);
+        buf[len..len + TAG_LEN].copy_from_slice(&tag);
+        len += TAG_LEN;
+    }
+    heapless::Vec::from_slice(&buf[..len]).ok()
+}
+
+/// Encode a proof input canonically (postcard) for signing.
+pub fn proof_bytes(input: &ProofInput) -> Option<heapless::Vec<u8, 128>> {
+    let mut buf = [0u8; 128];
+    let used = postcard::to_slice(input, &mut buf).ok()?.len();
+    heapless::Vec::from_slice(&buf[..used]).ok()
+}
+
+/// Sign a proof with the node's secret key.
+pub fn sign_proof(sk: &ed25519_compact::SecretKey, input: &ProofInput) -> Option<Sig> {
+    let bytes = proof_bytes(input)?;
+    // Deterministic signatures: no randomness needed inside the core.
+    Some(Sig(*sk.sign(&bytes[..], None)))
+}
+
+/// Verify a proof against the node key recorded by the issuer.
+pub fn verify_proof(node: &NodeKey, input: &ProofInput, sig: &Sig) -> bool {
+    let Some(bytes) = proof_bytes(input) else {
+        return false;
+    };
+    let pk = ed25519_compact::PublicKey::new(*node);
+    let sig = ed25519_compact::Signature::new(sig.0);
+    pk.verify(&bytes[..], &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::from(s)
+    }
+
+    #[test]
+    fn node_message_roundtrip() {
+        let m = Message::Advertisement(Advertisement {
+            agent: id("ma-a"),
+            provider: Provider::from("alpha"),
+            endpoint: [100, 64, 1, 2],
+            boot: 7,
+            seq: 1,
+            lifetime_s: 15,
+        });
+        let d = encode(&m, None).unwrap();
+        assert_eq!(&d[0..6], b"SIMS\x01\x01");
+        assert_eq!(decode(&d).unwrap(), m);
+    }
+
+    #[test]
+    fn peer_message_tagged() {
+        let key = [7u8; 32];
+        let m = Message::TunnelRelease(Authed {
+            sender: id("ma-b"),
+            boot: 1,
+            seq: 2,
+            unix_time: 3,
+            msg: TunnelRelease {
+                req_id: 4,
+                addr: [10, 1, 0, 50],
+            },
+        });
+        let mut d = encode(&m, Some(&key)).unwrap();
+        assert!(verify_tag(&d, &key));
+        assert!(!verify_tag(&d, &[8u8; 32]));
+        assert_eq!(decode(&d).unwrap(), m);
+        let n = d.len();
+        d[n - 40] ^= 1;
+        assert!(!verify_tag(&d, &key));
+        assert!(encode(&m, None).is_none(), "peer messages need a key");
+    }
+
+    #[test]
+    fn proof_sign_verify() {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
+        let cred = Credential {
+            addr: [10, 1, 0, 50],
+            issuer: id("ma-a"),
+            serial: 9,
+        };
+        let input = ProofInput {
+            context: PROOF_CONTEXT,
+            domain: ProofDomain::Redirect,
+            cred: &cred,
+            agent: "ma-b",
+            node_addr: [10, 2, 0, 50],
+            seq: 5,
+        };
+        let sig = sign_proof(&kp.sk, &input).unwrap();
+        assert!(verify_proof(&kp.pk, &input, &sig));
+        let other = ProofInput {
+            agent: "ma-c",
+            ..input.clone()
+        };
+        assert!(!verify_proof(&kp.pk, &other, &sig));
+        let later = ProofInput { seq: 6, ..input };
+        assert!(!verify_proof(&kp.pk, &later, &sig));
+    }
+
+    #[test]
+    fn trailing_body_bytes_rejected() {
+        let m = Message::Solicitation(Solicitation { nonce: 1 });
+        let d = encode(&m, None).unwrap();
+        let mut longer = [0u8; 32];
+        longer[..d.len()].copy_from_slice(&d);
+        let n = d.len() + 1;
+        longer[6..8].copy_from_slice(&((n - HEADER_LEN) as u16).to_be_bytes());
+        assert_eq!(decode(&longer[..n]), Err(DecodeError::Body));
+    }
+}
