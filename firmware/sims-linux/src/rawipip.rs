@@ -1,0 +1,168 @@
+//! Raw IPPROTO_IPIP socket for the userspace ipip backend. Sending: the
+//! kernel adds the outer IPv4 header (protocol 4, DF, TTL 64), exactly as
+//! kernel ipip with pmtudisc would, so both backends interoperate.
+//! Receiving: the kernel hands over the whole outer packet; we check it
+//! and return the outer source and the inner packet.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::sys;
+
+const IPPROTO_IPIP: u8 = 4;
+const TTL: libc::c_int = 64;
+
+pub struct RawIpip {
+    fd: OwnedFd,
+}
+
+/// Validates an outer IPv4 header; returns (outer source, inner packet).
+pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, &[u8])> {
+    let bad = |what| io::Error::new(io::ErrorKind::InvalidData, what);
+    let first = *pkt.first().ok_or_else(|| bad("empty packet"))?;
+    if first >> 4 != 4 {
+        return Err(bad("outer header is not IPv4"));
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 || pkt.len() < ihl {
+        return Err(bad("bad outer header length"));
+    }
+    // ihl >= 20 and pkt.len() >= ihl, so these indexes are in bounds.
+    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    if total < ihl || total > pkt.len() {
+        return Err(bad("bad outer total length"));
+    }
+    if pkt[9] != IPPROTO_IPIP {
+        return Err(bad("outer protocol is not ipip"));
+    }
+    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+    Ok((src, &pkt[ihl..total]))
+}
+
+impl RawIpip {
+    /// Opens the socket, bound to `bind_local` if given (then only packets
+    /// to that address arrive, and it is the outer source).
+    pub fn open(bind_local: Option<Ipv4Addr>) -> io::Result<Self> {
+        let fd = sys::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
+            libc::c_int::from(IPPROTO_IPIP),
+        )?;
+        // DF on every packet, oversize sends fail with EMSGSIZE: like ipip pmtudisc.
+        sys::setsockopt_int(
+            &fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )?;
+        sys::setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_TTL, TTL)?;
+        if let Some(local) = bind_local {
+            sys::bind_in(&fd, SocketAddrV4::new(local, 0))?;
+        }
+        Ok(RawIpip { fd })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends `inner` (a whole IPv4 packet) to `remote`; WouldBlock if the socket buffer is full.
+    pub fn send(&self, inner: &[u8], remote: Ipv4Addr) -> io::Result<()> {
+        let sa = sys::sockaddr_in(SocketAddrV4::new(remote, 0));
+        // SAFETY: inner and sa are valid for the given lengths.
+        let n = sys::cvt_size(unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                inner.as_ptr().cast(),
+                inner.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        })?;
+        if n != inner.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short raw send"));
+        }
+        Ok(())
+    }
+
+    /// Receives one protocol-4 packet: (outer source, inner packet).
+    /// InvalidData for a malformed or truncated packet (drop it and go on).
+    pub fn recv<'a>(&self, buf: &'a mut [u8]) -> io::Result<(Ipv4Addr, &'a [u8])> {
+        // MSG_TRUNC returns the real length, so a truncated packet is detected.
+        // SAFETY: buf is valid for writing buf.len() bytes.
+        let n = sys::cvt_size(unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+            )
+        })?;
+        if n > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "ipip packet larger than buffer",
+            ));
+        }
+        parse_outer(&buf[..n])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outer(inner: &[u8]) -> Vec<u8> {
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 4, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2,
+        ];
+        let total = (20 + inner.len()) as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(inner);
+        p
+    }
+
+    #[test]
+    fn parses_outer_header() {
+        let p = outer(&[0x45, 1, 2, 3]);
+        let (src, inner) = parse_outer(&p).unwrap();
+        assert_eq!(src, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(inner, &[0x45, 1, 2, 3]);
+        // Link-layer padding after the total length is ignored.
+        let mut padded = p.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(parse_outer(&padded).unwrap().1, &[0x45, 1, 2, 3]);
+        // Options: IHL 6.
+        let mut opt = p.clone();
+        opt[0] = 0x46;
+        opt.splice(20..20, [1, 1, 1, 0]);
+        opt[2..4].copy_from_slice(&28u16.to_be_bytes());
+        assert_eq!(parse_outer(&opt).unwrap().1, &[0x45, 1, 2, 3]);
+    }
+
+    #[test]
+    fn rejects_malformed_without_panic() {
+        let p = outer(&[0x45; 40]);
+        for cut in 0..p.len() {
+            assert!(parse_outer(&p[..cut]).is_err());
+        }
+        let mut bad = p.clone();
+        bad[9] = 17;
+        assert!(parse_outer(&bad).is_err());
+        bad = p.clone();
+        bad[0] = 0x65;
+        assert!(parse_outer(&bad).is_err());
+        bad = outer(&[0x45; 4]);
+        bad[0] = 0x4f; // IHL 60 > packet
+        assert!(parse_outer(&bad).is_err());
+        bad = p.clone();
+        bad[0] = 0x44;
+        assert!(parse_outer(&bad).is_err());
+        bad = p.clone();
+        bad[2..4].copy_from_slice(&10u16.to_be_bytes());
+        assert!(parse_outer(&bad).is_err());
+    }
+}

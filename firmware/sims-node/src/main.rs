@@ -1,0 +1,384 @@
+//! sims-node, the SIMS Mobile Node client: a thin poll loop around the
+//! sans-IO node of `sims-proto`. It watches the interface's addresses and
+//! routes over netlink (the DHCP client owns the current address), keeps
+//! old addresses as /32s, points the default route's source at the current
+//! address, and counts sockets on old addresses through sock_diag.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use log::{debug, error, info, warn};
+use sims_linux::event::{self, Signals};
+use sims_linux::monitor::{Event, Monitor};
+use sims_linux::netlink::{Netlink, Route};
+use sims_linux::{sockdiag, udp};
+use sims_proto::node::{Action, Node, NodeConfig};
+
+const MAIN_TABLE: u32 = 254;
+const CENSUS_MS: u64 = 250;
+
+/// SIMS Mobile Node.
+#[derive(FromArgs)]
+struct Args {
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+    /// the network interface that moves between networks (e.g. wlan0)
+    #[argh(option, short = 'i')]
+    iface: Option<String>,
+    /// directory for the status socket
+    #[argh(option, default = "String::from(\"/var/run/sims-node\")")]
+    state_dir: String,
+    /// how long an old address may have no sockets before release (ms)
+    #[argh(option, default = "2000")]
+    grace_ms: u64,
+    /// SIMS control port
+    #[argh(option, default = "sims_proto::DEFAULT_PORT")]
+    port: u16,
+    #[argh(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Status(StatusCmd),
+}
+
+/// Show the node's current address, agent and bindings.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// machine-readable output
+    #[argh(switch)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("sims-node {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    if let Some(Cmd::Status(StatusCmd { json })) = args.cmd {
+        let path = Path::new(&args.state_dir).join("sims-node.sock");
+        let mut out = String::new();
+        return match UnixStream::connect(&path).and_then(|mut s| s.read_to_string(&mut out)) {
+            Ok(_) => {
+                if json {
+                    println!("{out}");
+                } else {
+                    println!("{}", out.replace(",\"", ", \"").replace("},{", "},\n  {"));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sims-node is not running ({}: {e})", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let Some(iface) = args.iface.clone() else {
+        eprintln!("sims-node: -i <interface> is required");
+        return ExitCode::from(2);
+    };
+    match run(&args, &iface) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Client {
+    iface: String,
+    index: u32,
+    nl: Netlink,
+    node: Node,
+    sock: UdpSocket,
+    port: u16,
+    /// Old addresses kept as /32 on the interface.
+    held: BTreeSet<Ipv4Addr>,
+}
+
+impl Client {
+    /// The DHCP address: the interface's address with a real prefix.
+    fn dhcp_address(&mut self) -> Option<Ipv4Addr> {
+        let addrs = self.nl.addrs(Some(self.index)).ok()?;
+        addrs.iter().find(|a| a.prefix_len < 32).map(|a| a.addr)
+    }
+
+    fn execute(&mut self, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { dst, data } => {
+                    if let Err(e) = self.sock.send_to(&data, dst) {
+                        debug!("send to {dst}: {e}");
+                    }
+                }
+                Action::Broadcast { data } => {
+                    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port);
+                    if let Err(e) = self.sock.send_to(&data, dst) {
+                        debug!("solicitation: {e}");
+                    }
+                }
+                Action::HoldAddress(addr) => {
+                    self.held.insert(addr);
+                    self.hold(addr);
+                }
+                Action::DropAddress(addr) => {
+                    if self.held.remove(&addr) {
+                        info!("dropping old address {addr}");
+                        let _ = self.nl.addr_del(self.index, addr, 32);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Put a held /32 back (the DHCP client flushed it, or it was never
+    /// there): every missing moment stretches the old sessions' stall.
+    fn hold(&mut self, addr: Ipv4Addr) {
+        match self.nl.addr_add(self.index, addr, 32, true) {
+            Ok(()) => info!("holding old address {addr}/32 on {}", self.iface),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => warn!("cannot hold {addr}: {e}"),
+        }
+    }
+
+    /// New connections must use the current address: give the default
+    /// route through this interface `src <current>`.
+    fn fix_default_route(&mut self) {
+        let Some(cur) = self.node.current() else {
+            return;
+        };
+        let Ok(routes) = self.nl.routes(MAIN_TABLE) else {
+            return;
+        };
+        for r in routes {
+            if r.dst_len == 0 && r.oif == Some(self.index) && r.prefsrc != Some(cur) {
+                let fixed = Route {
+                    prefsrc: Some(cur),
+                    ..r
+                };
+                match self.nl.route_replace(&fixed) {
+                    Ok(()) => info!("default route via {:?} now has src {cur}", r.gateway),
+                    Err(e) => warn!("default route src: {e}"),
+                }
+            }
+        }
+    }
+
+    fn address_changed(&mut self) {
+        let cur = self.dhcp_address();
+        if cur != self.node.current() {
+            let mut acts = Vec::new();
+            self.node.set_address(event::now_ms(), cur, &mut acts);
+            self.execute(acts);
+            self.fix_default_route();
+        }
+    }
+
+    fn on_events(&mut self, events: &[Event]) {
+        let mut addr_change = false;
+        let mut route_change = false;
+        for ev in events {
+            match ev {
+                Event::AddrDel(a) if a.index == self.index => {
+                    if a.prefix_len == 32 && self.held.contains(&a.addr) {
+                        self.hold(a.addr);
+                    }
+                    addr_change = true;
+                }
+                Event::AddrNew(a) if a.index == self.index => addr_change = true,
+                Event::LinkNew(l) if l.index == self.index => addr_change = true,
+                Event::RouteNew(r) if r.table == MAIN_TABLE && r.dst_len == 0 => {
+                    route_change = true
+                }
+                _ => {}
+            }
+        }
+        if addr_change {
+            // A flush removes several at once: re-check every held one.
+            let present: Vec<Ipv4Addr> = self
+                .nl
+                .addrs(Some(self.index))
+                .unwrap_or_default()
+                .iter()
+                .filter(|a| a.prefix_len == 32)
+                .map(|a| a.addr)
+                .collect();
+            let missing: Vec<Ipv4Addr> = self
+                .held
+                .iter()
+                .filter(|a| !present.contains(a))
+                .copied()
+                .collect();
+            for a in missing {
+                self.hold(a);
+            }
+            self.address_changed();
+        }
+        if route_change {
+            self.fix_default_route();
+        }
+    }
+
+    fn census(&mut self) {
+        let old: Vec<Ipv4Addr> = self.node.old_addresses().collect();
+        if old.is_empty() {
+            return;
+        }
+        match sockdiag::tcp_socket_counts(&old) {
+            Ok(counts) => {
+                let mut acts = Vec::new();
+                self.node.socket_census(event::now_ms(), &counts, &mut acts);
+                self.execute(acts);
+            }
+            Err(e) => debug!("sock_diag: {e}"),
+        }
+    }
+
+    fn status_json(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(s, "{{\"iface\":\"{}\",\"current\":", self.iface);
+        match self.node.current() {
+            Some(c) => {
+                let agent = self.node.agent().map(|a| a.id.as_str()).unwrap_or("");
+                let _ = write!(
+                    s,
+                    "{{\"addr\":\"{c}\",\"agent\":\"{agent}\",\"registered\":{}}}",
+                    self.node.is_registered()
+                );
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"bindings\":[");
+        for (i, b) in self.node.bindings().iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"addr\":\"{}\",\"issuer\":\"{}\",\"state\":\"{}\",\"sockets\":{}}}",
+                if i > 0 { "," } else { "" },
+                b.addr(),
+                b.cred.issuer,
+                b.state.as_str(),
+                b.sockets
+            );
+        }
+        s.push_str("]}");
+        s
+    }
+}
+
+fn run(args: &Args, iface: &str) -> Result<(), String> {
+    let dir = Path::new(&args.state_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
+    let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let link = nl
+        .link_by_name(iface)
+        .map_err(|e| format!("netlink: {e}"))?
+        .ok_or_else(|| format!("interface {iface} not found"))?;
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port);
+    let sock =
+        udp::bind_udp(any, Some(iface), true, true).map_err(|e| format!("bind {any}: {e}"))?;
+    let mut seed = [0u8; 32];
+    sims_linux::random_bytes(&mut seed).map_err(|e| format!("random: {e}"))?;
+    let cfg = NodeConfig {
+        port: args.port,
+        grace_ms: args.grace_ms,
+        ..NodeConfig::default()
+    };
+    let node = Node::new(
+        cfg,
+        seed,
+        link.mac.unwrap_or_default(),
+        u32::from_ne_bytes([seed[0], seed[1], seed[2], seed[3]]),
+    );
+    let mut c = Client {
+        iface: iface.to_string(),
+        index: link.index,
+        nl,
+        node,
+        sock,
+        port: args.port,
+        held: BTreeSet::new(),
+    };
+    let sock_path = dir.join("sims-node.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let status =
+        UnixListener::bind(&sock_path).map_err(|e| format!("{}: {e}", sock_path.display()))?;
+    status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    info!("sims-node on {iface}");
+    c.address_changed();
+    let mut next_census = event::now_ms();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = event::now_ms();
+        let until = c.node.poll_timeout().unwrap_or(u64::MAX).min(next_census);
+        let wait = until.saturating_sub(now).min(1000) as i32;
+        let fds = [
+            signals.fd(),
+            mon.fd(),
+            status.as_raw_fd(),
+            c.sock.as_raw_fd(),
+        ];
+        for i in event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))? {
+            match i {
+                0 => {
+                    if let Some(sig) = signals.next() {
+                        if sig != libc::SIGHUP {
+                            info!("signal {sig}: exiting (old addresses stay on {iface})");
+                            let _ = std::fs::remove_file(&sock_path);
+                            return Ok(());
+                        }
+                    }
+                }
+                1 => {
+                    let events = mon.recv().unwrap_or_default();
+                    if mon.take_overrun() {
+                        c.on_events(&[Event::LinkNew(link.clone())]);
+                    }
+                    c.on_events(&events);
+                }
+                2 => {
+                    while let Ok((mut s, _)) = status.accept() {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.write_all(c.status_json().as_bytes());
+                    }
+                }
+                _ => {
+                    for _ in 0..64 {
+                        let Ok((n, SocketAddr::V4(src))) = c.sock.recv_from(&mut buf) else {
+                            break;
+                        };
+                        let mut acts = Vec::new();
+                        c.node
+                            .handle_datagram(event::now_ms(), src, &buf[..n], &mut acts);
+                        c.execute(acts);
+                    }
+                }
+            }
+        }
+        let now = event::now_ms();
+        if now >= next_census {
+            c.census();
+            next_census = now + CENSUS_MS;
+        }
+        let mut acts = Vec::new();
+        c.node.handle_timeout(now, &mut acts);
+        c.execute(acts);
+    }
+}

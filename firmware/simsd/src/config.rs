@@ -1,0 +1,422 @@
+//! `/etc/config/sims`: OpenWrt UCI syntax, read without libuci (the daemon
+//! must also run off OpenWrt). One `agent` section, one `peer` section per
+//! roaming agreement. A bad file is refused whole with file, line and
+//! reason; nothing is applied.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use sims_proto::agent::{AgentConfig, PeerConfig};
+use sims_proto::{AgentId, Prefix};
+
+/// Which tunnel implementation carries relayed packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Kernel ipip if the kernel has it, else userspace.
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+/// Everything simsd needs: the protocol's settings and the platform's.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub lan_ifname: String,
+    pub wan_ifname: String,
+    pub backend: Backend,
+    pub table: u32,
+    pub rule_priority: u32,
+    pub route_protocol: u8,
+    pub mark_base: u32,
+    pub tunnel_mtu: u32,
+}
+
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+    }
+}
+
+/// One parsed UCI section.
+struct Section {
+    kind: String,
+    name: Option<String>,
+    line: usize,
+    /// (key, value, line, is_list)
+    options: Vec<(String, String, usize, bool)>,
+}
+
+/// Split a UCI line into words, honouring single and double quotes.
+fn words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for c in line.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => cur.push(c),
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                in_word = true;
+            }
+            None if c == '#' && !in_word => break,
+            None if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            None => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err("unterminated quote".into());
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn parse_sections(text: &str, file: &str) -> Result<Vec<Section>, ConfigError> {
+    let err = |line: usize, reason: String| ConfigError {
+        file: file.to_string(),
+        line,
+        reason,
+    };
+    let mut sections: Vec<Section> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let w = words(raw).map_err(|e| err(n, e))?;
+        let Some(first) = w.first() else { continue };
+        match first.as_str() {
+            "config" => {
+                if w.len() < 2 || w.len() > 3 {
+                    return Err(err(n, "expected: config <type> ['<name>']".into()));
+                }
+                sections.push(Section {
+                    kind: w[1].clone(),
+                    name: w.get(2).cloned(),
+                    line: n,
+                    options: Vec::new(),
+                });
+            }
+            "option" | "list" => {
+                if w.len() != 3 {
+                    return Err(err(n, format!("expected: {first} <name> '<value>'")));
+                }
+                let Some(s) = sections.last_mut() else {
+                    return Err(err(n, format!("{first} outside of a config section")));
+                };
+                s.options
+                    .push((w[1].clone(), w[2].clone(), n, first == "list"));
+            }
+            "package" => {}
+            other => return Err(err(n, format!("unknown keyword '{other}'"))),
+        }
+    }
+    Ok(sections)
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Agent and peer ids name tunnel devices `sims-<id>` (15 bytes at most).
+fn agent_id(s: &str) -> Result<AgentId, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 10
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(format!(
+            "id '{s}' must be 1-10 characters of a-z, 0-9, '-' or '_'"
+        ));
+    }
+    let mut id = AgentId::new();
+    id.push_str(s).map_err(|_| "id too long".to_string())?;
+    Ok(id)
+}
+
+fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    let v = v.trim();
+    let parsed = if let Some(h) = v.strip_prefix("0x") {
+        u64::from_str_radix(h, 16)
+            .ok()
+            .and_then(|n| n.to_string().parse().ok())
+    } else {
+        v.parse().ok()
+    };
+    parsed.ok_or_else(|| format!("option {key}: '{v}' is not a valid number"))
+}
+
+/// Parse a config file's text. `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let sections = parse_sections(text, file)?;
+    let err = |line: usize, reason: String| ConfigError {
+        file: file.to_string(),
+        line,
+        reason,
+    };
+    let agents: Vec<&Section> = sections.iter().filter(|s| s.kind == "agent").collect();
+    let a = match agents.as_slice() {
+        [a] => *a,
+        [] => return Err(err(0, "no 'config agent' section".into())),
+        [_, b, ..] => return Err(err(b.line, "more than one 'config agent' section".into())),
+    };
+    let mut id = None;
+    let mut endpoint = None;
+    let mut cfg = Config {
+        agent: AgentConfig::new(AgentId::new(), Ipv4Addr::UNSPECIFIED),
+        lan_ifname: "br-lan".into(),
+        wan_ifname: "wan".into(),
+        backend: Backend::Auto,
+        table: 144,
+        rule_priority: 1000,
+        route_protocol: 153,
+        mark_base: 0x5153_0000,
+        tunnel_mtu: 1480,
+    };
+    for (k, v, line, _) in &a.options {
+        let r: Result<(), String> = (|| {
+            let ac = &mut cfg.agent;
+            match k.as_str() {
+                "id" => id = Some(agent_id(v)?),
+                "provider" => {
+                    ac.provider.clear();
+                    ac.provider
+                        .push_str(v)
+                        .map_err(|_| "provider name over 32 bytes".to_string())?
+                }
+                "endpoint" => {
+                    endpoint = Some(
+                        v.parse::<Ipv4Addr>()
+                            .map_err(|_| format!("endpoint '{v}' is not an IPv4 address"))?,
+                    )
+                }
+                "lan_prefix" => ac.lan_prefixes.push(
+                    v.parse::<Prefix>()
+                        .map_err(|e| format!("lan_prefix '{v}': {e}"))?,
+                ),
+                "lan_ifname" => cfg.lan_ifname = ifname(v)?,
+                "wan_ifname" => cfg.wan_ifname = ifname(v)?,
+                "port" => ac.port = num(k, v)?,
+                "backend" => {
+                    cfg.backend = match v.as_str() {
+                        "auto" => Backend::Auto,
+                        "kernel" => Backend::Kernel,
+                        "userspace" => Backend::Userspace,
+                        _ => {
+                            return Err(format!(
+                                "backend '{v}': expected auto, kernel or userspace"
+                            ))
+                        }
+                    }
+                }
+                "advert_interval" => ac.advert_interval_ms = secs_ms(k, v)?,
+                "binding_lifetime" => ac.binding_lifetime_s = num(k, v)?,
+                "credential_lifetime" => ac.credential_lifetime_s = num(k, v)?,
+                "max_bindings" => ac.max_bindings = num(k, v)?,
+                "max_per_peer" => ac.max_per_peer = num(k, v)?,
+                "max_per_node" => ac.max_per_node = num(k, v)?,
+                "max_credentials" => ac.max_credentials = num(k, v)?,
+                "auth_window" => ac.auth_window_s = num(k, v)?,
+                "retransmit_initial_ms" => ac.retransmit_initial_ms = num(k, v)?,
+                "retransmit_tries" => ac.retransmit_tries = num(k, v)?,
+                "table" => cfg.table = num(k, v)?,
+                "rule_priority" => cfg.rule_priority = num(k, v)?,
+                "route_protocol" => cfg.route_protocol = num(k, v)?,
+                "mark_base" => cfg.mark_base = num(k, v)?,
+                "tunnel_mtu" => cfg.tunnel_mtu = num(k, v)?,
+                "enabled" => {}
+                _ => return Err(format!("unknown option '{k}' in agent section")),
+            }
+            Ok(())
+        })();
+        r.map_err(|e| err(*line, e))?;
+    }
+    cfg.agent.id = id.ok_or_else(|| err(a.line, "agent section has no 'id'".into()))?;
+    cfg.agent.endpoint =
+        endpoint.ok_or_else(|| err(a.line, "agent section has no 'endpoint'".into()))?;
+    if cfg.agent.lan_prefixes.is_empty() {
+        return Err(err(a.line, "agent section has no 'lan_prefix'".into()));
+    }
+    if cfg.agent.max_bindings == 0 || cfg.agent.max_bindings > 65_536 {
+        return Err(err(a.line, "max_bindings must be 1..65536".into()));
+    }
+    if !(1..=255).contains(&cfg.route_protocol) || (253..=255).contains(&cfg.table) {
+        return Err(err(
+            a.line,
+            "route_protocol must be 1..255 and table not 253..255".into(),
+        ));
+    }
+    for s in sections.iter().filter(|s| s.kind == "peer") {
+        let mut pid = None;
+        let mut pend = None;
+        let mut key = None;
+        let mut port = cfg.agent.port;
+        let mut prefixes = Vec::new();
+        let mut enabled = true;
+        for (k, v, line, _) in &s.options {
+            let r: Result<(), String> = (|| {
+                match k.as_str() {
+                    "id" => pid = Some(agent_id(v)?),
+                    "endpoint" => {
+                        pend = Some(
+                            v.parse::<Ipv4Addr>()
+                                .map_err(|_| format!("endpoint '{v}' is not an IPv4 address"))?,
+                        )
+                    }
+                    "lan_prefix" => prefixes.push(
+                        v.parse::<Prefix>()
+                            .map_err(|e| format!("lan_prefix '{v}': {e}"))?,
+                    ),
+                    "key" => {
+                        key = Some(
+                            hex32(v).ok_or("key must be 64 hexadecimal characters (32 bytes)")?,
+                        )
+                    }
+                    "port" => port = num(k, v)?,
+                    "enabled" => enabled = v != "0",
+                    "provider" | "description" => {}
+                    _ => return Err(format!("unknown option '{k}' in peer section")),
+                }
+                Ok(())
+            })();
+            r.map_err(|e| err(*line, e))?;
+        }
+        if !enabled {
+            continue;
+        }
+        let name = s.name.as_deref().unwrap_or("peer");
+        let id = pid.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'id'")))?;
+        if id == cfg.agent.id || cfg.agent.peers.iter().any(|p| p.id == id) {
+            return Err(err(s.line, format!("peer id '{id}' is not unique")));
+        }
+        let endpoint =
+            pend.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'endpoint'")))?;
+        let key = key.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'key'")))?;
+        if prefixes.is_empty() {
+            return Err(err(s.line, format!("peer '{name}' has no 'lan_prefix'")));
+        }
+        cfg.agent.peers.push(PeerConfig {
+            id,
+            endpoint,
+            port,
+            prefixes,
+            key,
+        });
+    }
+    if cfg.agent.peers.len() > 250 {
+        return Err(err(0, "more than 250 peers".into()));
+    }
+    Ok(cfg)
+}
+
+fn ifname(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 15 || v.contains('/') || v.contains(char::is_whitespace) {
+        return Err(format!("'{v}' is not a valid interface name"));
+    }
+    Ok(v.to_string())
+}
+
+/// Seconds, possibly fractional ("0.5"), to milliseconds.
+fn secs_ms(key: &str, v: &str) -> Result<u64, String> {
+    let f: f64 = v
+        .parse()
+        .map_err(|_| format!("option {key}: '{v}' is not a number of seconds"))?;
+    if !(0.05..=86_400.0).contains(&f) {
+        return Err(format!("option {key}: {v} s is out of range"));
+    }
+    Ok((f * 1000.0) as u64)
+}
+
+/// Read and parse a config file.
+pub fn load(path: &str) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_string(),
+        line: 0,
+        reason: e.to_string(),
+    })?;
+    parse(&text, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+config agent 'agent'
+\toption id 'ma-a'
+\toption provider \"alpha net\"
+\toption endpoint '100.64.1.2'
+\tlist lan_prefix '10.1.0.0/24'
+\toption backend userspace
+\toption advert_interval '0.5'
+
+# the B operator
+config peer 'ma_b'
+\toption id 'ma-b'
+\toption endpoint '100.64.2.2'
+\tlist lan_prefix '10.2.0.0/24'
+\toption key '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
+";
+
+    #[test]
+    fn parses_agent_and_peers() {
+        let c = parse(GOOD, "sims").unwrap();
+        assert_eq!(c.agent.id.as_str(), "ma-a");
+        assert_eq!(c.agent.provider.as_str(), "alpha net");
+        assert_eq!(c.agent.advert_interval_ms, 500);
+        assert_eq!(c.backend, Backend::Userspace);
+        assert_eq!(c.agent.peers.len(), 1);
+        assert_eq!(c.agent.peers[0].key[31], 0x1f);
+        assert_eq!(c.agent.peers[0].endpoint, Ipv4Addr::new(100, 64, 2, 2));
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text, "/etc/config/sims").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        let bad_key = GOOD.replace("1c1d1e1f'", "1c1d1e'");
+        assert_eq!(
+            error_of(&bad_key),
+            "/etc/config/sims:15: key must be 64 hexadecimal characters (32 bytes)"
+        );
+        let bad_ip = GOOD.replace("'100.64.1.2'", "'100.64.1'");
+        assert!(error_of(&bad_ip).starts_with("/etc/config/sims:5: endpoint"));
+        let unknown = GOOD.replace("option backend", "option bakend");
+        assert!(error_of(&unknown).contains(":7: unknown option 'bakend'"));
+        let quote = GOOD.replace("'ma-b'", "'ma-b");
+        assert!(error_of(&quote).contains(":12: unterminated quote"));
+        let long_id = GOOD.replace("'ma-b'", "'a-very-long-id'");
+        assert!(error_of(&long_id).contains(":12: id"));
+        let dup = GOOD.replace("'ma-b'", "'ma-a'");
+        assert!(error_of(&dup).contains("not unique"));
+        assert!(error_of("option id x").contains(":1: option outside"));
+        assert!(error_of("").contains("no 'config agent'"));
+        let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
+        assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));
+    }
+}

@@ -1,0 +1,406 @@
+//! simsd, the SIMS Mobility Agent: a thin poll loop around the sans-IO
+//! agent of `sims-proto`, executing its actions on the kernel.
+
+mod config;
+mod dataplane;
+mod nft;
+mod status;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use log::{error, info, warn};
+use sims_linux::event::{self, Signals};
+use sims_linux::monitor::Monitor;
+use sims_linux::udp::bind_udp;
+use sims_proto::agent::{Action, Agent, LanView, Now};
+
+use dataplane::Dataplane;
+
+/// SIMS Mobility Agent.
+#[derive(FromArgs)]
+struct Args {
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+    /// config file (UCI syntax)
+    #[argh(option, short = 'c', default = "String::from(\"/etc/config/sims\")")]
+    config: String,
+    /// directory for the status socket and the saved state
+    #[argh(option, default = "String::from(\"/var/run/sims\")")]
+    state_dir: String,
+    #[argh(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Cmd {
+    Status(StatusCmd),
+    Check(CheckCmd),
+}
+
+/// Show the running daemon's bindings, peers and counters.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// machine-readable output
+    #[argh(switch)]
+    json: bool,
+}
+
+/// Check the config file and exit.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check")]
+struct CheckCmd {}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("simsd {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match args.cmd {
+        Some(Cmd::Status(s)) => status_client(&args.state_dir, s.json),
+        Some(Cmd::Check(_)) => match config::load(&args.config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok, agent {} with {} peers",
+                    args.config,
+                    c.agent.id,
+                    c.agent.peers.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        None => match run(&args.config, Path::new(&args.state_dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn status_client(dir: &str, json: bool) -> ExitCode {
+    let path = Path::new(dir).join("simsd.sock");
+    let mut s = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("simsd is not running ({}: {e})", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut out = String::new();
+    if let Err(e) = s.read_to_string(&mut out) {
+        eprintln!("reading status: {e}");
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!("{out}");
+    } else {
+        // The daemon speaks JSON only; a compact human view of it.
+        println!(
+            "{}",
+            out.replace("},{", "},\n  {").replace(":[{", ":[\n  {")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Neighbour lookups for the agent's "held by another host" check.
+struct Lan<'a>(std::cell::RefCell<&'a mut Dataplane>);
+impl LanView for Lan<'_> {
+    fn holder(&self, addr: Ipv4Addr) -> Option<[u8; 6]> {
+        self.0.borrow_mut().lan_holder(addr)
+    }
+}
+
+fn now() -> Now {
+    Now {
+        ms: event::now_ms(),
+        unix_s: event::unix_s(),
+    }
+}
+
+/// `boot` grows across restarts even within one second.
+fn next_boot(dir: &Path) -> u32 {
+    let file = dir.join("boot");
+    let last: u32 = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let boot = (event::unix_s() as u32).max(last.wrapping_add(1));
+    let _ = std::fs::write(&file, boot.to_string());
+    boot
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = sims_linux::random_bytes(&mut b);
+    u32::from_ne_bytes(b)
+}
+
+struct Daemon {
+    cfg: config::Config,
+    cfg_path: String,
+    dir: PathBuf,
+    agent: Agent,
+    dp: Dataplane,
+    lan: UdpSocket,
+    wan: UdpSocket,
+    dirty: bool,
+}
+
+impl Daemon {
+    fn start(
+        cfg: config::Config,
+        cfg_path: &str,
+        dir: &Path,
+        saved: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
+        let boot = next_boot(dir);
+        let mut dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
+        let port = cfg.agent.port;
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        let lan = bind_udp(any, Some(&cfg.lan_ifname), true, true)
+            .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))?;
+        let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
+            .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
+        let mut agent = Agent::new(cfg.agent.clone(), boot, random_u32());
+        if let Some(data) = saved {
+            let mut acts = Vec::new();
+            if agent.restore(now(), &data, &mut acts) {
+                info!("restored {} bindings", agent.bindings().count());
+                for a in &acts {
+                    if let Err(e) = dp.apply(a) {
+                        warn!("restoring {a:?}: {e}");
+                    }
+                }
+            } else {
+                warn!("saved state unreadable; starting empty");
+            }
+        }
+        info!(
+            "agent {} (boot {boot}) on {} / {}, {} peers",
+            cfg.agent.id,
+            cfg.lan_ifname,
+            cfg.wan_ifname,
+            cfg.agent.peers.len()
+        );
+        Ok(Daemon {
+            cfg,
+            cfg_path: cfg_path.to_string(),
+            dir: dir.to_path_buf(),
+            agent,
+            dp,
+            lan,
+            wan,
+            dirty: true,
+        })
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join("simsd.state")
+    }
+
+    fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let data = self.agent.save(now());
+        let tmp = self.dir.join("simsd.state.tmp");
+        if std::fs::write(&tmp, &data)
+            .and_then(|_| std::fs::rename(&tmp, self.state_file()))
+            .is_err()
+        {
+            warn!("could not save state in {}", self.dir.display());
+        }
+    }
+
+    fn execute(&mut self, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { dst, data } => {
+                    let lan = self
+                        .cfg
+                        .agent
+                        .lan_prefixes
+                        .iter()
+                        .any(|p| p.contains(*dst.ip()));
+                    let sock = if lan { &self.lan } else { &self.wan };
+                    if let Err(e) = sock.send_to(&data, dst) {
+                        warn!("send to {dst}: {e}");
+                    }
+                }
+                Action::BroadcastLan { data } => {
+                    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.cfg.agent.port);
+                    if let Err(e) = self.lan.send_to(&data, dst) {
+                        log::debug!("advertisement: {e}");
+                    }
+                }
+                other => {
+                    self.dirty = true;
+                    if let Err(e) = self.dp.apply(&other) {
+                        error!("kernel: {other:?}: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, via_lan: bool, buf: &mut [u8]) {
+        // Bounded per wakeup so a flood cannot starve timers.
+        for _ in 0..64 {
+            let sock = if via_lan { &self.lan } else { &self.wan };
+            let (n, src) = match sock.recv_from(buf) {
+                Ok(x) => x,
+                Err(_) => return,
+            };
+            let SocketAddr::V4(src) = src else { continue };
+            let mut acts = Vec::new();
+            let now = now();
+            {
+                let lan = Lan(std::cell::RefCell::new(&mut self.dp));
+                self.agent
+                    .handle_datagram(now, src, via_lan, &buf[..n], &lan, &mut acts);
+            }
+            self.execute(acts);
+        }
+    }
+
+    /// SIGHUP: a valid new config replaces the running one, keeping the
+    /// bindings whose peers still exist; an invalid one changes nothing.
+    fn reload(self) -> Self {
+        let cfg = match config::load(&self.cfg_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, keeping the running configuration: {e}");
+                return self;
+            }
+        };
+        let saved = self.agent.save(now());
+        let (path, dir) = (self.cfg_path.clone(), self.dir.clone());
+        let old_cfg = self.cfg.clone();
+        let mut old = self;
+        old.dp.shutdown();
+        drop(old);
+        match Daemon::start(cfg, &path, &dir, Some(saved.clone())) {
+            Ok(d) => {
+                info!("configuration reloaded");
+                d
+            }
+            Err(e) => {
+                error!("reload failed ({e}); restarting with the previous configuration");
+                match Daemon::start(old_cfg, &path, &dir, Some(saved)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        error!("cannot restart: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
+    let cfg = config::load(cfg_path).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
+    let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
+    let saved = std::fs::read(dir.join("simsd.state")).ok();
+    let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
+    let sock_path = dir.join("simsd.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let status =
+        UnixListener::bind(&sock_path).map_err(|e| format!("{}: {e}", sock_path.display()))?;
+    status.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let now_ms = event::now_ms();
+        let wait = d.agent.poll_timeout().saturating_sub(now_ms).min(1000) as i32;
+        let mut fds = vec![
+            signals.fd(),
+            mon.fd(),
+            status.as_raw_fd(),
+            d.lan.as_raw_fd(),
+            d.wan.as_raw_fd(),
+        ];
+        let raw = d.dp.raw_fd();
+        if let Some(r) = raw {
+            fds.push(r);
+        }
+        let tuns = d.dp.tun_fds();
+        fds.extend(tuns.iter().map(|(_, fd)| *fd));
+        let ready = event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))?;
+        for i in ready {
+            match i {
+                0 => {
+                    while let Some(sig) = signals.next() {
+                        if sig == libc::SIGHUP {
+                            info!("SIGHUP: reloading {}", d.cfg_path);
+                            d = d.reload();
+                        } else {
+                            info!("signal {sig}: shutting down");
+                            d.save();
+                            d.dp.shutdown();
+                            let _ = std::fs::remove_file(&sock_path);
+                            return Ok(());
+                        }
+                    }
+                }
+                1 => {
+                    let events = mon.recv().unwrap_or_default();
+                    let overrun = mon.take_overrun();
+                    for ev in &events {
+                        if let Err(e) = d.dp.on_event(ev) {
+                            warn!("resync: {e}");
+                        }
+                    }
+                    if overrun {
+                        if let Err(e) = d.dp.resync() {
+                            warn!("resync: {e}");
+                        }
+                    }
+                }
+                2 => {
+                    while let Ok((mut c, _)) = status.accept() {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_write_timeout(Some(std::time::Duration::from_secs(2)));
+                        let s = status::json(&d.agent, &mut d.dp, event::now_ms());
+                        let _ = c.write_all(s.as_bytes());
+                    }
+                }
+                3 => d.on_datagram(true, &mut buf),
+                4 => d.on_datagram(false, &mut buf),
+                5 if raw.is_some() => d.dp.pump_raw(&mut buf),
+                i => {
+                    let k = i - 5 - usize::from(raw.is_some());
+                    if let Some((p, _)) = tuns.get(k) {
+                        d.dp.pump_tun(*p, &mut buf);
+                    }
+                }
+            }
+        }
+        let mut acts = Vec::new();
+        d.agent.handle_timeout(now(), &mut acts);
+        d.execute(acts);
+        d.save();
+    }
+}

@@ -1,0 +1,114 @@
+//! The `inet sims` nftables table: owned whole by simsd, loaded with one
+//! `nft -f -` at start and on reload (like fw4 loads its ruleset). Per
+//! binding changes are set elements, made in-process (dataplane.rs).
+//!
+//! - `out_<n>`: visiting nodes' foreign addresses that go into peer n's
+//!   tunnel; their LAN packets get peer n's fwmark (one rule per peer
+//!   routes the mark into the peer's table).
+//! - `in_<n>`: our own addresses redirected to peer n; the only sources
+//!   accepted out of that peer's tunnel (besides return traffic to `out_<n>`).
+//! - leak guard: nothing from the LAN leaves by the WAN with a source
+//!   outside our LAN prefixes. A visiting node's old address would be
+//!   masqueraded there and the server would reset the session.
+
+use std::io::{self, Write};
+use std::process::{Command, Stdio};
+
+use crate::config::Config;
+
+pub fn set_in(p: usize) -> String {
+    format!("in_{p}")
+}
+
+pub fn set_out(p: usize) -> String {
+    format!("out_{p}")
+}
+
+/// The table's text for `cfg`.
+pub fn ruleset(cfg: &Config) -> String {
+    let lan = &cfg.lan_ifname;
+    let wan = &cfg.wan_ifname;
+    let prefixes: Vec<String> = cfg
+        .agent
+        .lan_prefixes
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let mut s = String::new();
+    // Declare-then-delete makes the load atomic and idempotent.
+    s.push_str("table inet sims\ndelete table inet sims\ntable inet sims {\n");
+    for (i, _) in cfg.agent.peers.iter().enumerate() {
+        s.push_str(&format!(
+            "\tset {} {{ type ipv4_addr; }}\n\tset {} {{ type ipv4_addr; }}\n",
+            set_in(i),
+            set_out(i)
+        ));
+    }
+    s.push_str(
+        "\tchain prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n",
+    );
+    for (i, _) in cfg.agent.peers.iter().enumerate() {
+        s.push_str(&format!(
+            "\t\tiifname \"{lan}\" ip saddr @{} meta mark set {:#x}\n",
+            set_out(i),
+            cfg.mark_base + 1 + i as u32
+        ));
+    }
+    s.push_str("\t}\n\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n");
+    for (i, p) in cfg.agent.peers.iter().enumerate() {
+        s.push_str(&format!(
+            "\t\tiifname \"sims-{}\" ip saddr != @{} ip daddr != @{} counter drop\n",
+            p.id,
+            set_in(i),
+            set_out(i)
+        ));
+    }
+    s.push_str(&format!(
+        "\t\tiifname \"{lan}\" oifname \"{wan}\" ip saddr != {{ {} }} counter drop\n\t}}\n}}\n",
+        prefixes.join(", ")
+    ));
+    s
+}
+
+fn nft(input: &str) -> io::Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+pub fn load(cfg: &Config) -> io::Result<()> {
+    nft(&ruleset(cfg))
+}
+
+pub fn unload() -> io::Result<()> {
+    nft("table inet sims\ndelete table inet sims\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_has_one_rule_per_peer_and_the_leak_guard() {
+        let text = "config agent\n option id ma-a\n option endpoint 100.64.1.2\n list lan_prefix 10.1.0.0/24\n option lan_ifname br-lan\n option wan_ifname wan\nconfig peer\n option id ma-b\n option endpoint 100.64.2.2\n list lan_prefix 10.2.0.0/24\n option key 0000000000000000000000000000000000000000000000000000000000000000\n";
+        let cfg = crate::config::parse(text, "t").unwrap();
+        let r = ruleset(&cfg);
+        assert!(r.contains("iifname \"br-lan\" ip saddr @out_0 meta mark set 0x51530001"));
+        assert!(r.contains("iifname \"sims-ma-b\" ip saddr != @in_0 ip daddr != @out_0"));
+        assert!(r.contains("oifname \"wan\" ip saddr != { 10.1.0.0/24 } counter drop"));
+    }
+}

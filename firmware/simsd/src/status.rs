@@ -1,0 +1,97 @@
+//! `simsd status`: the daemon answers on a unix socket in its state
+//! directory; the JSON is written by hand (no serde_json on the router).
+
+use std::fmt::Write;
+
+use sims_proto::agent::{Agent, Role};
+
+use crate::dataplane::Dataplane;
+
+/// Quote a string for JSON.
+pub fn q(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
+
+pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
+    let cfg = agent.config();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{{\"id\":{},\"provider\":{},\"version\":{},\"boot\":{},\"backend\":{},\"bindings\":[",
+        q(&cfg.id),
+        q(&cfg.provider),
+        q(env!("CARGO_PKG_VERSION")),
+        agent.boot(),
+        q(dp.kind.as_str())
+    );
+    for (i, (addr, b)) in agent.bindings().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"addr\":\"{addr}\",\"role\":{},\"peer\":{},\"node\":\"{}\",\"age_s\":{},\"expires_s\":{},\"pending\":{}}}",
+            if i > 0 { "," } else { "" },
+            q(match b.role {
+                Role::Home => "home",
+                Role::Visitor => "visitor",
+            }),
+            q(&cfg.peers[b.peer].id),
+            hex(&b.node[..8]),
+            now_ms.saturating_sub(b.created_ms) / 1000,
+            b.expires_ms.saturating_sub(now_ms) / 1000,
+            b.pending
+        );
+    }
+    s.push_str("],\"peers\":[");
+    for (p, peer) in cfg.peers.iter().enumerate() {
+        let t = dp.peer_traffic(p);
+        let _ = write!(
+            s,
+            "{}{{\"id\":{},\"endpoint\":\"{}\",\"tunnel\":{},\"bindings\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_packets\":{},\"rx_bytes\":{},\"rx_dropped\":{}}}",
+            if p > 0 { "," } else { "" },
+            q(&peer.id),
+            peer.endpoint,
+            q(&Dataplane::tunnel_name_of(&peer.id)),
+            agent.binding_count(p),
+            t.tx_packets,
+            t.tx_bytes,
+            t.rx_packets,
+            t.rx_bytes,
+            t.rx_dropped
+        );
+    }
+    let c = agent.counters;
+    let _ = write!(
+        s,
+        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{}}}}}",
+        agent.credential_count(),
+        c.rx_ok,
+        c.rx_malformed,
+        c.rx_unauthenticated,
+        c.rx_replay,
+        c.rx_refused,
+        c.rx_unexpected,
+        c.tx,
+        c.table_full,
+        dp.rx_unknown_endpoint
+    );
+    s
+}
