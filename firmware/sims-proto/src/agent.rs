@@ -88,7 +88,7 @@ impl AgentConfig {
             max_pending: 64,
             auth_window_s: 120,
             retransmit_initial_ms: 200,
-            retransmit_tries: 5,
+            retransmit_tries: 4,
         }
     }
 
@@ -248,7 +248,7 @@ struct PeerRx {
 struct Saved {
     boot: u32,
     next_serial: u32,
-    bindings: Vec<([u8; 4], Binding, u64)>,
+    bindings: Vec<([u8; 4], Binding, u64, AgentId)>,
     creds: Vec<([u8; 4], CredEntry, u64)>,
 }
 
@@ -266,6 +266,8 @@ pub struct Agent {
     regs: BTreeMap<u32, PendingReg>,
     next_reg: u32,
     peer_rx: Vec<PeerRx>,
+    /// Registrations whose pending request was dropped with its binding.
+    orphans: Vec<(u32, Ipv4Addr)>,
     pub counters: Counters,
 }
 
@@ -298,6 +300,7 @@ impl Agent {
             regs: BTreeMap::new(),
             next_reg: 0,
             peer_rx: alloc::vec![PeerRx::default(); n],
+            orphans: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -344,7 +347,14 @@ impl Agent {
 
     // ---- timers ---------------------------------------------------------
 
+    fn answer_orphans(&mut self, now: Now, out: &mut impl Sink) {
+        while let Some((reg, addr)) = self.orphans.pop() {
+            self.reg_result(now, Some(reg), addr, Status::BadRequest, out);
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Now, out: &mut impl Sink) {
+        self.answer_orphans(now, out);
         if now.ms >= self.next_advert_ms {
             self.advertise(None, out);
             self.next_advert_ms = now.ms + self.cfg.advert_interval_ms.max(100);
@@ -436,11 +446,17 @@ impl Agent {
                 Message::TunnelRequest(a) => self.on_tunnel_request(now, p, a.msg, lan, out),
                 Message::TunnelReply(a) => self.on_tunnel_reply(now, p, a.msg, out),
                 Message::TunnelRelease(a) => self.on_tunnel_release(now, p, a.msg, out),
-                Message::TunnelReleaseReply(a) => {
+                Message::TunnelReleaseReply(a)
+                    if self
+                        .outgoing
+                        .get(&a.msg.req_id)
+                        .is_some_and(|o| o.peer == p) =>
+                {
                     self.outgoing.remove(&a.msg.req_id);
                 }
                 _ => {}
             }
+            self.answer_orphans(now, out);
             return;
         }
         // Node messages: only from our LAN.
@@ -457,6 +473,7 @@ impl Agent {
             Message::Release(r) if from_lan => {
                 self.counters.rx_ok += 1;
                 self.on_release(now, src, r, out);
+                self.answer_orphans(now, out);
             }
             // Another agent's advertisement on our LAN, or our own echo.
             Message::Advertisement(_) => {}
@@ -653,9 +670,18 @@ impl Agent {
         if self.binding_count(peer) == 0 {
             out.push(Action::TunnelDown { peer });
         }
-        // Requests about a binding that is gone are moot.
-        self.outgoing
-            .retain(|_, o| !matches!(o.kind, OutKind::Tunnel { addr: a, .. } if a == addr));
+        // Requests about a binding that is gone are moot; a registration
+        // waiting for one is answered (see `answer_orphans`).
+        let orphans = &mut self.orphans;
+        self.outgoing.retain(|_, o| match o.kind {
+            OutKind::Tunnel { addr: a, reg } if a == addr => {
+                if let Some(r) = reg {
+                    orphans.push((r, addr));
+                }
+                false
+            }
+            _ => true,
+        });
         Some(b)
     }
 
@@ -732,7 +758,11 @@ impl Agent {
         // home has just had its old redirect removed above.
         reply.cred = self.issue(now, cur, &r);
         if reply.cred.is_none() {
-            reply.status = Status::AddressInUse;
+            reply.status = if self.creds.len() >= self.cfg.max_credentials {
+                Status::NoCapacity
+            } else {
+                Status::AddressInUse
+            };
         }
         let mut reg = PendingReg {
             node: r.node,
@@ -899,10 +929,30 @@ impl Agent {
             self.counters.rx_refused += 1;
             return Some(Status::BadRequest);
         }
+        // The node's key is in the registration: check its proof here too,
+        // so that nobody on the LAN can make us ask the issuer in its name
+        // (a refused refresh would tear down the node's working binding).
+        let input = ProofInput {
+            context: PROOF_CONTEXT,
+            domain: ProofDomain::Redirect,
+            cred: &ob.cred,
+            agent: &self.cfg.id,
+            node_addr: r.addr,
+            seq: r.seq,
+        };
+        if !msg::verify_proof(&r.node, &input, &ob.proof) {
+            self.counters.rx_refused += 1;
+            return Some(Status::BadProof);
+        }
         let key = u32::from(addr);
         let lifetime_ms = u64::from(self.cfg.binding_lifetime_s) * 1000;
+        let same = |b: &Binding| b.role == Role::Visitor && b.peer == p && b.node == r.node;
         match self.bindings.get_mut(&key) {
-            Some(b) if b.role == Role::Visitor && b.peer == p && b.node == r.node => {
+            Some(b) if same(b) && r.seq <= b.last_seq => {
+                self.counters.rx_replay += 1;
+                return Some(Status::Replay);
+            }
+            Some(b) if same(b) => {
                 // A refresh; the issuer extends its side too.
                 b.cred = ob.cred.clone();
                 b.last_seq = b.last_seq.max(r.seq);
@@ -922,7 +972,7 @@ impl Agent {
                     node: r.node,
                     cred: ob.cred.clone(),
                     created_ms: now.ms,
-                    // Until the issuer answers, a short life.
+                    // Replaced by the issuer's lifetime when it answers.
                     expires_ms: now.ms + lifetime_ms,
                     pending: true,
                     last_seq: r.seq,
@@ -1211,11 +1261,9 @@ impl Agent {
                 .bindings
                 .iter()
                 .map(|(a, b)| {
-                    (
-                        a.to_be_bytes(),
-                        b.clone(),
-                        b.expires_ms.saturating_sub(now.ms),
-                    )
+                    let left = b.expires_ms.saturating_sub(now.ms);
+                    let peer = self.cfg.peers[b.peer].id.clone();
+                    (a.to_be_bytes(), b.clone(), left, peer)
                 })
                 .collect(),
             creds: self
@@ -1249,8 +1297,13 @@ impl Agent {
                 self.creds.insert(u32::from_be_bytes(a), c);
             }
         }
-        for (a, mut b, left) in s.bindings {
-            if b.peer >= self.cfg.peers.len() || !self.has_room(b.peer, &b.node) {
+        for (a, mut b, left, peer) in s.bindings {
+            // Peers are matched by id: a reload may have reordered them.
+            let Some(p) = self.cfg.peers.iter().position(|x| x.id == peer) else {
+                continue;
+            };
+            b.peer = p;
+            if !self.has_room(b.peer, &b.node) {
                 continue;
             }
             b.expires_ms = now.ms + left;

@@ -280,6 +280,9 @@ impl Daemon {
                 self.agent
                     .handle_datagram(now, src, via_lan, &buf[..n], &lan, &mut acts);
             }
+            // Credentials and sequence numbers change without kernel
+            // changes: anything answered may have changed saved state.
+            self.dirty |= !acts.is_empty();
             self.execute(acts);
         }
     }
