@@ -281,6 +281,23 @@ impl Client {
     }
 }
 
+/// ARP on a moving interface: requests must carry the current address
+/// (arp_announce 2), since the new router's reverse-path filter drops ARP
+/// from an old address it has not bound yet; and the node must answer ARP
+/// for its held /32s (arp_ignore 0 or 1; 2 would ignore them).
+fn tune_arp(iface: &str) {
+    use sims_linux::sysctl;
+    if let Err(e) = sysctl::set_ipv4_conf(iface, "arp_announce", "2") {
+        warn!("{iface}: arp_announce: {e}");
+    }
+    let ignore = sysctl::get(&format!("net/ipv4/conf/{iface}/arp_ignore"));
+    if ignore.is_ok_and(|v| v.trim().parse::<u32>().unwrap_or(0) >= 2) {
+        if let Err(e) = sysctl::set_ipv4_conf(iface, "arp_ignore", "1") {
+            warn!("{iface}: arp_ignore: {e}");
+        }
+    }
+}
+
 fn run(args: &Args, iface: &str) -> Result<(), String> {
     let dir = Path::new(&args.state_dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -291,6 +308,7 @@ fn run(args: &Args, iface: &str) -> Result<(), String> {
         .link_by_name(iface)
         .map_err(|e| format!("netlink: {e}"))?
         .ok_or_else(|| format!("interface {iface} not found"))?;
+    tune_arp(iface);
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port);
     let sock =
         udp::bind_udp(any, Some(iface), true, true).map_err(|e| format!("bind {any}: {e}"))?;

@@ -236,23 +236,22 @@ impl Dataplane {
         match *a {
             Action::TunnelUp { peer } => self.tunnel_up(peer),
             Action::TunnelDown { peer } => self.tunnel_down(peer),
+            // The home side is one set element: traffic to `addr` (after
+            // the NAT's reverse mapping) gets the peer's mark and so the
+            // peer's table, whose default route is the tunnel. No /32
+            // route: it would make the kernel's reverse-path check drop the
+            // node's own packets on our LAN when it comes back, before it
+            // could tell us it is back.
             Action::HomeAdd { addr, peer } => {
-                let oif = self.tunnel_index(peer)?;
-                self.nl
-                    .route_replace(&self.host_route(u32::from(addr), oif))?;
+                self.tunnel_index(peer)?;
                 ignore(self.nf.add(NFT_TABLE, &nft::set_in(peer), addr), &[EEXIST])?;
                 self.home.insert((u32::from(addr), peer));
-                self.update_catch_all()
+                Ok(())
             }
             Action::HomeDel { addr, peer } => {
-                let oif = self.tunnel_index(peer).unwrap_or(0);
                 self.home.remove(&(u32::from(addr), peer));
-                ignore(
-                    self.nl.route_del(&self.host_route(u32::from(addr), oif)),
-                    &[ENOENT, ESRCH],
-                )?;
                 ignore(self.nf.del(NFT_TABLE, &nft::set_in(peer), addr), &[ENOENT])?;
-                self.update_catch_all()
+                Ok(())
             }
             Action::VisitorAdd { addr, peer } => {
                 // Our side first: the leak guard already stops the node's old
@@ -285,9 +284,10 @@ impl Dataplane {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tunnel not up"))
     }
 
-    /// The catch-all lookup rule exists exactly while any binding does.
+    /// The catch-all lookup rule exists exactly while a visitor binding
+    /// (a /32 in our table) does.
     fn update_catch_all(&mut self) -> io::Result<()> {
-        let want = !(self.home.is_empty() && self.visitor.is_empty());
+        let want = !self.visitor.is_empty();
         let rule = self.catch_all_rule();
         let have = self.nl.rules()?.contains(&rule);
         if want && !have {
@@ -383,8 +383,6 @@ impl Dataplane {
         }
         let home: Vec<_> = self.home.iter().copied().collect();
         for (a, p) in home {
-            let oif = self.tunnel_index(p)?;
-            self.nl.route_replace(&self.host_route(a, oif))?;
             ignore(
                 self.nf.add(NFT_TABLE, &nft::set_in(p), Ipv4Addr::from(a)),
                 &[EEXIST],

@@ -5,8 +5,10 @@
 //! - `out_<n>`: visiting nodes' foreign addresses that go into peer n's
 //!   tunnel; their LAN packets get peer n's fwmark (one rule per peer
 //!   routes the mark into the peer's table).
-//! - `in_<n>`: our own addresses redirected to peer n; the only sources
-//!   accepted out of that peer's tunnel (besides return traffic to `out_<n>`).
+//! - `in_<n>`: our own addresses redirected to peer n: traffic to them gets
+//!   peer n's mark (so, by the peer's rule, its tunnel), and they are the
+//!   only sources accepted out of that tunnel (besides return traffic to
+//!   `out_<n>`).
 //! - leak guard: nothing from the LAN leaves by the WAN with a source
 //!   outside our LAN prefixes. A visiting node's old address would be
 //!   masqueraded there and the server would reset the session.
@@ -51,6 +53,19 @@ pub fn ruleset(cfg: &Config) -> String {
         s.push_str(&format!(
             "\t\tiifname \"{lan}\" ip saddr @{} meta mark set {:#x}\n",
             set_out(i),
+            cfg.mark_base + 1 + i as u32
+        ));
+    }
+    // After the NAT's reverse mapping (dstnat is -100), so replies to a
+    // masqueraded session of a redirected address match by their real
+    // destination.
+    s.push_str(
+        "\t}\n\tchain home {\n\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n",
+    );
+    for (i, _) in cfg.agent.peers.iter().enumerate() {
+        s.push_str(&format!(
+            "\t\tip daddr @{} meta mark set {:#x}\n",
+            set_in(i),
             cfg.mark_base + 1 + i as u32
         ));
     }
@@ -109,6 +124,8 @@ mod tests {
         let r = ruleset(&cfg);
         assert!(r.contains("iifname \"br-lan\" ip saddr @out_0 meta mark set 0x51530001"));
         assert!(r.contains("iifname \"sims-ma-b\" ip saddr != @in_0 ip daddr != @out_0"));
+        assert!(r.contains("priority dstnat + 10;"));
+        assert!(r.contains("ip daddr @in_0 meta mark set 0x51530001"));
         assert!(r.contains("oifname \"wan\" ip saddr != { 10.1.0.0/24 } counter drop"));
     }
 }

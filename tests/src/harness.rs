@@ -1,0 +1,479 @@
+//! `cargo xtask demo` and `cargo xtask bench handover`, on the testbed.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::session::{Dir, Session, StreamSpec};
+use crate::sys::Result;
+use crate::testbed::{Ma, Options, Testbed};
+use crate::traffic::{mono_ns, Progress};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C end the demo/bench cleanly (testbed torn down by Drop).
+pub fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn sleep_checked(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        check_interrupt()?;
+        std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+    }
+    Ok(())
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.2} MB", bytes as f64 / 1e6)
+}
+
+// ---------------------------------------------------------------- demo
+
+pub struct DemoOptions {
+    pub bin_dir: PathBuf,
+    pub traffic_bin: PathBuf,
+    /// Seconds spent in each network.
+    pub dwell_s: u64,
+    pub rate: u64,
+}
+
+/// Starts the testbed, a steady download at the node, moves A → B → A and
+/// prints what happens each second.
+pub fn run_demo(o: &DemoOptions) -> Result<()> {
+    catch_interrupts();
+    let opts = Options {
+        bin_dir: Some(o.bin_dir.clone()),
+        traffic_bin: Some(o.traffic_bin.clone()),
+        label: "demo".into(),
+        agents: vec![Ma::A, Ma::B],
+        rust_log: "info".into(),
+        ..Options::default()
+    };
+    println!("demo: building the testbed (cn, inet, ma-a, ma-b, mn)…");
+    let mut tb = Testbed::new(opts)?;
+    let r = demo_body(&mut tb, o);
+    if r.is_err() {
+        tb.mark_failed();
+    }
+    println!("demo: tearing down the testbed");
+    drop(tb);
+    r
+}
+
+fn demo_body(tb: &mut Testbed, o: &DemoOptions) -> Result<()> {
+    tb.start_agents()?;
+    tb.start_node()?;
+    let m = tb.move_to(Ma::A)?;
+    println!(
+        "demo: node joined LAN A, DHCP gave {} in {:.0} ms",
+        m.addr,
+        m.dhcp_ms()
+    );
+    tb.wait_node_at(Ma::A, Duration::from_secs(15))?;
+    let home = Ma::A.node_addr();
+    let mut s = tb.stream(
+        StreamSpec::new(Dir::Down, "demo-download")
+            .rate(o.rate)
+            .duration_ms(600_000)
+            .bind(home),
+    )?;
+    println!(
+        "demo: download session {home} → {} at {} KB/s (checked counter stream)",
+        tb.cn_addr(),
+        o.rate / 1000
+    );
+    let mut w = Watch {
+        start: Instant::now(),
+        last_bytes: 0,
+        last_change: Instant::now(),
+    };
+    let plan = [Ma::B, Ma::A];
+    demo_watch(tb, &s, home, &mut w, o.dwell_s)?;
+    for to in plan {
+        let from = tb.location();
+        let m = tb.move_to(to)?;
+        println!(
+            "demo: ── moved {from} → {to}: link up, DHCP gave {} in {:.0} ms",
+            m.addr,
+            m.dhcp_ms()
+        );
+        demo_watch(tb, &s, home, &mut w, o.dwell_s)?;
+    }
+    let r = s.finish(Duration::from_secs(30))?;
+    println!(
+        "demo: session ended: {} verified={} reset={} longest stall {:.0} ms{}",
+        mb(r.bytes),
+        r.verified,
+        r.reset,
+        r.max_gap_ms,
+        r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
+    );
+    if !r.verified {
+        return Err("the demo session was not verified".into());
+    }
+    Ok(())
+}
+
+/// What the demo remembers between its once-a-second lines.
+struct Watch {
+    start: Instant,
+    last_bytes: u64,
+    last_change: Instant,
+}
+
+fn demo_watch(tb: &Testbed, s: &Session, home: Ipv4Addr, w: &mut Watch, secs: u64) -> Result<()> {
+    for _ in 0..secs {
+        sleep_checked(Duration::from_secs(1))?;
+        let p = s.last_progress().unwrap_or_default();
+        if p.bytes != w.last_bytes {
+            w.last_bytes = p.bytes;
+            w.last_change = Instant::now();
+        }
+        let (cur, relay) = match tb.node_status() {
+            Ok(st) => (
+                st.current
+                    .as_ref()
+                    .map(|(a, g)| format!("{a} via {g}"))
+                    .unwrap_or_else(|| "-".into()),
+                st.binding(&home.to_string())
+                    .map(|b| b.state.clone())
+                    .unwrap_or_else(|| "-".into()),
+            ),
+            Err(e) => (format!("(status: {e})"), "?".into()),
+        };
+        let idle = w.last_change.elapsed();
+        let flow = if idle > Duration::from_millis(500) {
+            format!("STALLED for {:.1} s", idle.as_secs_f64())
+        } else {
+            format!("flowing, longest pause {:.0} ms", p.recent_gap_ms)
+        };
+        println!(
+            "t={:5.1}s  at {}  current {:<24} session {home}: {:>9} verified, {:<8} {flow} (longest overall {:.0} ms)",
+            w.start.elapsed().as_secs_f64(),
+            tb.location(),
+            cur,
+            mb(p.bytes),
+            relay,
+            p.max_gap_ms
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- shell
+
+pub struct ShellOptions {
+    pub bin_dir: PathBuf,
+    pub traffic_bin: PathBuf,
+    pub daemons: bool,
+    pub at: Option<Ma>,
+    /// Upper bound on how long the testbed stays up.
+    pub for_s: u64,
+}
+
+/// Builds the testbed (optionally with daemons, the node attached at
+/// `at`), prints how to reach it, and keeps it up until Ctrl-C or `for_s`.
+pub fn run_shell(o: &ShellOptions) -> Result<()> {
+    catch_interrupts();
+    let opts = Options {
+        bin_dir: Some(o.bin_dir.clone()),
+        traffic_bin: Some(o.traffic_bin.clone()),
+        label: "shell".into(),
+        lanhost: true,
+        ..Options::default()
+    };
+    let mut tb = Testbed::new(opts)?;
+    if o.daemons {
+        tb.start_agents()?;
+        tb.start_node()?;
+    }
+    if let Some(x) = o.at {
+        let m = tb.move_to(x)?;
+        println!("node attached at {x}: {}", m.addr);
+    }
+    println!("testbed {} is up; run dir {}", tb.prefix, tb.dir.display());
+    for n in tb.namespace_names() {
+        println!("  ip netns exec {n} …");
+    }
+    println!(
+        "  CN server: {}; traffic tool: {}",
+        tb.cn_addr(),
+        tb.traffic_bin.display()
+    );
+    println!("Ctrl-C (or {} s) tears it down.", o.for_s);
+    let end = Instant::now() + Duration::from_secs(o.for_s);
+    while Instant::now() < end && !interrupted() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("tearing down");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- bench
+
+pub struct BenchOptions {
+    pub bin_dir: PathBuf,
+    pub traffic_bin: PathBuf,
+    pub moves: usize,
+    pub rate: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct MoveSample {
+    pub n: usize,
+    pub from: Ma,
+    pub to: Ma,
+    pub new_addr_to_echo_ms: Option<f64>,
+    pub link_up_to_echo_ms: Option<f64>,
+    pub dhcp_ms: f64,
+    pub stall_down_ms: Option<f64>,
+    pub stall_up_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub samples: Vec<MoveSample>,
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    pub sessions_verified: bool,
+}
+
+/// Nearest-rank percentile (p in 0..=100) of unsorted values.
+pub fn percentile(vals: &[f64], p: f64) -> Option<f64> {
+    if vals.is_empty() {
+        return None;
+    }
+    let mut v = vals.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    Some(v[rank.min(v.len()) - 1])
+}
+
+fn median(vals: &[f64]) -> Option<f64> {
+    if vals.is_empty() {
+        return None;
+    }
+    let mut v = vals.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn window_stall(p: &[Progress], from_ns: u64, to_ns: u64) -> Option<f64> {
+    p.iter()
+        .filter(|p| p.t_ns > from_ns && p.t_ns <= to_ns)
+        .map(|p| p.recent_gap_ms)
+        .reduce(f64::max)
+}
+
+struct AddrSessions {
+    addr: Ipv4Addr,
+    down: Session,
+    up: Session,
+}
+
+/// N alternating moves A→B→A…, each measured with `sims-traffic probe`
+/// (new address → first echo from the old address), with checked streams
+/// in both directions on the address being carried.
+pub fn run_handover_bench(o: &BenchOptions) -> Result<BenchReport> {
+    catch_interrupts();
+    let opts = Options {
+        bin_dir: Some(o.bin_dir.clone()),
+        traffic_bin: Some(o.traffic_bin.clone()),
+        label: "bench-handover".into(),
+        agents: vec![Ma::A, Ma::B],
+        rust_log: "info".into(),
+        ..Options::default()
+    };
+    let mut tb = Testbed::new(opts)?;
+    let r = bench_body(&mut tb, o);
+    if r.is_err() {
+        tb.mark_failed();
+    }
+    drop(tb);
+    r
+}
+
+fn open_pair(tb: &Testbed, addr: Ipv4Addr, rate: u64, cap_ms: u64) -> Result<AddrSessions> {
+    let down = tb.stream(
+        StreamSpec::new(Dir::Down, &format!("bench-down-{addr}"))
+            .rate(rate)
+            .duration_ms(cap_ms)
+            .bind(addr),
+    )?;
+    let up = tb.stream(
+        StreamSpec::new(Dir::Up, &format!("bench-up-{addr}"))
+            .rate(rate)
+            .duration_ms(cap_ms)
+            .bind(addr),
+    )?;
+    Ok(AddrSessions { addr, down, up })
+}
+
+fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
+    let cap_ms = (o.moves as u64 * 15 + 120) * 1000;
+    tb.start_all_at(Ma::A)?;
+    println!(
+        "bench: testbed up; {} moves, streams at {} KB/s each way",
+        o.moves,
+        o.rate / 1000
+    );
+    let mut pairs: Vec<AddrSessions> = vec![open_pair(tb, Ma::A.node_addr(), o.rate, cap_ms)?];
+    let mut samples = Vec::new();
+    for n in 1..=o.moves {
+        check_interrupt()?;
+        let from = tb.location();
+        let to = if from == Ma::A { Ma::B } else { Ma::A };
+        let old = from.node_addr();
+        let probe = tb.spawn_probe(old, 5000);
+        let mut probe = probe?;
+        let m = tb.move_to(to)?;
+        probe.wait_exit(Duration::from_secs(20))?;
+        let text = probe.output();
+        let v: serde_json::Value = text
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| format!("probe printed no JSON: {text}"))?;
+        tb.wait_node_at(to, Duration::from_secs(15))?;
+        tb.wait_node_binding(old, "relayed", Duration::from_secs(15))?;
+        if !pairs.iter().any(|p| p.addr == to.node_addr()) && n == 1 {
+            // Sessions opened in B, carried when going back to A.
+            pairs.push(open_pair(tb, to.node_addr(), o.rate, cap_ms)?);
+        }
+        // Let the streams report past the stall (progress every second).
+        sleep_checked(Duration::from_millis(2200))?;
+        let now = mono_ns();
+        let carried = pairs.iter().find(|p| p.addr == old);
+        let stall_down =
+            carried.and_then(|p| window_stall(&p.down.progress(), m.link_down_ns, now));
+        let stall_up =
+            carried.and_then(|p| window_stall(&tb.server_progress(&p.up.id), m.link_down_ns, now));
+        let s = MoveSample {
+            n,
+            from,
+            to,
+            new_addr_to_echo_ms: v["new_addr_to_echo_ms"].as_f64(),
+            link_up_to_echo_ms: v["link_up_to_echo_ms"].as_f64(),
+            dhcp_ms: m.dhcp_ms(),
+            stall_down_ms: stall_down,
+            stall_up_ms: stall_up,
+        };
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "move {n:>3} {from}->{to} session {old}: new_addr_to_echo_ms={} link_up_to_echo_ms={} dhcp_ms={:.1} stall_down_ms={} stall_up_ms={}",
+            f(s.new_addr_to_echo_ms),
+            f(s.link_up_to_echo_ms),
+            s.dhcp_ms,
+            f(s.stall_down_ms),
+            f(s.stall_up_ms),
+        );
+        samples.push(s);
+    }
+    let mut verified = true;
+    for p in pairs.iter_mut() {
+        for (name, s) in [("down", &mut p.down), ("up", &mut p.up)] {
+            let r = s.finish(Duration::from_secs(60))?;
+            println!(
+                "session {} {name}: {} verified={} reset={} max_stall_ms={:.1}{}",
+                p.addr,
+                mb(r.bytes),
+                r.verified,
+                r.reset,
+                r.max_gap_ms,
+                r.error.map(|e| format!(" error: {e}")).unwrap_or_default()
+            );
+            verified &= r.verified && !r.reset;
+        }
+    }
+    let col =
+        |f: fn(&MoveSample) -> Option<f64>| -> Vec<f64> { samples.iter().filter_map(f).collect() };
+    let echo = col(|s| s.new_addr_to_echo_ms);
+    let link = col(|s| s.link_up_to_echo_ms);
+    let dhcp = col(|s| Some(s.dhcp_ms));
+    let sd = col(|s| s.stall_down_ms);
+    let su = col(|s| s.stall_up_ms);
+    let lost = samples.len() - echo.len();
+    let line = |name: &str, v: &[f64]| {
+        println!(
+            "{name:<22} n={:<3} median={} p99={} max={}",
+            v.len(),
+            median(v)
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            percentile(v, 99.0)
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+            v.iter()
+                .copied()
+                .reduce(f64::max)
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "-".into()),
+        )
+    };
+    println!("summary (ms):");
+    line("new_addr_to_echo", &echo);
+    line("link_up_to_echo", &link);
+    line("dhcp (link_up_to_addr)", &dhcp);
+    line("stall_down", &sd);
+    line("stall_up", &su);
+    println!("moves without echo: {lost}; all sessions verified without reset: {verified}");
+    let med = median(&echo).unwrap_or(f64::NAN);
+    let p99 = percentile(&echo, 99.0).unwrap_or(f64::NAN);
+    println!(
+        "handover median_ms={med:.2} p99_ms={p99:.2} moves={}",
+        samples.len()
+    );
+    if lost > 0 {
+        return Err(format!("{lost} moves got no echo"));
+    }
+    Ok(BenchReport {
+        samples,
+        median_ms: med,
+        p99_ms: p99,
+        sessions_verified: verified,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(|x| x as f64).collect();
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[1.0, 2.0]), Some(1.5));
+        assert_eq!(percentile(&[5.0], 99.0), Some(5.0));
+        assert_eq!(percentile(&[], 99.0), None);
+    }
+}

@@ -1,0 +1,25 @@
+//! SIMS testbed: real network namespaces, a real DHCP server (dnsmasq) and
+//! client (busybox udhcpc), an fw4-like nftables firewall with NAT, the
+//! SIMS daemons, and checked TCP streams (`sims-traffic`) across moves.
+//!
+//! Shared by the scenario tests (`tests/tests/*.rs`), `cargo xtask demo`
+//! and `cargo xtask bench handover`. See [`testbed::Testbed`].
+
+pub mod config;
+pub mod garbage;
+pub mod harness;
+pub mod session;
+pub mod status;
+pub mod sys;
+pub mod testbed;
+pub mod traffic;
+
+pub use garbage::{garbage_datagrams, Prng};
+pub use session::{Dir, Session, StreamSpec, Whoami};
+pub use status::{AgentBinding, AgentStatus, NodeBinding, NodeStatus, PeerStats};
+pub use sys::{wait_for, Netns};
+pub use testbed::{
+    cleanup_stale, default_bin_dir, skip_reason, workspace_dir, KernelState, Ma, MoveInfo, Options,
+    Testbed, CN_IP, CN_PORT, MN_IFACE, MN_MAC, SIMS_PORT, SIMS_PROTO, SIMS_TABLE,
+};
+pub use traffic::{mono_ns, Progress, StreamResult};
