@@ -1619,7 +1619,7 @@ impl Drop for Testbed {
             c.args(["netns", "del", &ns.name]);
             let _ = run_cmd(c, None, Duration::from_secs(10));
         }
-        if !failed {
+        if !failed && std::env::var_os("SIMS_TESTBED_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
         let mut err = std::io::stderr();

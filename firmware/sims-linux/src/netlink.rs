@@ -655,6 +655,25 @@ impl Netlink {
     }
 
     /// The neighbour entry for `addr` on interface `index`, if any.
+    /// Create or replace the neighbour entry of `addr` on `index` with
+    /// link-layer address `mac` in NUD state `state` (e.g. NUD_STALE: used
+    /// at once, confirmed by the kernel on first use).
+    pub fn neigh_replace(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        mac: [u8; 6],
+        state: u16,
+    ) -> io::Result<()> {
+        let mut h = [0u8; 12];
+        h[0] = AF_INET;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        h[8..10].copy_from_slice(&state.to_ne_bytes());
+        let mut m = Msg::new(RTM_NEWNEIGH, ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        m.push(&h).attr_ipv4(NDA_DST, addr).attr(NDA_LLADDR, &mac);
+        self.sock.request(m)
+    }
+
     pub fn neigh_get(&mut self, index: u32, addr: Ipv4Addr) -> io::Result<Option<Neigh>> {
         let found = self.sock.dump(
             || {

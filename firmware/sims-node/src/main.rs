@@ -123,13 +123,21 @@ impl Client {
         for a in acts {
             match a {
                 Action::Send { dst, data } => {
-                    if let Err(e) = self.sock.send_to(&data, dst) {
+                    let sent = match self.node.current() {
+                        Some(src) => udp::send_from(&self.sock, &data, dst, src),
+                        None => self.sock.send_to(&data, dst),
+                    };
+                    if let Err(e) = sent {
                         debug!("send to {dst}: {e}");
                     }
                 }
                 Action::Broadcast { data } => {
                     let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port);
-                    if let Err(e) = self.sock.send_to(&data, dst) {
+                    let sent = match self.node.current() {
+                        Some(src) => udp::send_from(&self.sock, &data, dst, src),
+                        None => self.sock.send_to(&data, dst),
+                    };
+                    if let Err(e) = sent {
                         debug!("solicitation: {e}");
                     }
                 }

@@ -139,10 +139,13 @@ pub enum Action {
         addr: Ipv4Addr,
         peer: PeerIdx,
     },
-    /// Carry the visiting `addr` (issued by `peer`) through the tunnel.
+    /// Carry the visiting `addr` (issued by `peer`) through the tunnel;
+    /// the node is on our LAN at link-layer address `mac` (so the platform
+    /// can skip ARP, whose retry timer could stall the first packets).
     VisitorAdd {
         addr: Ipv4Addr,
         peer: PeerIdx,
+        mac: [u8; 6],
     },
     VisitorDel {
         addr: Ipv4Addr,
@@ -194,6 +197,8 @@ pub struct Binding {
     pub pending: bool,
     /// Visitor: last node sequence number seen (releases must exceed it).
     pub last_seq: u64,
+    /// The node's link-layer address (as it registered).
+    pub mac: [u8; 6],
 }
 
 /// A credential as its issuer remembers it.
@@ -655,7 +660,11 @@ impl Agent {
         }
         out.push(match b.role {
             Role::Home => Action::HomeAdd { addr, peer },
-            Role::Visitor => Action::VisitorAdd { addr, peer },
+            Role::Visitor => Action::VisitorAdd {
+                addr,
+                peer,
+                mac: b.mac,
+            },
         });
         self.bindings.insert(u32::from(addr), b);
     }
@@ -976,6 +985,7 @@ impl Agent {
                     expires_ms: now.ms + lifetime_ms,
                     pending: true,
                     last_seq: r.seq,
+                    mac: r.mac,
                 };
                 self.add_binding(addr, b, out);
             }
@@ -1200,6 +1210,7 @@ impl Agent {
                                 cred: m.cred.clone(),
                                 created_ms: now.ms,
                                 expires_ms,
+                                mac: self.creds.get(&u32::from(addr)).map_or([0; 6], |c| c.mac),
                                 pending: false,
                                 last_seq: m.seq,
                             },

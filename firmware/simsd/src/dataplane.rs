@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 
 use log::{debug, info, warn};
 use sims_linux::monitor::Event;
-use sims_linux::netlink::{Netlink, Route, RouteType, Rule};
+use sims_linux::netlink::{Netlink, Route, RouteType, Rule, NUD_STALE};
 use sims_linux::nfset::NfSet;
 use sims_linux::rawipip::RawIpip;
 use sims_linux::sysctl;
@@ -59,7 +59,13 @@ pub struct Traffic {
 struct Tunnel {
     index: u32,
     tun: Option<Tun>,
+    /// Unused since (monotonic ms): removed after `TUNNEL_LINGER_MS`, so a
+    /// node moving back and forth does not pay for device churn (removing
+    /// a device waits for RCU grace periods: ~20 ms).
+    idle_since: Option<u64>,
 }
+
+const TUNNEL_LINGER_MS: u64 = 1000;
 
 pub struct Dataplane {
     cfg: Config,
@@ -235,7 +241,10 @@ impl Dataplane {
     pub fn apply(&mut self, a: &Action) -> io::Result<()> {
         match *a {
             Action::TunnelUp { peer } => self.tunnel_up(peer),
-            Action::TunnelDown { peer } => self.tunnel_down(peer),
+            Action::TunnelDown { peer } => {
+                self.tunnel_idle(peer);
+                Ok(())
+            }
             // The home side is one set element: traffic to `addr` (after
             // the NAT's reverse mapping) gets the peer's mark and so the
             // peer's table, whose default route is the tunnel. No /32
@@ -253,12 +262,19 @@ impl Dataplane {
                 ignore(self.nf.del(NFT_TABLE, &nft::set_in(peer), addr), &[ENOENT])?;
                 Ok(())
             }
-            Action::VisitorAdd { addr, peer } => {
+            Action::VisitorAdd { addr, peer, mac } => {
                 // Our side first: the leak guard already stops the node's old
                 // address at our WAN; from now on it goes into the tunnel.
                 ignore(self.nf.add(NFT_TABLE, &nft::set_out(peer), addr), &[EEXIST])?;
                 self.nl
                     .route_replace(&self.host_route(u32::from(addr), self.lan_index))?;
+                // The node is on our LAN and said where: no ARP round trip (and no
+                // wait for the retry timer of an entry left from its last visit).
+                if mac != [0; 6] {
+                    if let Err(e) = self.nl.neigh_replace(self.lan_index, addr, mac, NUD_STALE) {
+                        debug!("neighbour {addr}: {e}");
+                    }
+                }
                 self.visitor.insert((u32::from(addr), peer));
                 self.update_catch_all()
             }
@@ -299,7 +315,8 @@ impl Dataplane {
     }
 
     fn tunnel_up(&mut self, p: PeerIdx) -> io::Result<()> {
-        if self.tunnels.get(p).is_some_and(|t| t.is_some()) {
+        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+            t.idle_since = None;
             return Ok(());
         }
         let name = Self::tunnel_name(&self.cfg, p);
@@ -325,7 +342,11 @@ impl Dataplane {
         self.configure_tunnel(p, &name, index)?;
         info!("tunnel {name} to {remote} up ({})", self.kind.as_str());
         if let Some(slot) = self.tunnels.get_mut(p) {
-            *slot = Some(Tunnel { index, tun });
+            *slot = Some(Tunnel {
+                index,
+                tun,
+                idle_since: None,
+            });
         }
         Ok(())
     }
@@ -342,6 +363,37 @@ impl Dataplane {
         Ok(())
     }
 
+    /// The last binding with a peer is gone: the tunnel lingers a moment.
+    fn tunnel_idle(&mut self, p: PeerIdx) {
+        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+            t.idle_since.get_or_insert(sims_linux::event::now_ms());
+        }
+    }
+
+    /// Remove tunnels idle for longer than the linger time.
+    pub fn expire_idle(&mut self, now_ms: u64) {
+        for p in 0..self.tunnels.len() {
+            let expired = self.tunnels[p]
+                .as_ref()
+                .and_then(|t| t.idle_since)
+                .is_some_and(|t| now_ms >= t + TUNNEL_LINGER_MS);
+            if expired {
+                if let Err(e) = self.tunnel_down(p) {
+                    warn!("removing tunnel: {e}");
+                }
+            }
+        }
+    }
+
+    /// When `expire_idle` next has work.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.tunnels
+            .iter()
+            .filter_map(|t| t.as_ref()?.idle_since)
+            .map(|t| t + TUNNEL_LINGER_MS)
+            .min()
+    }
+
     fn tunnel_down(&mut self, p: PeerIdx) -> io::Result<()> {
         let Some(t) = self.tunnels.get_mut(p).and_then(|t| t.take()) else {
             return Ok(());
@@ -352,8 +404,13 @@ impl Dataplane {
             &[ENOENT, ESRCH],
         )?;
         match t.tun {
-            // Closing the TUN removes the device.
-            Some(tun) => drop(tun),
+            // Closing the TUN removes the device; that waits for RCU, so
+            // not on the event loop.
+            Some(tun) => {
+                let _ = std::thread::Builder::new()
+                    .name("tun-close".into())
+                    .spawn(move || drop(tun));
+            }
             None => ignore(self.nl.link_delete(t.index), &[ENOENT, libc::ENODEV])?,
         }
         info!("tunnel {} down", Self::tunnel_name(&self.cfg, p));

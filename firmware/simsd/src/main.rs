@@ -337,7 +337,11 @@ fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let mut buf = vec![0u8; 65_536];
     loop {
         let now_ms = event::now_ms();
-        let wait = d.agent.poll_timeout().saturating_sub(now_ms).min(1000) as i32;
+        let next = d
+            .agent
+            .poll_timeout()
+            .min(d.dp.next_deadline().unwrap_or(u64::MAX));
+        let wait = next.saturating_sub(now_ms).min(1000) as i32;
         let mut fds = vec![
             signals.fd(),
             mon.fd(),
@@ -402,8 +406,10 @@ fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
             }
         }
         let mut acts = Vec::new();
-        d.agent.handle_timeout(now(), &mut acts);
+        let t = now();
+        d.agent.handle_timeout(t, &mut acts);
         d.execute(acts);
+        d.dp.expire_idle(t.ms);
         d.save();
     }
 }

@@ -244,7 +244,8 @@ fn move_a_to_b_relays_old_address() {
             Action::TunnelUp { peer: 0 },
             Action::VisitorAdd {
                 addr: node_addr(A),
-                peer: 0
+                peer: 0,
+                mac: MN_MAC,
             }
         ]
     );
