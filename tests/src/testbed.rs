@@ -1653,7 +1653,7 @@ fn stamp_lines(r: impl std::io::Read + Send + 'static, log: PathBuf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
                     let t = mono_ns();
-                    let mut out = format!("[{}.{:03}] ", t / 1_000_000_000, t / 1_000_000 % 1000)
+                    let mut out = format!("[{}.{:06}] ", t / 1_000_000_000, t / 1_000 % 1_000_000)
                         .into_bytes();
                     out.extend_from_slice(&line);
                     if !out.ends_with(b"\n") {
