@@ -264,6 +264,7 @@ pub struct Agent {
     next_req: u32,
     next_serial: u32,
     advert_seq: u32,
+    last_solicited_ms: u64,
     next_advert_ms: u64,
     bindings: BTreeMap<u32, Binding>,
     creds: BTreeMap<u32, CredEntry>,
@@ -285,6 +286,8 @@ pub struct Now {
 }
 
 const DONE_KEEP_MS: u64 = 10_000;
+/// At most one broadcast answer to solicitations per this many ms.
+const SOLICITED_BROADCAST_MS: u64 = 20;
 
 impl Agent {
     /// `boot` must grow across restarts (the caller uses the wall clock);
@@ -298,6 +301,7 @@ impl Agent {
             next_req: req_seed,
             next_serial: req_seed.rotate_left(16) | 1,
             advert_seq: 0,
+            last_solicited_ms: 0,
             next_advert_ms: 0,
             bindings: BTreeMap::new(),
             creds: BTreeMap::new(),
@@ -469,7 +473,15 @@ impl Agent {
         match m {
             Message::Solicitation(_) if via_lan => {
                 self.counters.rx_ok += 1;
-                self.advertise(Some(src), out);
+                // Answer by broadcast: a unicast answer would first wait for
+                // ARP. Rate-limited, so a flood of solicitations cannot
+                // become a broadcast storm (then unicast answers).
+                if now.ms >= self.last_solicited_ms + SOLICITED_BROADCAST_MS {
+                    self.last_solicited_ms = now.ms;
+                    self.advertise(None, out);
+                } else {
+                    self.advertise(Some(src), out);
+                }
             }
             Message::Registration(r) if from_lan => {
                 self.counters.rx_ok += 1;

@@ -145,21 +145,32 @@ impl World {
                             next.push((j, SocketAddrV4::new(wan(from), 4434), data.to_vec()));
                         }
                     } else if self.at == from {
-                        let mut acts = Vec::new();
-                        let src = SocketAddrV4::new(node_addr(from).octets().into(), 4434);
-                        let src =
-                            SocketAddrV4::new(Ipv4Addr::new(10, from as u8 + 1, 0, 1), src.port());
-                        self.node.handle_datagram(self.now, src, &data, &mut acts);
-                        let me = SocketAddrV4::new(self.node.current().unwrap(), 4434);
-                        for a in acts {
-                            if let node::Action::Send { data, .. } = a {
-                                next.push((self.at, me, data.to_vec()));
-                            }
-                        }
+                        self.deliver_to_node(from, &data, next);
                     }
+                }
+                Action::BroadcastLan { data } if self.at == from => {
+                    self.deliver_to_node(from, &data, next)
                 }
                 Action::BroadcastLan { .. } => {}
                 other => self.actions[from].push(other),
+            }
+        }
+    }
+
+    /// A datagram from agent `from`'s LAN address reaches the node.
+    fn deliver_to_node(
+        &mut self,
+        from: usize,
+        data: &[u8],
+        next: &mut Vec<(usize, SocketAddrV4, Vec<u8>)>,
+    ) {
+        let mut acts = Vec::new();
+        let src = SocketAddrV4::new(Ipv4Addr::new(10, from as u8 + 1, 0, 1), 4434);
+        self.node.handle_datagram(self.now, src, data, &mut acts);
+        let me = SocketAddrV4::new(self.node.current().unwrap_or(Ipv4Addr::UNSPECIFIED), 4434);
+        for a in acts {
+            if let node::Action::Send { data, .. } = a {
+                next.push((self.at, me, data.to_vec()));
             }
         }
     }
@@ -565,4 +576,104 @@ fn fresh_restore_garbage() -> bool {
         &[1, 2, 3, 250, 250],
         &mut Vec::new(),
     )
+}
+
+#[test]
+fn registration_flood_stays_within_configured_limits() {
+    let mut cfg = config(B, &[A, C]);
+    cfg.max_credentials = 50;
+    cfg.max_bindings = 20;
+    cfg.max_per_peer = 15;
+    cfg.max_per_node = 2;
+    let mut b = Agent::new(cfg, 1, 1);
+    let now = Now {
+        ms: 1,
+        unix_s: 1_700_000_000,
+    };
+    let mut sent_to_peers = 0;
+    for i in 0..2000u32 {
+        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([
+            (i % 251) as u8 + 1,
+            (i / 251) as u8,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+            7,
+        ]));
+        let cur = Ipv4Addr::new(10, 2, 0, (i % 250) as u8 + 2);
+        // Each flooder claims three addresses from A's LAN with valid
+        // signatures (over credentials A never issued).
+        let mut bindings = heapless::Vec::new();
+        for k in 0..3u8 {
+            let cred = Credential {
+                addr: [10, 1, (i % 200) as u8, k + 2],
+                issuer: id(A),
+                serial: i,
+            };
+            let input = ProofInput {
+                context: PROOF_CONTEXT,
+                domain: ProofDomain::Redirect,
+                cred: &cred,
+                agent: "ma-b",
+                node_addr: cur.octets(),
+                seq: 1,
+            };
+            let proof = msg::sign_proof(&kp.sk, &input).unwrap();
+            let _ = bindings.push(msg::OldBinding { cred, proof });
+        }
+        let reg = Message::Registration(Registration {
+            req_id: i,
+            node: *kp.pk,
+            addr: cur.octets(),
+            mac: [2; 6],
+            seq: 1,
+            bindings,
+        });
+        let data = msg::encode(&reg, None).unwrap();
+        let mut out = Vec::new();
+        b.handle_datagram(
+            now,
+            SocketAddrV4::new(cur, 4434),
+            true,
+            &data,
+            &EmptyLan,
+            &mut out,
+        );
+        sent_to_peers += out
+            .iter()
+            .filter(|a| matches!(a, Action::Send { dst, .. } if *dst.ip() == wan(A)))
+            .count();
+        assert!(b.bindings().count() <= 20);
+        assert!(b.binding_count(0) <= 15);
+        assert!(b.credential_count() <= 50);
+    }
+    // Pending registrations are bounded too: only max_pending wait at once.
+    assert!(sent_to_peers <= 15, "{sent_to_peers}");
+    assert!(b.counters.table_full > 1000);
 }
