@@ -343,6 +343,42 @@ impl Netns {
         })?
     }
 
+    /// A request/answer exchange from the namespace: sends `datagram` from
+    /// `bind` to `to`, again every `every` (identical bytes, as a
+    /// retransmission), until `answer` accepts a received datagram (returns
+    /// `Some`) or `timeout` passes (`Ok(None)`).
+    pub fn udp_request<T: Send>(
+        &self,
+        bind: SocketAddrV4,
+        to: SocketAddrV4,
+        datagram: &[u8],
+        every: Duration,
+        timeout: Duration,
+        mut answer: impl FnMut(&[u8], std::net::SocketAddr) -> Option<T> + Send,
+    ) -> Result<Option<T>> {
+        self.in_ns(move || -> Result<Option<T>> {
+            let sock = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
+                .map_err(|e| e.to_string())?;
+            let deadline = Instant::now() + timeout;
+            let mut next_send = Instant::now();
+            let mut buf = vec![0u8; 65536];
+            while Instant::now() < deadline {
+                if Instant::now() >= next_send {
+                    sock.send_to(datagram, to)
+                        .map_err(|e| format!("send from {bind} to {to}: {e}"))?;
+                    next_send = Instant::now() + every;
+                }
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    if let Some(v) = answer(&buf[..n], from) {
+                        return Ok(Some(v));
+                    }
+                }
+            }
+            Ok(None)
+        })?
+    }
+
     /// Receives one datagram on `bind` within `timeout` (e.g. to capture an
     /// agent advertisement on the LAN).
     pub fn recv_udp(

@@ -536,6 +536,15 @@ impl Testbed {
     pub fn key(&self, x: Ma, y: Ma) -> &str {
         &self.keys[&(x, y)]
     }
+    /// The same key as bytes (to tag crafted agent-to-agent messages).
+    pub fn key_bytes(&self, x: Ma, y: Ma) -> [u8; 32] {
+        let hex = self.key(x, y);
+        let mut k = [0u8; 32];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("keys are 64 hex digits");
+        }
+        k
+    }
 
     fn record_pid(&self, pid: u32) {
         if let Ok(mut f) = OpenOptions::new()

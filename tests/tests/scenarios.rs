@@ -10,6 +10,11 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use ed25519_compact::{KeyPair, Seed};
+use sims_proto::msg::{
+    decode, encode, sign_proof, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput,
+    Registration, RegistrationReply, Sig, Status, TunnelRequest, PROOF_CONTEXT,
+};
 use sims_testbed::*;
 
 const TRAFFIC: &str = env!("CARGO_BIN_EXE_sims-traffic");
@@ -101,6 +106,34 @@ fn wait_no_state_for(tb: &Testbed, addr: Ipv4Addr, timeout: Duration) {
         timeout,
         Duration::from_millis(100),
         || no_state_for(tb, addr).map(Some),
+    )
+    .unwrap();
+}
+
+/// No agent holds any binding, and no SIMS rule, route (table 144 or
+/// proto 153), tunnel device or nft set element is left anywhere.
+fn no_sims_state(tb: &Testbed) -> Result<(), String> {
+    for x in tb.opts.agents.clone() {
+        let st = tb.agent_status(x)?;
+        if !st.bindings.is_empty() {
+            return Err(format!("{} still has bindings: {:?}", x.id(), st.bindings));
+        }
+        let k = tb.agent_kernel_state(x)?;
+        if !k.is_clean() {
+            return Err(format!("{}: {k:?}", x.id()));
+        }
+    }
+    Ok(())
+}
+
+/// [`no_sims_state`] within 5 s (tunnels linger 1 s after their last
+/// binding; a peer's side goes when its TunnelRelease arrives).
+fn wait_no_sims_state(tb: &Testbed, what: &str) {
+    wait_for(
+        &format!("no SIMS state {what}"),
+        Duration::from_secs(5),
+        Duration::from_millis(200),
+        || no_sims_state(tb).map(Some),
     )
     .unwrap();
 }
@@ -374,25 +407,7 @@ fn s5_release_after_last_session_closes() {
         closed.elapsed().as_secs_f64()
     );
     // No bindings left → no SIMS rules, routes, tunnels or set elements.
-    wait_for(
-        "no SIMS kernel state without bindings",
-        Duration::from_secs(5),
-        Duration::from_millis(200),
-        || {
-            for x in [Ma::A, Ma::B] {
-                let st = tb.agent_status(x)?;
-                if !st.bindings.is_empty() {
-                    return Err(format!("{} still has bindings: {:?}", x.id(), st.bindings));
-                }
-                let k = tb.agent_kernel_state(x)?;
-                if !k.is_clean() {
-                    return Err(format!("{}: {k:?}", x.id()));
-                }
-            }
-            Ok(Some(()))
-        },
-    )
-    .unwrap();
+    wait_no_sims_state(&tb, "without bindings");
     let st = tb.node_status().unwrap();
     assert!(st.binding(&a().to_string()).is_none(), "{}", st.raw);
 }
@@ -438,42 +453,348 @@ fn s6a_no_agreement_no_relay_no_state() {
     drop(s);
 }
 
-/// Scenario 6b: Forged and replayed proofs are refused and leave no state.
+// ---------------------------------------------------------------- s6b: crafted datagrams
+//
+// In s6b the test itself plays the node (sims-node is started only at the
+// end): it registers with Ed25519 keys of its own and crafts registrations,
+// proofs and agent-to-agent requests with sims-proto.
+
+fn keypair(seed: u8) -> KeyPair {
+    KeyPair::from_seed(Seed::new([seed; 32]))
+}
+
+/// How agents show a node key in their status: its first 8 bytes in hex.
+fn key_in_status(k: &KeyPair) -> String {
+    k.pk[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn mn_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (m, h) in mac.iter_mut().zip(MN_MAC.split(':')) {
+        *m = u8::from_str_radix(h, 16).expect("MN_MAC is hex");
+    }
+    mac
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A Redirect proof (§5) of `cred` for `agent`, node address and seq,
+/// signed by `signer`.
+fn redirect_proof(
+    signer: &KeyPair,
+    cred: &Credential,
+    agent: &str,
+    node_addr: Ipv4Addr,
+    seq: u64,
+) -> Sig {
+    let input = ProofInput {
+        context: PROOF_CONTEXT,
+        domain: ProofDomain::Redirect,
+        cred,
+        agent,
+        node_addr: node_addr.octets(),
+        seq,
+    };
+    sign_proof(&signer.sk, &input).expect("proof input fits")
+}
+
+/// A Registration of node key `node` (with the node's real MAC) at `addr`.
+fn registration(
+    req_id: u32,
+    node: &KeyPair,
+    addr: Ipv4Addr,
+    seq: u64,
+    bindings: Vec<OldBinding>,
+) -> Vec<u8> {
+    let m = Message::Registration(Registration {
+        req_id,
+        node: *node.pk,
+        addr: addr.octets(),
+        mac: mn_mac(),
+        seq,
+        bindings: bindings.into_iter().collect(),
+    });
+    encode(&m, None).expect("registration fits").to_vec()
+}
+
+/// Sends a registration datagram from the node's namespace, from
+/// `addr`:4434 as sims-node does, to agent `x`'s LAN address, and returns
+/// the agent's answer (retransmitting like a node).
+fn register(
+    tb: &Testbed,
+    x: Ma,
+    addr: Ipv4Addr,
+    req_id: u32,
+    datagram: &[u8],
+) -> RegistrationReply {
+    tb.mn()
+        .udp_request(
+            SocketAddrV4::new(addr, SIMS_PORT),
+            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+            datagram,
+            Duration::from_secs(1),
+            T,
+            |d, _| match decode(d) {
+                Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
+                _ => None,
+            },
+        )
+        .unwrap_or_else(|e| panic!("registration {req_id} to {}: {e}", x.id()))
+        .unwrap_or_else(|| panic!("{} did not answer registration {req_id}", x.id()))
+}
+
+/// The status of `addr` in a reply's results.
+fn result_for(r: &RegistrationReply, addr: Ipv4Addr) -> Option<Status> {
+    r.results
+        .iter()
+        .find(|b| b.addr == addr.octets())
+        .map(|b| b.status)
+}
+
+/// A TunnelRequest as `sender` would send it, tagged with `key`.
+fn tunnel_request(
+    key: &[u8; 32],
+    sender: &str,
+    boot: u32,
+    seq: u64,
+    unix_time: u64,
+    msg: TunnelRequest,
+) -> Vec<u8> {
+    let m = Message::TunnelRequest(Authed {
+        sender: sender.into(),
+        boot,
+        seq,
+        unix_time,
+        msg,
+    });
+    encode(&m, Some(key)).expect("tunnel request fits").to_vec()
+}
+
+fn counter(tb: &Testbed, x: Ma, name: &str) -> u64 {
+    tb.agent_status(x).unwrap().counter(name)
+}
+
+/// Neither agent holds a binding for `addr` right now (a refusal is
+/// answered after the current agent has removed its side).
+fn assert_no_binding(tb: &Testbed, addr: Ipv4Addr, what: &str) {
+    for x in tb.opts.agents.clone() {
+        let st = tb.agent_status(x).unwrap();
+        assert!(
+            st.binding(&addr.to_string()).is_none(),
+            "{what}: {} holds a binding for {addr}: {}",
+            x.id(),
+            st.raw
+        );
+    }
+}
+
+/// Scenario 6b: Forged and replayed proofs are refused and leave no state;
+/// the daemons keep serving.
 #[test]
-#[ignore = "TODO(protocol): craft forged/replayed registration datagrams (needs sims-proto internals)"]
 fn s6b_forged_or_replayed_proof_is_refused() {
-    let Some(mut tb) = setup(
-        Options::default()
-            .label("s6b")
-            .agents(&[Ma::A, Ma::B])
-            .lanhost(),
-    ) else {
+    let Some(mut tb) = setup(Options::default().label("s6b").agents(&[Ma::A, Ma::B])) else {
         return;
     };
-    tb.start_all_at(Ma::A).unwrap();
-    let _s = stream(&tb, Dir::Down, "s6b-old", a());
-    // Testbed part, ready to use:
-    //  * capture real datagrams on LAN A (advertisements) from lanhost-a:
-    let lh = tb.lanhost();
-    lh.ip(&["addr", "add", "10.1.0.20/24", "dev", "eth0"])
-        .unwrap();
-    let _adv = lh
-        .recv_udp(
-            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SIMS_PORT),
-            Duration::from_secs(3),
-        )
-        .unwrap();
-    //  * send raw UDP bytes from any namespace:
-    //      tb.agent(Ma::B).send_udp(None, SocketAddrV4::new(Ma::A.wan_ip(), SIMS_PORT), &dgrams, 100, ms(1))
-    //      lh.send_udp(None, SocketAddrV4::new(Ma::A.lan_gw(), SIMS_PORT), &dgrams, 0, ms(0))
-    //  * the keys of the agreements: tb.key(Ma::A, Ma::B)
-    //
-    // TODO(protocol): build (1) a registration from lanhost-a claiming
-    // 10.1.0.50 with a forged proof, (2) a replay of a captured tunnel
-    // request from ma-b to ma-a, (3) a tunnel request signed with a wrong
-    // key; then assert: counters rx_unauthenticated / rx_replay / rx_refused
-    // grew, `no_state_for(&tb, a())` holds, and the node's session is intact.
-    todo!("protocol engineer: forged/replayed proof datagrams");
+    tb.start_agents().unwrap();
+    // K1 is the node; K2 is someone else on LAN B.
+    let (k1, k2) = (keypair(1), keypair(2));
+
+    // K1 attaches at A (seq 1) and gets its credential for 10.1.0.50.
+    assert_eq!(tb.move_to(Ma::A).unwrap().addr, a());
+    let r = register(&tb, Ma::A, a(), 1, &registration(1, &k1, a(), 1, vec![]));
+    assert_eq!(r.status, Status::Ok, "{r:?}");
+    let cred_a = r.cred.expect("a credential for 10.1.0.50");
+    assert_eq!((cred_a.addr(), cred_a.issuer.as_str()), (a(), "ma-a"));
+    assert_eq!(tb.move_to(Ma::B).unwrap().addr, b());
+
+    // 1a. Forged: K1's credential, K1 named as the node, the proof signed
+    // by K2. ma-b checks the proof against the key in the registration.
+    let refused_b = counter(&tb, Ma::B, "rx_refused");
+    let forged = OldBinding {
+        cred: cred_a.clone(),
+        proof: redirect_proof(&k2, &cred_a, "ma-b", b(), 2),
+    };
+    let r = register(
+        &tb,
+        Ma::B,
+        b(),
+        2,
+        &registration(2, &k1, b(), 2, vec![forged]),
+    );
+    assert_eq!(result_for(&r, a()), Some(Status::BadProof), "forged: {r:?}");
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    assert!(counter(&tb, Ma::B, "rx_refused") > refused_b);
+    assert_no_binding(&tb, a(), "after a forged proof");
+    wait_no_sims_state(&tb, "after a forged proof");
+
+    // 1b. K2 presents K1's credential with a valid signature of its own:
+    // only the issuer knows the credential is K1's.
+    let refused_a = counter(&tb, Ma::A, "rx_refused");
+    let stolen = OldBinding {
+        cred: cred_a.clone(),
+        proof: redirect_proof(&k2, &cred_a, "ma-b", b(), 1),
+    };
+    let r = register(
+        &tb,
+        Ma::B,
+        b(),
+        3,
+        &registration(3, &k2, b(), 1, vec![stolen]),
+    );
+    assert_eq!(
+        result_for(&r, a()),
+        Some(Status::UnknownCredential),
+        "stolen credential: {r:?}"
+    );
+    assert!(counter(&tb, Ma::A, "rx_refused") > refused_a);
+    assert_no_binding(&tb, a(), "after a stolen credential");
+    wait_no_sims_state(&tb, "after a stolen credential");
+
+    // 2a. A valid redirect to ma-b (seq 3): relayed at both agents.
+    let proof3 = redirect_proof(&k1, &cred_a, "ma-b", b(), 3);
+    let redirect = registration(
+        4,
+        &k1,
+        b(),
+        3,
+        vec![OldBinding {
+            cred: cred_a.clone(),
+            proof: proof3,
+        }],
+    );
+    let r = register(&tb, Ma::B, b(), 4, &redirect);
+    let answered = Instant::now();
+    assert_eq!(
+        result_for(&r, a()),
+        Some(Status::Ok),
+        "valid redirect: {r:?}"
+    );
+    let home = wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let visitor = wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    assert_eq!(home.node, key_in_status(&k1));
+    assert_eq!(visitor.node, key_in_status(&k1));
+    for (x, tunnel) in [(Ma::A, "sims-ma-b"), (Ma::B, "sims-ma-a")] {
+        let k = tb.agent_kernel_state(x).unwrap();
+        assert!(
+            k.tunnels.iter().any(|t| t == tunnel)
+                && k.set_elements.iter().any(|e| e.contains(&a().to_string())),
+            "{} carries 10.1.0.50 through {tunnel}: {k:?}",
+            x.id()
+        );
+    }
+
+    // The node goes home and registers at ma-a (seq 4): the redirect goes.
+    assert_eq!(tb.move_to(Ma::A).unwrap().addr, a());
+    let back = OldBinding {
+        cred: cred_a.clone(),
+        proof: redirect_proof(&k1, &cred_a, "ma-a", a(), 4),
+    };
+    let r = register(
+        &tb,
+        Ma::A,
+        a(),
+        5,
+        &registration(5, &k1, a(), 4, vec![back]),
+    );
+    assert_eq!(result_for(&r, a()), Some(Status::Ok), "back home: {r:?}");
+    wait_no_sims_state(&tb, "once home");
+
+    // The exact bytes of the seq-3 redirect again, from 10.2.0.50. An
+    // answered registration is kept 10 s to answer its retransmissions
+    // (§8); replay after that, so that ma-b does process it again.
+    assert_eq!(tb.move_to(Ma::B).unwrap().addr, b());
+    let keep = Duration::from_secs(11);
+    std::thread::sleep(keep.saturating_sub(answered.elapsed()));
+    let refused_a = counter(&tb, Ma::A, "rx_refused");
+    let r = register(&tb, Ma::B, b(), 4, &redirect);
+    assert_eq!(result_for(&r, a()), Some(Status::Replay), "replay: {r:?}");
+    assert!(counter(&tb, Ma::A, "rx_refused") > refused_a);
+    assert_no_binding(&tb, a(), "after a replayed registration");
+    wait_no_sims_state(&tb, "after a replayed registration");
+
+    // 2b. Agent-to-agent: a TunnelRequest from ma-b's address with a node
+    // proof that is valid and unspent (seq 5), but a stale envelope, an
+    // envelope sequence ma-a has already accepted, or a wrong key.
+    let key = tb.key_bytes(Ma::A, Ma::B);
+    let boot_b = tb.agent_status(Ma::B).unwrap().boot as u32;
+    let req = TunnelRequest {
+        req_id: 0x0006_b000,
+        node: *k1.pk,
+        cred: cred_a.clone(),
+        node_addr: b().octets(),
+        seq: 5,
+        proof: redirect_proof(&k1, &cred_a, "ma-b", b(), 5),
+        lifetime_s: 60,
+    };
+    let far = 1 << 40;
+    let cases = [
+        ("sent 1000 s ago", key, far, unix_now() - 1000, "rx_replay"),
+        (
+            "an envelope seq already used",
+            key,
+            1,
+            unix_now(),
+            "rx_replay",
+        ),
+        (
+            "a wrong key",
+            [0x5a; 32],
+            far,
+            unix_now(),
+            "rx_unauthenticated",
+        ),
+    ];
+    let names = ["rx_ok", "rx_refused", "rx_replay", "rx_unauthenticated"];
+    for (what, key, seq, time, grows) in cases {
+        let before = tb.agent_status(Ma::A).unwrap();
+        let d = tunnel_request(&key, "ma-b", boot_b, seq, time, req.clone());
+        let from = SocketAddrV4::new(Ma::B.wan_ip(), 0);
+        let to = SocketAddrV4::new(Ma::A.wan_ip(), SIMS_PORT);
+        tb.agent(Ma::B)
+            .send_udp(Some(from), to, &[d], 0, Duration::ZERO)
+            .unwrap();
+        let after = tb
+            .wait_agent(
+                Ma::A,
+                &format!("{grows} to count a tunnel request with {what}"),
+                Duration::from_secs(5),
+                |s| s.counter(grows) > before.counter(grows),
+            )
+            .unwrap();
+        for n in names {
+            let want = before.counter(n) + u64::from(n == grows);
+            assert_eq!(after.counter(n), want, "{n} after a request with {what}");
+        }
+        assert!(
+            after.binding(&a().to_string()).is_none(),
+            "{what}: {}",
+            after.raw
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    no_sims_state(&tb).unwrap();
+
+    // 3. The daemons keep serving: the real node moves A → B as usual.
+    assert!(tb.agent_running(Ma::A) && tb.agent_running(Ma::B));
+    tb.move_to(Ma::A).unwrap();
+    tb.start_node().unwrap();
+    tb.wait_node_at(Ma::A, T).unwrap();
+    let mut s = stream(&tb, Dir::Down, "s6b-after", a());
+    wait_flowing(&tb, &s, 100_000, Duration::from_secs(10));
+    tb.move_to(Ma::B).unwrap();
+    tb.wait_node_at(Ma::B, T).unwrap();
+    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    let home = wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    assert_ne!(home.node, key_in_status(&k1), "the real node's own key");
+    wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    wait_flowing(&tb, &s, 200_000, T);
+    let r = s.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s6b session after the refusals");
 }
 
 /// Scenario 6c: An address another host holds now is never redirected.

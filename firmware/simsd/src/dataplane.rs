@@ -458,24 +458,32 @@ impl Dataplane {
 
     /// React to kernel events that concern our state.
     pub fn on_event(&mut self, ev: &Event) -> io::Result<()> {
-        let proto = self.cfg.route_protocol;
-        let ours = |name: &str| name.starts_with("sims-");
+        // Only losses of state we still want count: our own removals (and
+        // the events of our own changes) must not cost a resync.
+        let tunnel_up = |p: usize| self.tunnels.get(p).is_some_and(|t| t.is_some());
+        let peers = self.tunnels.len();
         let need = match ev {
-            Event::RuleDel(r) => r.protocol == proto,
-            Event::RouteDel(r) => r.protocol == proto && r.table >= self.cfg.table,
-            Event::LinkDel(l) => ours(&l.name),
-            Event::LinkNew(l) => ours(&l.name) && !l.up,
+            // netifd deletes every rule when it (re)starts.
+            Event::RuleDel(r) => {
+                (*r == self.catch_all_rule() && !self.visitor.is_empty())
+                    || (0..peers).any(|p| *r == self.peer_rule(p) && tunnel_up(p))
+            }
+            Event::RouteDel(r) => {
+                r.protocol == self.cfg.route_protocol
+                    && ((r.table == self.cfg.table
+                        && r.dst_len == 32
+                        && self.visitor.iter().any(|(a, _)| *a == u32::from(r.dst)))
+                        || (0..peers).any(|p| r.table == self.peer_table(p) && tunnel_up(p)))
+            }
+            // A tunnel we hold went away (routes through it went with it).
+            Event::LinkDel(l) => self.tunnels.iter().flatten().any(|t| t.index == l.index),
             _ => false,
         };
-        if need && self.has_state() {
+        if need {
             debug!("our kernel state changed under us ({ev:?}); resyncing");
             self.resync()?;
         }
         Ok(())
-    }
-
-    fn has_state(&self) -> bool {
-        !(self.home.is_empty() && self.visitor.is_empty())
     }
 
     /// Remove everything we installed (clean shutdown).
