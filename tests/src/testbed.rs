@@ -963,6 +963,24 @@ impl Testbed {
 
     /// Sends `sig` to an agent's simsd (by PID) and waits (bounded) for it
     /// to exit. SIGKILL simulates a crash.
+    /// Sends `sig` to simsd in `x` without waiting (e.g. SIGHUP: reload).
+    pub fn signal_agent(&mut self, x: Ma, sig: i32) -> Result<()> {
+        let i = *self
+            .agent_proc
+            .get(&x)
+            .ok_or_else(|| format!("simsd in {} was never started", x.id()))?;
+        if self.proc_exited(i).is_some() {
+            return Err(format!("simsd in {} is not running", x.id()).into());
+        }
+        kill_pid(self.procs[i].child.id(), sig);
+        Ok(())
+    }
+
+    /// The daemon's log so far.
+    pub fn agent_log(&self, x: Ma) -> String {
+        fs::read_to_string(self.agent_dir(x).join("simsd.log")).unwrap_or_default()
+    }
+
     pub fn kill_agent(&mut self, x: Ma, sig: i32) -> Result<Option<ExitStatus>> {
         let i = *self
             .agent_proc

@@ -951,3 +951,96 @@ fn s8_garbage_is_counted_and_survived() {
     assert_verified(&r, "s8 session after garbage");
     assert!(tb.agent_running(Ma::A));
 }
+
+/// netifd deletes every ip rule when it (re)starts: simsd must notice and
+/// put its own back while a relayed session runs.
+#[test]
+fn s9_rule_flush_is_repaired_and_session_survives() {
+    let Some(mut tb) = setup(Options::default().label("s9").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s9-down", a());
+    tb.move_to(Ma::B).unwrap();
+    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    wait_flowing(&tb, &down, 100_000, T);
+    for x in [Ma::A, Ma::B] {
+        let before = tb.agent_kernel_state(x).unwrap().rules;
+        assert!(!before.is_empty(), "{}: no SIMS rules to flush", x.id());
+        // What netifd does: every non-default rule goes.
+        for pref in ["1000", "1001"] {
+            let ns = tb.agent(x);
+            let del = ["rule", "del", "pref", pref];
+            let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
+            let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
+        }
+        wait_for(
+            &format!("{} to reinstall its rules", x.id()),
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                let now = tb.agent_kernel_state(x).map_err(|e| e.to_string())?;
+                Ok((now.rules == before).then_some(()))
+            },
+        )
+        .unwrap();
+    }
+    wait_flowing(&tb, &down, 200_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s9 across the rule flush");
+}
+
+/// SIGHUP with a broken config changes nothing and says where the error
+/// is; with a valid one it reloads and keeps the bindings.
+#[test]
+fn s10_reload_refuses_bad_config_and_keeps_bindings() {
+    let Some(mut tb) = setup(Options::default().label("s10").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s10-down", a());
+    tb.move_to(Ma::B).unwrap();
+    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let conf = tb.agent_dir(Ma::A).join("sims.conf");
+    let good = std::fs::read_to_string(&conf).unwrap();
+    let bad = good.replace("option port '4434'", "option port 'forty'");
+    assert_ne!(good, bad);
+    std::fs::write(&conf, &bad).unwrap();
+    tb.signal_agent(Ma::A, libc::SIGHUP).unwrap();
+    wait_for(
+        "ma-a to refuse the bad config",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || Ok(tb.agent_log(Ma::A).contains("reload refused").then_some(())),
+    )
+    .unwrap();
+    let log = tb.agent_log(Ma::A);
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(
+        line.contains("sims.conf:") && line.contains("'forty' is not a valid number"),
+        "{line}"
+    );
+    assert!(tb.agent_running(Ma::A));
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 100_000, T);
+
+    std::fs::write(&conf, &good).unwrap();
+    tb.signal_agent(Ma::A, libc::SIGHUP).unwrap();
+    wait_for(
+        "ma-a to reload",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            Ok(tb
+                .agent_log(Ma::A)
+                .contains("configuration reloaded")
+                .then_some(()))
+        },
+    )
+    .unwrap();
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 200_000, Duration::from_secs(20));
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s10 across two reloads");
+}
