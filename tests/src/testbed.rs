@@ -970,7 +970,7 @@ impl Testbed {
             .get(&x)
             .ok_or_else(|| format!("simsd in {} was never started", x.id()))?;
         if self.proc_exited(i).is_some() {
-            return Err(format!("simsd in {} is not running", x.id()).into());
+            return Err(format!("simsd in {} is not running", x.id()));
         }
         kill_pid(self.procs[i].child.id(), sig);
         Ok(())
