@@ -677,3 +677,22 @@ fn registration_flood_stays_within_configured_limits() {
     assert!(sent_to_peers <= 15, "{sent_to_peers}");
     assert!(b.counters.table_full > 1000);
 }
+
+#[test]
+fn node_re_registers_when_its_agent_reboots() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+    // MA-B reboots and forgets everything (no saved state).
+    w.agents[B] = Agent::new(config(B, &[A, C]), 9999, 3);
+    assert!(w.binding(B, node_addr(A)).is_none());
+    // Its next periodic advertisement carries the new boot number.
+    w.tick(1500);
+    assert!(w.node.is_registered());
+    assert_eq!(
+        w.binding(B, node_addr(A)).map(|b| b.role),
+        Some(Role::Visitor)
+    );
+    assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+}
