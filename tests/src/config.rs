@@ -43,7 +43,7 @@ pub fn agent_config(x: Ma, opts: &Options, key: impl Fn(Ma, Ma) -> String) -> St
         prov = x.provider(),
         ep = x.wan_ip(),
         pfx = x.lan_prefix(),
-        be = opts.backend,
+        be = opts.backend_of(x),
         adv = opts.advert_interval_s,
         life = opts.binding_lifetime_s,
     );
@@ -114,7 +114,9 @@ mod tests {
 
     #[test]
     fn config_has_one_peer_section_per_agreement() {
-        let opts = Options::default().no_agreement(Ma::A, Ma::B);
+        let opts = Options::default()
+            .backend("userspace")
+            .no_agreement(Ma::A, Ma::B);
         let key = |x: Ma, y: Ma| {
             let (p, q) = if x < y { (x, y) } else { (y, x) };
             format!("{}{}", p.letter(), q.letter()).repeat(32)
@@ -135,6 +137,23 @@ mod tests {
             "same key on both sides"
         );
         assert_eq!(random_key_hex().len(), 64);
+    }
+
+    #[test]
+    fn mixed_backend_is_kernel_on_a_only() {
+        let opts = Options::default().backend("mixed");
+        let key = |_: Ma, _: Ma| "00".repeat(32);
+        assert!(agent_config(Ma::A, &opts, key).contains("\toption backend 'kernel'\n"));
+        assert!(agent_config(Ma::B, &opts, key).contains("\toption backend 'userspace'\n"));
+        assert!(agent_config(Ma::C, &opts, key).contains("\toption backend 'userspace'\n"));
+        assert_eq!(opts.tunnel_kind_of(Ma::A), Some("ipip"));
+        assert_eq!(opts.tunnel_kind_of(Ma::B), Some("tun"));
+        let k = Options::default().backend("kernel");
+        assert!(Ma::ALL.iter().all(|&x| k.backend_of(x) == "kernel"));
+        assert_eq!(
+            Options::default().backend("auto").tunnel_kind_of(Ma::A),
+            None
+        );
     }
 
     #[test]

@@ -239,6 +239,8 @@ pub struct BenchOptions {
     pub traffic_bin: PathBuf,
     pub moves: usize,
     pub rate: u64,
+    /// One-way netem delay on each agent's WAN link (0: none).
+    pub delay_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -313,6 +315,13 @@ pub fn run_handover_bench(o: &BenchOptions) -> Result<BenchReport> {
         ..Options::default()
     };
     let mut tb = Testbed::new(opts)?;
+    if o.delay_ms > 0 {
+        tb.set_wan_delay(o.delay_ms)?;
+        println!(
+            "bench: netem delay {} ms on each agent's WAN (one way between agents)",
+            o.delay_ms
+        );
+    }
     let r = bench_body(&mut tb, o);
     if r.is_err() {
         tb.mark_failed();

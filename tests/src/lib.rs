@@ -6,6 +6,7 @@
 //! and `cargo xtask bench handover`. See [`testbed::Testbed`].
 
 pub mod config;
+pub mod dataplane;
 pub mod garbage;
 pub mod harness;
 pub mod session;

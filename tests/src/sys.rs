@@ -37,6 +37,10 @@ pub fn nft_bin() -> PathBuf {
     find_tool("nft", &["/usr/sbin/nft", "/sbin/nft"]).unwrap_or_else(|| PathBuf::from("nft"))
 }
 
+pub fn tc_bin() -> PathBuf {
+    find_tool("tc", &["/usr/sbin/tc", "/sbin/tc"]).unwrap_or_else(|| PathBuf::from("tc"))
+}
+
 pub fn dnsmasq_bin() -> PathBuf {
     find_tool("dnsmasq", &["/usr/sbin/dnsmasq", "/sbin/dnsmasq"])
         .unwrap_or_else(|| PathBuf::from("dnsmasq"))
@@ -234,10 +238,15 @@ impl Netns {
 
     /// Several `ip` commands in one process (`ip -n <ns> -batch -`).
     pub fn ip_batch(&self, lines: &[String]) -> Result<()> {
+        self.ip_batch_timeout(lines, Duration::from_secs(30))
+    }
+
+    /// [`Netns::ip_batch`] with its own time limit (large batches).
+    pub fn ip_batch_timeout(&self, lines: &[String], timeout: Duration) -> Result<()> {
         let mut c = Command::new(ip_bin());
         c.arg("-n").arg(&self.name).args(["-batch", "-"]);
         let input = lines.join("\n") + "\n";
-        run_ok(c, Some(input.as_bytes()), Duration::from_secs(30)).map(|_| ())
+        run_ok(c, Some(input.as_bytes()), timeout).map(|_| ())
     }
 
     /// A command that runs inside the namespace (`ip netns exec`), which

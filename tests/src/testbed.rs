@@ -121,6 +121,10 @@ pub struct Options {
     pub grace_ms: u64,
     pub advert_interval_s: u32,
     pub binding_lifetime_s: u32,
+    /// simsd's tunnel backend: `userspace`, `kernel`, `auto`, or `mixed`
+    /// (ma-a kernel ipip, the others userspace: Linux's ipip as the peer of
+    /// ours). Default: `SIMS_TESTBED_BACKEND`, else `userspace` (the
+    /// development hosts have no ipip; the VM suite runs kernel and mixed).
     pub backend: String,
     /// Start the CN's `sims-traffic serve`.
     pub cn_server: bool,
@@ -148,7 +152,11 @@ impl Default for Options {
             grace_ms: 1000,
             advert_interval_s: 1,
             binding_lifetime_s: 60,
-            backend: "userspace".into(),
+            backend: std::env::var("SIMS_TESTBED_BACKEND")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "userspace".into()),
             cn_server: true,
             bin_dir: None,
             traffic_bin: None,
@@ -192,6 +200,30 @@ impl Options {
     pub fn traffic_bin(mut self, p: impl Into<PathBuf>) -> Self {
         self.traffic_bin = Some(p.into());
         self
+    }
+    pub fn backend(mut self, b: &str) -> Self {
+        self.backend = b.into();
+        self
+    }
+
+    /// The `option backend` agent `x` gets: `mixed` is kernel ipip on
+    /// ma-a and the userspace backend elsewhere.
+    pub fn backend_of(&self, x: Ma) -> &str {
+        match self.backend.as_str() {
+            "mixed" if x == Ma::A => "kernel",
+            "mixed" => "userspace",
+            b => b,
+        }
+    }
+
+    /// The tunnel device kind (`ip -d link`) simsd's backend makes for
+    /// agent `x`, when the backend is fixed (not `auto`).
+    pub fn tunnel_kind_of(&self, x: Ma) -> Option<&'static str> {
+        match self.backend_of(x) {
+            "kernel" => Some("ipip"),
+            "userspace" => Some("tun"),
+            _ => None,
+        }
     }
 }
 
@@ -384,6 +416,8 @@ pub struct KernelState {
     pub rules: Vec<String>,
     pub routes: Vec<String>,
     pub tunnels: Vec<String>,
+    /// (device, kind from `ip -d link`: `ipip`, `tun`, ...) of each tunnel.
+    pub tunnel_kinds: Vec<(String, String)>,
     pub set_elements: Vec<String>,
     pub nft_table: bool,
 }
@@ -420,6 +454,7 @@ pub struct Testbed {
     attached: bool,
     keys: HashMap<(Ma, Ma), String>,
     seq: Cell<u32>,
+    reported: std::cell::RefCell<std::collections::HashSet<String>>,
     failed: bool,
     _lock: TestbedLock,
 }
@@ -464,6 +499,7 @@ impl Testbed {
             attached: false,
             keys,
             seq: Cell::new(0),
+            reported: Default::default(),
             failed: false,
             _lock: lock,
         };
@@ -568,6 +604,12 @@ impl Testbed {
     }
 
     fn build(&mut self) -> Result<()> {
+        if !["userspace", "kernel", "auto", "mixed"].contains(&self.opts.backend.as_str()) {
+            return Err(format!(
+                "backend {:?} (SIMS_TESTBED_BACKEND): expected userspace, kernel, auto or mixed",
+                self.opts.backend
+            ));
+        }
         if self.opts.lanhost && !self.has(Ma::A) {
             return Err("lanhost-a needs agent A".into());
         }
@@ -734,6 +776,41 @@ impl Testbed {
     pub fn write_agent_config(&self, x: Ma) -> Result<()> {
         fs::write(self.agent_config_path(x), self.agent_config(x))
             .map_err(|e| format!("write config of {}: {e}", x.id()))
+    }
+
+    /// One-way delay on every agent's WAN link (`tc qdisc replace dev wan
+    /// root netem delay <ms>ms`, egress): between two agents each way
+    /// crosses one such link. 0 removes it. Needs sch_netem (the VM has it;
+    /// the development hosts do not).
+    pub fn set_wan_delay(&self, ms: u64) -> Result<()> {
+        for &x in &self.opts.agents {
+            let ns = self.agent(x);
+            if ms == 0 {
+                // Nothing to remove is fine.
+                let _ = ns.run(
+                    crate::sys::tc_bin(),
+                    &["qdisc", "del", "dev", "wan", "root"],
+                    Duration::from_secs(10),
+                );
+                continue;
+            }
+            let delay = format!("{ms}ms");
+            ns.run(
+                crate::sys::tc_bin(),
+                &[
+                    "qdisc", "replace", "dev", "wan", "root", "netem", "delay", &delay,
+                ],
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                format!(
+                    "WAN delay on {}: {e}\n(netem needs the sch_netem module, which the \
+                     development hosts lack: `cargo xtask bench vm-delay` runs this in the VM)",
+                    x.id()
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// The fw4-like ruleset of an agent.
@@ -936,8 +1013,34 @@ impl Testbed {
                 self.agent_status(x).map(Some)
             },
         );
-        r.map(|_| ())
-            .map_err(|e| format!("{e}\n--- simsd.log of {}:\n{}", x.id(), tail(&log, 30)))
+        let st = r.map_err(|e| format!("{e}\n--- simsd.log of {}:\n{}", x.id(), tail(&log, 30)))?;
+        self.report(&format!("agent={} backend={}", x.id(), st.backend));
+        let want = self.opts.backend_of(x);
+        if want != "auto" && st.backend != want {
+            return Err(format!(
+                "simsd in {} runs the {:?} backend; the testbed configured {want:?}\n--- simsd.log:\n{}",
+                x.id(),
+                st.backend,
+                tail(&log, 30)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends a line to `$SIMS_TESTBED_REPORT` (once per distinct line
+    /// and testbed), for harnesses that check what the tests exercised
+    /// (the VM suite: which backends ran, which tunnel kinds existed).
+    fn report(&self, what: &str) {
+        let Some(path) = std::env::var_os("SIMS_TESTBED_REPORT") else {
+            return;
+        };
+        let line = format!("test={} {what}", self.opts.label);
+        if !self.reported.borrow_mut().insert(line.clone()) {
+            return;
+        }
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
     }
 
     /// Starts simsd on every agent.
@@ -1481,16 +1584,11 @@ impl Testbed {
                 routes.push(format!("{l} {table}"));
             }
         }
-        let tunnels = ns
-            .ip(&["-o", "link", "show"])?
-            .lines()
-            .filter_map(|l| {
-                l.split(':')
-                    .nth(1)
-                    .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            })
-            .filter(|n| n.starts_with("sims-"))
-            .collect();
+        let tunnel_kinds = parse_link_kinds(&ns.ip(&["-d", "-o", "link", "show"])?)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("sims-"))
+            .collect::<Vec<_>>();
+        let tunnels = tunnel_kinds.iter().map(|(n, _)| n.clone()).collect();
         let nft = ns.run(
             nft_bin(),
             &["list", "table", "inet", "sims"],
@@ -1510,13 +1608,51 @@ impl Testbed {
             rules,
             routes,
             tunnels,
+            tunnel_kinds,
             set_elements,
             nft_table,
         })
     }
 
+    /// An agent's SIMS kernel state; an error if a tunnel device is not of
+    /// the kind its configured backend makes (`ipip` for kernel, `tun` for
+    /// userspace), so every scenario that looks also checks which data
+    /// plane it is exercising.
     pub fn agent_kernel_state(&self, x: Ma) -> Result<KernelState> {
-        self.kernel_state(&self.agent(x))
+        let k = self.kernel_state(&self.agent(x))?;
+        self.check_tunnel_kinds(x, &k)?;
+        Ok(k)
+    }
+
+    fn check_tunnel_kinds(&self, x: Ma, k: &KernelState) -> Result<()> {
+        for (name, kind) in &k.tunnel_kinds {
+            self.report(&format!("agent={} tunnel={name} kind={kind}", x.id()));
+            if let Some(want) = self.opts.tunnel_kind_of(x) {
+                if kind != want {
+                    return Err(format!(
+                        "{}: tunnel {name} is a {kind:?} device; backend {:?} makes {want:?}",
+                        x.id(),
+                        self.opts.backend_of(x)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until agent `x` has a `sims-*` tunnel device, and checks its
+    /// kind against the backend (see [`Testbed::agent_kernel_state`]).
+    /// Returns (device, kind) of its tunnels.
+    pub fn wait_tunnel(&self, x: Ma, timeout: Duration) -> Result<Vec<(String, String)>> {
+        wait_for(
+            &format!("a sims-* tunnel device in {}", x.id()),
+            timeout,
+            Duration::from_millis(50),
+            || {
+                let k = self.agent_kernel_state(x)?;
+                Ok((!k.tunnel_kinds.is_empty()).then_some(k.tunnel_kinds))
+            },
+        )
     }
 
     // ------------------------------------------------------------ diagnostics
@@ -1578,11 +1714,20 @@ impl Testbed {
         for x in self.opts.agents.clone() {
             let ns = self.agent(x);
             let _ = writeln!(o, "---- kernel state of {}:", x.id());
+            let _ = writeln!(
+                o,
+                "$ simsd status --json\n{}",
+                self.agent_status(x)
+                    .map(|st| st.raw.to_string())
+                    .unwrap_or_else(|e| e)
+            );
             for args in [
                 vec!["-4", "rule", "show"],
                 vec!["-4", "route", "show", "table", "all", "proto", "153"],
                 vec!["-br", "link", "show"],
                 vec!["-4", "-br", "addr", "show"],
+                vec!["-s", "-d", "link", "show", "type", "ipip"],
+                vec!["-s", "-d", "link", "show", "type", "tun"],
             ] {
                 let _ = writeln!(
                     o,
@@ -1600,6 +1745,18 @@ impl Testbed {
                     Duration::from_secs(5)
                 )
                 .unwrap_or_else(|e| e)
+            );
+            // IP and ICMP counters of the namespace (drops, errors sent).
+            let snmp = ns
+                .in_ns(|| fs::read_to_string("/proc/thread-self/net/snmp").unwrap_or_default())
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "$ grep -E '^(Ip|Icmp):' /proc/net/snmp\n{}",
+                snmp.lines()
+                    .filter(|l| l.starts_with("Ip:") || l.starts_with("Icmp:"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         let mn = self.mn();
@@ -1698,6 +1855,35 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
 }
 
+/// (name, kind) of each device in `ip -d -o link show` output; the kind is
+/// the first word of the linkinfo section (`ipip`, `tun`, `veth`, ...), or
+/// "" for devices without one (lo).
+pub fn parse_link_kinds(out: &str) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for l in out.lines() {
+        let Some(name) = l
+            .split(':')
+            .nth(1)
+            .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        // Sections are separated by a backslash: header, link/..., linkinfo.
+        let kind = l
+            .split('\\')
+            .skip(2)
+            .filter_map(|sec| sec.split_whitespace().next())
+            .find(|w| !w.starts_with("link/") && !w.contains('='))
+            .unwrap_or("")
+            .to_string();
+        v.push((name, kind));
+    }
+    v
+}
+
 /// Parses `ip -o -4 addr` output into (address, prefix length).
 pub fn parse_addrs(out: &str) -> Vec<(Ipv4Addr, u8)> {
     let mut v = Vec::new();
@@ -1720,6 +1906,21 @@ pub fn parse_addrs(out: &str) -> Vec<(Ipv4Addr, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_kinds_from_ip_d_o_link() {
+        let out = "1: lo: <LOOPBACK> mtu 65536 qdisc noop state DOWN mode DEFAULT group default qlen 1000\\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00 promiscuity 0  allmulti 0 minmtu 0 maxmtu 0 addrgenmode eui64 numtxqueues 1\n\
+2: sims-ma-b: <POINTOPOINT,MULTICAST,NOARP> mtu 1480 qdisc noop state DOWN mode DEFAULT group default qlen 500\\    link/none  promiscuity 0  allmulti 0 minmtu 68 maxmtu 65535 \\    tun type tun pi off vnet_hdr off persist on addrgenmode eui64\n\
+3: sims-ma-c@NONE: <POINTOPOINT,NOARP,UP,LOWER_UP> mtu 1480 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/ipip 100.64.1.2 peer 100.64.3.2 promiscuity 0 minmtu 0 maxmtu 0 \\    ipip ipip remote 100.64.3.2 local 100.64.1.2 ttl 64 pmtudisc addrgenmode eui64\n";
+        assert_eq!(
+            parse_link_kinds(out),
+            vec![
+                ("lo".to_string(), String::new()),
+                ("sims-ma-b".to_string(), "tun".to_string()),
+                ("sims-ma-c".to_string(), "ipip".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn ns_names_round_trip_and_foreign_names_are_ignored() {

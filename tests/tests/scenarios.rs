@@ -183,6 +183,16 @@ fn s1_move_a_to_b_keeps_sessions_in_both_directions() {
     tb.wait_node_binding(a(), "relayed", T).unwrap();
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    // The data plane in use: each agent's tunnel device is of the kind its
+    // backend makes (ipip for kernel, tun for userspace; SIMS_TESTBED_BACKEND).
+    for x in [Ma::A, Ma::B] {
+        let kinds = tb.wait_tunnel(x, T).unwrap();
+        eprintln!(
+            "s1: {} ({}) tunnels {kinds:?}",
+            x.id(),
+            tb.opts.backend_of(x)
+        );
+    }
     // The old sessions carry data again, through the relay.
     wait_flowing(&tb, &down, 400_000, T);
     wait_flowing(&tb, &up, 400_000, T);

@@ -285,7 +285,10 @@ fn extack_msg(m: &NlMsg) -> Option<String> {
     } else {
         get_u32(m.payload, 4).ok()? as usize
     };
-    let tlvs = m.payload.get(4usize.checked_add(align4(orig))?..)?;
+    // `orig` comes off the wire: on 32-bit targets (MIPS, ARMv7) a length
+    // near u32::MAX overflows align4, so round up with checked arithmetic.
+    let start = orig.checked_add(3)? & !3;
+    let tlvs = m.payload.get(4usize.checked_add(start)?..)?;
     attrs(tlvs)
         .filter_map(Result::ok)
         .find(|(ty, _)| *ty == NLMSGERR_ATTR_MSG)

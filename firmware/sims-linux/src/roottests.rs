@@ -1,7 +1,9 @@
 //! Root tests against the real kernel. Each runs in a fresh network
 //! namespace owned by one thread (a netns is per thread; processes
 //! spawned from that thread inherit it), so the host is never touched.
-//! Skipped, with a message, without root or without `ip`/`nft`.
+//! Skipped, with a message, without root or without `ip`/`nft`, and
+//! under QEMU user mode (`cargo xtask test --target`, whose runner sets
+//! SIMS_QEMU_USER=1) where QEMU cannot emulate what a test needs.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -25,6 +27,18 @@ fn usable(tools: &[&str]) -> bool {
         eprintln!("skipped: needs root");
         return false;
     }
+    if under_qemu() && cfg!(target_endian = "big") {
+        // QEMU 7.2's rtattr conversion loop runs while more than 4 bytes
+        // remain, so a message's last attribute stays in host byte order
+        // when it is exactly 4 bytes long (links end with an empty nested
+        // IFLA_DPLL_PIN on 6.x kernels). Real big-endian kernels are fine.
+        eprintln!(
+            "skipped under QEMU user mode: on a big-endian guest QEMU leaves a \
+             netlink message's last 4-byte attribute in host byte order, so link \
+             replies do not parse"
+        );
+        return false;
+    }
     for t in tools {
         if Command::new(t).arg("--version").output().is_err() {
             eprintln!("skipped: `{t}` not installed");
@@ -32,6 +46,30 @@ fn usable(tools: &[&str]) -> bool {
         }
     }
     true
+}
+
+fn under_qemu() -> bool {
+    std::env::var_os("SIMS_QEMU_USER").is_some()
+}
+
+/// True (and says so) when running under QEMU user mode, which cannot
+/// emulate `what`.
+fn qemu_lacks(what: &str) -> bool {
+    if under_qemu() {
+        eprintln!("skipped under QEMU user mode: it has no {what}");
+    }
+    under_qemu()
+}
+
+/// Errno checks on netlink errors hold natively only: under QEMU user mode
+/// the error replies carry the host kernel's errno numbers, and MIPS numbers
+/// errnos differently (EOPNOTSUPP is 95 on x86, 122 on MIPS).
+fn errno_comparable() -> bool {
+    let ok = !(under_qemu() && cfg!(any(target_arch = "mips", target_arch = "mips64")));
+    if !ok {
+        eprintln!("note: errno check skipped: QEMU user mode passes the host's errno numbers");
+    }
+    ok
 }
 
 /// Runs `f` on a thread inside a new network namespace with `lo` up.
@@ -188,7 +226,10 @@ fn addrs() {
         nl.addr_del(va, a, 24).unwrap();
         nl.addr_del(va, ip4("10.0.1.1"), 24).unwrap();
         assert!(nl.addrs(Some(va)).unwrap().is_empty());
-        assert_eq!(errno(nl.addr_del(va, a, 24)), Some(libc::EADDRNOTAVAIL));
+        let e = errno(nl.addr_del(va, a, 24));
+        if errno_comparable() {
+            assert_eq!(e, Some(libc::EADDRNOTAVAIL));
+        }
     });
 }
 
@@ -269,7 +310,7 @@ fn routes() {
 
 #[test]
 fn rules() {
-    if !usable(&["ip"]) {
+    if !usable(&["ip"]) || qemu_lacks("rtnetlink rule messages") {
         return;
     }
     in_netns(|nl| {
@@ -325,7 +366,7 @@ fn rules() {
 
 #[test]
 fn neighbours() {
-    if !usable(&["ip"]) {
+    if !usable(&["ip"]) || qemu_lacks("rtnetlink neighbour messages") {
         return;
     }
     in_netns(|nl| {
@@ -395,10 +436,12 @@ fn monitor() {
             src: None,
             protocol: PROTO,
         };
-        nl.rule_add(&rule).unwrap();
-        wait_event(&mut mon, |e| *e == Event::RuleNew(rule));
-        nl.rule_del(&rule).unwrap();
-        wait_event(&mut mon, |e| *e == Event::RuleDel(rule));
+        if !qemu_lacks("rtnetlink rule messages (rule events not checked)") {
+            nl.rule_add(&rule).unwrap();
+            wait_event(&mut mon, |e| *e == Event::RuleNew(rule));
+            nl.rule_del(&rule).unwrap();
+            wait_event(&mut mon, |e| *e == Event::RuleDel(rule));
+        }
 
         let r = Route {
             table: TABLE,
@@ -589,7 +632,7 @@ fn rawipip() {
 
 #[test]
 fn nfset() {
-    if !usable(&["nft"]) {
+    if !usable(&["nft"]) || qemu_lacks("NETLINK_NETFILTER sockets") {
         return;
     }
     in_netns(|_| {
@@ -640,7 +683,9 @@ fn ipip_create() {
             }
             Err(e) => {
                 eprintln!("ipip_create here: {e} (errno {:?})", e.raw_os_error());
-                assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP));
+                if errno_comparable() {
+                    assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP));
+                }
             }
         }
     });
@@ -648,7 +693,7 @@ fn ipip_create() {
 
 #[test]
 fn sockdiag() {
-    if !usable(&[]) {
+    if !usable(&[]) || qemu_lacks("NETLINK_SOCK_DIAG sockets") {
         return;
     }
     in_netns(|_| {

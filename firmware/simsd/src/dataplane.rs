@@ -22,6 +22,7 @@ use sims_proto::agent::{Action, PeerIdx};
 
 use crate::config::{Backend, Config};
 use crate::nft;
+use crate::offload;
 
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
@@ -556,7 +557,7 @@ impl Dataplane {
                 self.rx_unknown_endpoint += 1;
                 continue;
             };
-            let inner = &buf[off..off + inner_len];
+            let inner = &mut buf[off..off + inner_len];
             let Some(tun) = self.tunnels[p].as_ref().and_then(|t| t.tun.as_ref()) else {
                 self.traffic[p].rx_dropped += 1;
                 continue;
@@ -565,12 +566,28 @@ impl Dataplane {
                 self.traffic[p].rx_dropped += 1;
                 continue;
             }
-            match tun.write(inner) {
+            // A kernel ipip peer's packets may still need what its device
+            // offloads would have done (see offload.rs).
+            let mtu = self.cfg.tunnel_mtu as usize;
+            let segments = if inner.len() > mtu {
+                offload::segment_tcp(inner, mtu)
+            } else {
+                None
+            };
+            let t = &mut self.traffic[p];
+            let mut write = |pkt: &[u8]| match tun.write(pkt) {
                 Ok(_) => {
-                    self.traffic[p].rx_packets += 1;
-                    self.traffic[p].rx_bytes += inner.len() as u64;
+                    t.rx_packets += 1;
+                    t.rx_bytes += pkt.len() as u64;
                 }
-                Err(_) => self.traffic[p].rx_dropped += 1,
+                Err(_) => t.rx_dropped += 1,
+            };
+            match segments {
+                Some(segs) => segs.iter().for_each(|s| write(s)),
+                None => {
+                    offload::complete_partial_checksum(inner);
+                    write(inner);
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 mod config;
 mod dataplane;
 mod nft;
+mod offload;
 mod status;
 
 use std::io::{Read, Write};
