@@ -34,6 +34,7 @@
 //!   last line `dataplane relayed_vs_direct=<r> new_10k_vs_0=<r>`.
 
 mod boards;
+mod deps;
 mod footprint;
 mod router;
 mod targets;
@@ -53,6 +54,16 @@ use sims_testbed::Ma;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The README's commands must work on a fresh machine.
+    if matches!(
+        args.first().map(String::as_str),
+        Some("test" | "demo" | "testbed" | "bench")
+    ) {
+        if let Err(e) = deps::ensure_testbed_packages() {
+            eprintln!("xtask: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let r = match args.first().map(String::as_str) {
         Some("test") if args.get(1).map(String::as_str) == Some("vm") => cmd_test_vm(&args[2..]),
         Some("test") if router::names_targets(&args[1..]) => router::cmd_test_targets(&args[1..]),
