@@ -10,6 +10,9 @@
 //! mipsel_24kc).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::boards::Board;
 use crate::targets::Targets;
@@ -27,6 +30,8 @@ struct Row {
     simsd: u64,
     node: u64,
     native: bool,
+    /// simsd itself, idle, natively in a network namespace: (VmHWM KiB).
+    simsd_idle: Option<u64>,
     idle: BTreeMap<String, u64>,
     loaded: BTreeMap<String, u64>,
 }
@@ -68,6 +73,17 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
                 .find(|(x, _)| x == n)
                 .map_or(0, |(_, s)| *s)
         };
+        let simsd_idle = if b.runs_natively() {
+            match simsd_idle_kib(&built.dir.join("simsd")) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    println!("    simsd idle not measured: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let bin = t.build_example(b, "sims-proto", "footprint")?;
         let n = BINDINGS.to_string();
         println!(
@@ -81,23 +97,26 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
             simsd: size("simsd"),
             node: size("sims-node"),
             native: b.runs_natively(),
+            simsd_idle,
             idle: parse(&out, "idle")?,
             loaded: parse(&out, "loaded")?,
         });
     }
     println!();
     println!(
-        "| target | package arch | simsd (B, stripped) | sims-node (B) | core RSS idle (KiB) | \
-         core RSS, {BINDINGS} bindings (KiB) | heap, {BINDINGS} bindings (KiB) | measured |"
+        "| target | package arch | simsd (B, stripped) | sims-node (B) | simsd idle RSS (KiB) | \
+         core RSS idle (KiB) | core RSS, {BINDINGS} bindings (KiB) | heap, {BINDINGS} bindings \
+         (KiB) | measured |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.board.rust_target,
             r.board.openwrt_arch,
             r.simsd,
             r.node,
+            r.simsd_idle.map_or("-".to_string(), |k| k.to_string()),
             r.rss(&r.idle),
             r.rss(&r.loaded),
             r.loaded
@@ -126,4 +145,91 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
         println!("footprint mipsel_bytes={} mipsel_rss_1k_kib={rss}", r.simsd);
     }
     Ok(())
+}
+
+/// Runs the real simsd natively, idle, in a throw-away network namespace
+/// (a LAN bridge, a WAN veth, one peer) and returns its VmHWM in KiB.
+/// Needs root and iproute2; under QEMU user mode simsd cannot start (no
+/// NETLINK_NETFILTER), so only the host's architecture gets this figure.
+fn simsd_idle_kib(simsd: &Path) -> Result<u64, String> {
+    if !crate::is_root() {
+        return Err("needs root (network namespace)".into());
+    }
+    let ns = format!("sims-fp-{}", std::process::id());
+    let ip = |args: &[&str]| -> Result<(), String> {
+        let st = Command::new("ip")
+            .args(args)
+            .status()
+            .map_err(|e| format!("ip: {e}"))?;
+        st.success()
+            .then_some(())
+            .ok_or_else(|| format!("ip {} failed", args.join(" ")))
+    };
+    struct Cleanup(String, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let dir = std::env::temp_dir().join(&ns);
+    ip(&["netns", "add", &ns])?;
+    let _cleanup = Cleanup(ns.clone(), dir.clone());
+    for cmd in [
+        "link add br-lan type bridge",
+        "link add wan type veth peer name wan-peer",
+        "addr add 10.1.0.1/24 dev br-lan",
+        "addr add 100.64.1.2/24 dev wan",
+        "link set lo up",
+        "link set br-lan up",
+        "link set wan up",
+        "link set wan-peer up",
+    ] {
+        let mut a = vec!["-n", &ns];
+        a.extend(cmd.split(' '));
+        ip(&a)?;
+    }
+    std::fs::create_dir_all(dir.join("state")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let conf = dir.join("sims");
+    std::fs::write(
+        &conf,
+        "config agent 'agent'\n\toption id 'ma-a'\n\toption endpoint '100.64.1.2'\n\
+         \tlist lan_prefix '10.1.0.0/24'\n\toption lan_ifname 'br-lan'\n\toption wan_ifname 'wan'\n\n\
+         config peer 'beta'\n\toption id 'ma-b'\n\toption endpoint '100.64.2.2'\n\
+         \tlist lan_prefix '10.2.0.0/24'\n\toption key '{}'\n"
+            .replace("{}", &"5a".repeat(32)),
+    )
+    .map_err(|e| format!("{}: {e}", conf.display()))?;
+    // `ip netns exec` execs simsd: the child's pid is simsd's.
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(simsd)
+        .arg("-c")
+        .arg(&conf)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("simsd: {e}"))?;
+    let sock = dir.join("state/simsd.sock");
+    let t0 = Instant::now();
+    while !sock.exists() && t0.elapsed() < Duration::from_secs(10) {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("simsd exited at start ({st})"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past start-up (nft table loaded, tunnels set up), a few idle polls.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .map_err(|e| format!("simsd status: {e}"));
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    status?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmHWM in /proc/<simsd>/status".into())
 }

@@ -23,6 +23,9 @@ use crate::boards::{Board, Linker};
 
 /// The firmware crates whose unit and protocol tests run on every target.
 pub const TEST_PACKAGES: &[&str] = &["sims-proto", "sims-linux", "simsd", "sims-node"];
+/// The zig (PyPI `ziglang`) that links the zig boards: pinned, since zig
+/// supplies the C library (musl crt, libc.a, malloc) linked into simsd.
+pub const ZIG_VERSION: &str = "0.17.1";
 /// The binaries a release build produces.
 pub const BINARIES: &[&str] = &["simsd", "sims-node"];
 
@@ -186,27 +189,35 @@ impl Targets {
         Ok(())
     }
 
-    /// python3 with the `ziglang` module (installed from PyPI if missing).
+    /// python3 with the `ziglang` module at [`ZIG_VERSION`] (installed from
+    /// PyPI if missing or another version).
     fn ensure_zig(&mut self) -> Result<PathBuf, String> {
         let py = which("python3").ok_or("python3 not found: zig comes from PyPI (`ziglang`)")?;
-        let works =
-            |py: &Path| output(Command::new(py).args(["-m", "ziglang", "version"])).is_some();
-        if self.once("zig".into()) && !works(&py) {
+        let version = |py: &Path| {
+            output(Command::new(py).args(["-m", "ziglang", "version"]))
+                .map(|v| v.trim().to_string())
+        };
+        if self.once("zig".into()) && version(&py).as_deref() != Some(ZIG_VERSION) {
+            let spec = format!("ziglang=={ZIG_VERSION}");
             let pip = |extra: &[&str]| {
                 Command::new(&py)
                     .args(["-m", "pip", "install", "--quiet"])
                     .args(extra)
-                    .arg("ziglang")
+                    .arg(&spec)
                     .status()
                     .is_ok_and(|s| s.success())
             };
-            println!("==> python3 -m pip install ziglang");
+            println!("==> python3 -m pip install {spec}");
             // A distribution's own python refuses (PEP 668) unless told.
             if !pip(&[]) && !pip(&["--break-system-packages"]) {
-                return Err("`python3 -m pip install ziglang` failed (is pip installed?)".into());
+                return Err(format!(
+                    "`python3 -m pip install {spec}` failed (is pip installed?)"
+                ));
             }
-            if !works(&py) {
-                return Err("ziglang installed but `python3 -m ziglang version` fails".into());
+            if version(&py).as_deref() != Some(ZIG_VERSION) {
+                return Err(format!(
+                    "{spec} installed but `python3 -m ziglang version` disagrees"
+                ));
             }
         }
         Ok(py)
@@ -504,6 +515,14 @@ impl Targets {
         }
         if let Some(r) = &runner {
             c.env(b.cargo_env("RUNNER"), r);
+        }
+        // Emulated, unoptimised Ed25519 makes the protocol tests take ~50 s
+        // per target; opt-level 1 (debug assertions and overflow checks
+        // stay on) brings that to seconds. Only this target's own cargo
+        // dir sees these settings.
+        for p in ["DEV", "TEST"] {
+            c.env(format!("CARGO_PROFILE_{p}_OPT_LEVEL"), "1");
+            c.env(format!("CARGO_PROFILE_{p}_DEBUG"), "line-tables-only");
         }
         // --show-output: the reasons of tests that skip under QEMU are
         // printed, not swallowed with the passing tests' output.
