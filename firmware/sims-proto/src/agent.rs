@@ -953,14 +953,7 @@ impl Agent {
         // The node's key is in the registration: check its proof here too,
         // so that nobody on the LAN can make us ask the issuer in its name
         // (a refused refresh would tear down the node's working binding).
-        let input = ProofInput {
-            context: PROOF_CONTEXT,
-            domain: ProofDomain::Redirect,
-            cred: &ob.cred,
-            agent: &self.cfg.id,
-            node_addr: r.addr,
-            seq: r.seq,
-        };
+        let input = ProofInput::new(ProofDomain::Redirect, &ob.cred, &self.cfg.id, r.addr, r.seq);
         if !msg::verify_proof(&r.node, &input, &ob.proof) {
             self.counters.rx_refused += 1;
             return Some(Status::BadProof);
@@ -1113,14 +1106,13 @@ impl Agent {
             } else if r.seq <= b.last_seq {
                 st = Status::Replay;
             } else {
-                let input = ProofInput {
-                    context: PROOF_CONTEXT,
-                    domain: ProofDomain::Release,
-                    cred: &r.cred,
-                    agent: &self.cfg.id,
-                    node_addr: r.node_addr,
-                    seq: r.seq,
-                };
+                let input = ProofInput::new(
+                    ProofDomain::Release,
+                    &r.cred,
+                    &self.cfg.id,
+                    r.node_addr,
+                    r.seq,
+                );
                 if !msg::verify_proof(&r.node, &input, &r.proof) {
                     st = Status::BadProof;
                 }

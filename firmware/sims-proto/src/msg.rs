@@ -121,6 +121,27 @@ pub enum ProofDomain {
 
 pub const PROOF_CONTEXT: [u8; 8] = *b"SIMSprf1";
 
+impl<'a> ProofInput<'a> {
+    /// What a node signs (and an agent checks) for `cred`, towards `agent`,
+    /// from the node's current address, with sequence number `seq`.
+    pub fn new(
+        domain: ProofDomain,
+        cred: &'a Credential,
+        agent: &'a str,
+        node_addr: [u8; 4],
+        seq: u64,
+    ) -> Self {
+        ProofInput {
+            context: PROOF_CONTEXT,
+            domain,
+            cred,
+            agent,
+            node_addr,
+            seq,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Advertisement {
     pub agent: AgentId,

@@ -17,7 +17,7 @@ use log::{debug, info, warn};
 
 use crate::msg::{
     self, AgentId, Credential, Datagram, Message, NodeKey, OldBinding, ProofDomain, ProofInput,
-    Registration, Release, Solicitation, Status, MAX_OLD_BINDINGS, PROOF_CONTEXT,
+    Registration, Release, Solicitation, Status, MAX_OLD_BINDINGS,
 };
 
 #[derive(Clone, Debug)]
@@ -288,14 +288,13 @@ impl Node {
         let req_id = self.new_req_id();
         let mut list: heapless::Vec<OldBinding, MAX_OLD_BINDINGS> = heapless::Vec::new();
         for b in self.bindings.iter().filter(|b| b.releasing.is_none()) {
-            let input = ProofInput {
-                context: PROOF_CONTEXT,
-                domain: ProofDomain::Redirect,
-                cred: &b.cred,
-                agent: &agent.id,
-                node_addr: cur.octets(),
-                seq: self.seq,
-            };
+            let input = ProofInput::new(
+                ProofDomain::Redirect,
+                &b.cred,
+                &agent.id,
+                cur.octets(),
+                self.seq,
+            );
             if let Some(proof) = msg::sign_proof(&self.sk, &input) {
                 let _ = list.push(OldBinding {
                     cred: b.cred.clone(),
@@ -432,14 +431,13 @@ impl Node {
         self.seq += 1;
         let req_id = self.new_req_id();
         let cred = self.bindings[i].cred.clone();
-        let input = ProofInput {
-            context: PROOF_CONTEXT,
-            domain: ProofDomain::Release,
-            cred: &cred,
-            agent: &agent.id,
-            node_addr: cur.octets(),
-            seq: self.seq,
-        };
+        let input = ProofInput::new(
+            ProofDomain::Release,
+            &cred,
+            &agent.id,
+            cur.octets(),
+            self.seq,
+        );
         let Some(proof) = msg::sign_proof(&self.sk, &input) else {
             self.bindings.remove(i);
             return;
