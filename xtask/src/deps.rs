@@ -40,6 +40,12 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
         return Ok(());
     }
     eprintln!("==> installing {}", missing.join(" "));
+    apt_install(&missing)
+}
+
+/// `apt-get install` the packages (root), refreshing the lists first if
+/// the install fails on stale ones.
+pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
     let run = |args: &[&str]| -> Result<(), String> {
         let st = Command::new("apt-get")
             .args(args)
@@ -52,8 +58,34 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
             Err(format!("apt-get {} failed ({st})", args.join(" ")))
         }
     };
-    run(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq"];
-    args.extend(missing.iter().copied());
-    run(&args)
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(pkgs.iter().copied());
+    if run(&install).is_err() {
+        run(&["update", "-qq"])?;
+        run(&install)?;
+    }
+    Ok(())
+}
+
+/// rustfmt and clippy, which the lint step of `cargo xtask test` runs.
+pub fn ensure_rust_components() -> Result<(), String> {
+    let listed = Command::new("rustup")
+        .args(["component", "list", "--installed"])
+        .output();
+    let Ok(out) = listed else {
+        return Ok(()); // no rustup: the toolchain is managed elsewhere
+    };
+    let have = String::from_utf8_lossy(&out.stdout);
+    for comp in ["rustfmt", "clippy"] {
+        if !have.lines().any(|l| l.starts_with(comp)) {
+            let st = Command::new("rustup")
+                .args(["component", "add", comp])
+                .status()
+                .map_err(|e| format!("rustup: {e}"))?;
+            if !st.success() {
+                return Err(format!("rustup component add {comp} failed"));
+            }
+        }
+    }
+    Ok(())
 }

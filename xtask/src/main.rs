@@ -189,6 +189,7 @@ fn cmd_test(args: &[String]) -> Result<(), String> {
         return Err(format!("unknown option {bad}"));
     }
     if lint {
+        deps::ensure_rust_components()?;
         let mut c = cargo();
         c.args(["fmt", "--all", "--check"]);
         run("cargo fmt --check", c)?;

@@ -221,28 +221,7 @@ pub fn ensure_host_tools() -> Result<()> {
         )));
     }
     println!("==> vm: installing {}", missing.join(" "));
-    let apt = |args: &[&str]| -> Result<()> {
-        let st = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| VmError::Setup(format!("apt-get: {e}")))?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(VmError::Setup(format!(
-                "apt-get {} failed ({st})",
-                args.join(" ")
-            )))
-        }
-    };
-    let mut install = vec!["install", "-y", "--no-install-recommends"];
-    install.extend(missing.iter());
-    if apt(&install).is_err() {
-        apt(&["update"])?;
-        apt(&install)?;
-    }
-    Ok(())
+    crate::deps::apt_install(&missing).map_err(VmError::Setup)
 }
 
 // ------------------------------------------------------------ kernel
