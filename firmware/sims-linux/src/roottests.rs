@@ -593,6 +593,19 @@ fn tun() {
             None,
             "tun is not persistent"
         );
+
+        // close_detached: the device goes away without the caller waiting.
+        let tun = Tun::open("simstun1").unwrap();
+        assert!(nl.link_by_name("simstun1").unwrap().is_some());
+        tun.close_detached();
+        let start = Instant::now();
+        while nl.link_by_name("simstun1").unwrap().is_some() {
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "simstun1 still there 3 s after close_detached"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     });
 }
 

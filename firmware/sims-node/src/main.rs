@@ -6,15 +6,15 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::ExitCode;
 
-use argh::FromArgs;
 use log::{debug, error, info, warn};
+use sims_linux::cli;
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::{Event, Monitor};
 use sims_linux::netlink::{Netlink, Route};
@@ -24,73 +24,103 @@ use sims_proto::node::{Action, Node, NodeConfig};
 const MAIN_TABLE: u32 = 254;
 const CENSUS_MS: u64 = 250;
 
-/// SIMS Mobile Node.
-#[derive(FromArgs)]
-struct Args {
-    /// print the version and exit
-    #[argh(switch)]
-    version: bool,
-    /// the network interface that moves between networks (e.g. wlan0)
-    #[argh(option, short = 'i')]
-    iface: Option<String>,
-    /// directory for the status socket
-    #[argh(option, default = "String::from(\"/var/run/sims-node\")")]
-    state_dir: String,
-    /// how long an old address may have no sockets before release (ms)
-    #[argh(option, default = "2000")]
-    grace_ms: u64,
-    /// SIMS control port
-    #[argh(option, default = "sims_proto::DEFAULT_PORT")]
-    port: u16,
-    #[argh(subcommand)]
-    cmd: Option<Cmd>,
-}
+const USAGE: &str = "\
+Usage: sims-node -i <interface> [options] | sims-node [--state-dir <dir>] status [--json]
 
-#[derive(FromArgs)]
-#[argh(subcommand)]
+SIMS Mobile Node.
+
+Options:
+  -i, --iface <name>    the interface that moves between networks (e.g. wlan0)
+  --state-dir <dir>     directory for the status socket (default /var/run/sims-node)
+  --grace-ms <ms>       how long an old address may have no sockets before
+                        it is released (default 2000)
+  --port <port>         SIMS control port (default 4434)
+  --version             print the version and exit
+  -h, --help            print this help
+
+Commands:
+  status [--json]       show the node's current address, agent and bindings
+";
+
+#[derive(PartialEq)]
 enum Cmd {
-    Status(StatusCmd),
+    Run,
+    Status { json: bool },
+    Version,
+    Help,
 }
 
-/// Show the node's current address, agent and bindings.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
-struct StatusCmd {
-    /// machine-readable output
-    #[argh(switch)]
-    json: bool,
+struct Args {
+    iface: Option<String>,
+    state_dir: String,
+    grace_ms: u64,
+    port: u16,
+    cmd: Cmd,
+}
+
+fn parse_args(mut a: cli::Args) -> Result<Args, String> {
+    let mut args = Args {
+        iface: None,
+        state_dir: "/var/run/sims-node".into(),
+        grace_ms: 2000,
+        port: sims_proto::DEFAULT_PORT,
+        cmd: Cmd::Run,
+    };
+    while let Some(w) = a.next_word()? {
+        match (w.as_str(), &mut args.cmd) {
+            ("-h" | "--help", _) => args.cmd = Cmd::Help,
+            ("--version", _) => args.cmd = Cmd::Version,
+            ("-i" | "--iface", _) => args.iface = Some(a.value(&w)?),
+            ("--state-dir", _) => args.state_dir = a.value(&w)?,
+            ("--grace-ms", _) => args.grace_ms = a.value(&w)?,
+            ("--port", _) => args.port = a.value(&w)?,
+            ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
+            ("--json", Cmd::Status { json }) => *json = true,
+            _ => return Err(format!("unexpected argument '{w}'")),
+        }
+    }
+    if args.cmd == Cmd::Run && args.iface.is_none() {
+        return Err("-i <interface> is required".into());
+    }
+    Ok(args)
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
-    if args.version {
-        println!("sims-node {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    if let Some(Cmd::Status(StatusCmd { json })) = args.cmd {
-        let path = Path::new(&args.state_dir).join("sims-node.sock");
-        let mut out = String::new();
-        return match UnixStream::connect(&path).and_then(|mut s| s.read_to_string(&mut out)) {
-            Ok(_) => {
-                if json {
-                    println!("{out}");
-                } else {
+    let args = match parse_args(cli::Args::from_env()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sims-node: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::init_logger();
+    let iface = match &args.cmd {
+        Cmd::Help => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Version => {
+            println!("sims-node {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Status { json } => {
+            let sock = Path::new(&args.state_dir).join("sims-node.sock");
+            return match cli::query_status(&sock, "sims-node") {
+                Ok(out) if !json => {
                     println!("{}", out.replace(",\"", ", \"").replace("},{", "},\n  {"));
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("sims-node is not running ({}: {e})", path.display());
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let Some(iface) = args.iface.clone() else {
-        eprintln!("sims-node: -i <interface> is required");
-        return ExitCode::from(2);
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Run => args.iface.clone().unwrap_or_default(),
     };
     match run(&args, &iface) {
         Ok(()) => ExitCode::SUCCESS,
@@ -406,5 +436,34 @@ fn run(args: &Args, iface: &str) -> Result<(), String> {
         let mut acts = Vec::new();
         c.node.handle_timeout(now, &mut acts);
         c.execute(acts);
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Args, String> {
+        parse_args(cli::Args::new(
+            s.split_whitespace().map(String::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn command_lines() {
+        let a = parse("-i wlan0").unwrap();
+        assert!(a.cmd == Cmd::Run && a.iface.as_deref() == Some("wlan0"));
+        assert_eq!((a.grace_ms, a.port), (2000, sims_proto::DEFAULT_PORT));
+        assert!(USAGE.contains(&format!("(default {})", sims_proto::DEFAULT_PORT)));
+        let a = parse("--iface=eth0 --grace-ms 500 --port 5000").unwrap();
+        assert_eq!((a.grace_ms, a.port), (500, 5000));
+        assert!(
+            parse("--state-dir /tmp/n status --json").unwrap().cmd == Cmd::Status { json: true }
+        );
+        assert_eq!(parse("").err().unwrap(), "-i <interface> is required");
+        assert_eq!(
+            parse("-i x --port 70000").err().unwrap(),
+            "--port: '70000' is not a valid value"
+        );
     }
 }

@@ -341,13 +341,29 @@ fn ifname(v: &str) -> Result<String, String> {
 
 /// Seconds, possibly fractional ("0.5"), to milliseconds.
 fn secs_ms(key: &str, v: &str) -> Result<u64, String> {
-    let f: f64 = v
-        .parse()
-        .map_err(|_| format!("option {key}: '{v}' is not a number of seconds"))?;
-    if !(0.05..=86_400.0).contains(&f) {
-        return Err(format!("option {key}: {v} s is out of range"));
+    // "seconds[.fraction]" by hand: float parsing would cost simsd 18 KB
+    // on MIPS for one option. Digits past milliseconds are ignored.
+    let bad = || format!("option {key}: '{v}' is not a number of seconds");
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
+        return Err(bad());
     }
-    Ok((f * 1000.0) as u64)
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let ms = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0, |acc, b| acc * 10 + u64::from(b - b'0'));
+    let total = whole.saturating_mul(1000).saturating_add(ms);
+    if !(50..=86_400_000).contains(&total) {
+        return Err(format!("option {key}: {v} s is out of range (0.05..86400)"));
+    }
+    Ok(total)
 }
 
 /// Read and parse a config file.
@@ -418,5 +434,34 @@ config peer 'ma_b'
         assert!(error_of("").contains("no 'config agent'"));
         let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
         assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));
+    }
+
+    #[test]
+    fn seconds_with_millisecond_fractions() {
+        for (v, ms) in [
+            ("1", 1000),
+            ("0.5", 500),
+            (".25", 250),
+            ("2.", 2000),
+            ("0.05", 50),
+            ("1.0009", 1000),
+            ("86400", 86_400_000),
+        ] {
+            assert_eq!(secs_ms("advert_interval", v), Ok(ms), "{v}");
+        }
+        for v in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "0.5s",
+            "1.2.3",
+            " 1",
+            "0.04",
+            "86401",
+            "99999999999999999999",
+        ] {
+            assert!(secs_ms("advert_interval", v).is_err(), "{v:?} accepted");
+        }
     }
 }

@@ -405,13 +405,8 @@ impl Dataplane {
             &[ENOENT, ESRCH],
         )?;
         match t.tun {
-            // Closing the TUN removes the device; that waits for RCU, so
-            // not on the event loop.
-            Some(tun) => {
-                let _ = std::thread::Builder::new()
-                    .name("tun-close".into())
-                    .spawn(move || drop(tun));
-            }
+            // Closing the TUN removes the device, off the event loop.
+            Some(tun) => tun.close_detached(),
             None => ignore(self.nl.link_delete(t.index), &[ENOENT, libc::ENODEV])?,
         }
         info!("tunnel {} down", Self::tunnel_name(&self.cfg, p));

@@ -7,15 +7,15 @@ mod nft;
 mod offload;
 mod status;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use argh::FromArgs;
 use log::{error, info, warn};
+use sims_linux::cli;
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::Monitor;
 use sims_linux::udp::bind_udp;
@@ -23,55 +23,97 @@ use sims_proto::agent::{Action, Agent, LanView, Now};
 
 use dataplane::Dataplane;
 
-/// SIMS Mobility Agent.
-#[derive(FromArgs)]
-struct Args {
-    /// print the version and exit
-    #[argh(switch)]
-    version: bool,
-    /// config file (UCI syntax)
-    #[argh(option, short = 'c', default = "String::from(\"/etc/config/sims\")")]
-    config: String,
-    /// directory for the status socket and the saved state
-    #[argh(option, default = "String::from(\"/var/run/sims\")")]
-    state_dir: String,
-    #[argh(subcommand)]
-    cmd: Option<Cmd>,
-}
+const USAGE: &str = "\
+Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | check]
 
-#[derive(FromArgs)]
-#[argh(subcommand)]
+SIMS Mobility Agent.
+
+Options:
+  -c, --config <file>   config file, UCI syntax (default /etc/config/sims)
+  --state-dir <dir>     status socket and saved state (default /var/run/sims)
+  --version             print the version and exit
+  -h, --help            print this help
+
+Commands:
+  status [--json]       show the running daemon's bindings, peers, counters
+  check                 check the config file and exit
+";
+
+#[derive(PartialEq)]
 enum Cmd {
-    Status(StatusCmd),
-    Check(CheckCmd),
+    Run,
+    Status { json: bool },
+    Check,
+    Version,
+    Help,
 }
 
-/// Show the running daemon's bindings, peers and counters.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "status")]
-struct StatusCmd {
-    /// machine-readable output
-    #[argh(switch)]
-    json: bool,
+struct Args {
+    config: String,
+    state_dir: String,
+    cmd: Cmd,
 }
 
-/// Check the config file and exit.
-#[derive(FromArgs)]
-#[argh(subcommand, name = "check")]
-struct CheckCmd {}
+fn parse_args(mut a: cli::Args) -> Result<Args, String> {
+    let mut args = Args {
+        config: "/etc/config/sims".into(),
+        state_dir: "/var/run/sims".into(),
+        cmd: Cmd::Run,
+    };
+    while let Some(w) = a.next_word()? {
+        match (w.as_str(), &mut args.cmd) {
+            ("-h" | "--help", _) => args.cmd = Cmd::Help,
+            ("--version", _) => args.cmd = Cmd::Version,
+            ("-c" | "--config", _) => args.config = a.value(&w)?,
+            ("--state-dir", _) => args.state_dir = a.value(&w)?,
+            ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
+            ("check", Cmd::Run) => args.cmd = Cmd::Check,
+            ("--json", Cmd::Status { json }) => *json = true,
+            _ => return Err(format!("unexpected argument '{w}'")),
+        }
+    }
+    Ok(args)
+}
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
-    if args.version {
-        println!("simsd {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let args = match parse_args(cli::Args::from_env()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("simsd: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    cli::init_logger();
     match args.cmd {
-        Some(Cmd::Status(s)) => status_client(&args.state_dir, s.json),
-        Some(Cmd::Check(_)) => match config::load(&args.config) {
+        Cmd::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Cmd::Version => {
+            println!("simsd {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::Status { json } => {
+            match cli::query_status(&Path::new(&args.state_dir).join("simsd.sock"), "simsd") {
+                // The daemon speaks JSON only; a compact human view of it.
+                Ok(out) if !json => {
+                    println!(
+                        "{}",
+                        out.replace("},{", "},\n  {").replace(":[{", ":[\n  {")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Check => match config::load(&args.config) {
             Ok(c) => {
                 println!(
                     "{}: ok, agent {} with {} peers",
@@ -86,7 +128,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        None => match run(&args.config, Path::new(&args.state_dir)) {
+        Cmd::Run => match run(&args.config, Path::new(&args.state_dir)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 error!("{e}");
@@ -94,33 +136,6 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-fn status_client(dir: &str, json: bool) -> ExitCode {
-    let path = Path::new(dir).join("simsd.sock");
-    let mut s = match UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("simsd is not running ({}: {e})", path.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let mut out = String::new();
-    if let Err(e) = s.read_to_string(&mut out) {
-        eprintln!("reading status: {e}");
-        return ExitCode::FAILURE;
-    }
-    if json {
-        println!("{out}");
-    } else {
-        // The daemon speaks JSON only; a compact human view of it.
-        println!(
-            "{}",
-            out.replace("},{", "},\n  {").replace(":[{", ":[\n  {")
-        );
-    }
-    ExitCode::SUCCESS
 }
 
 /// Neighbour lookups for the agent's "held by another host" check.
@@ -412,5 +427,38 @@ fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
         d.execute(acts);
         d.dp.expire_idle(t.ms);
         d.save();
+    }
+}
+
+#[cfg(test)]
+mod args_tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Args, String> {
+        parse_args(cli::Args::new(
+            s.split_whitespace().map(String::from).collect(),
+        ))
+    }
+
+    #[test]
+    fn command_lines() {
+        let a = parse("").unwrap();
+        assert!(
+            a.cmd == Cmd::Run && a.config == "/etc/config/sims" && a.state_dir == "/var/run/sims"
+        );
+        let a = parse("-c /tmp/x --state-dir /tmp/s status --json").unwrap();
+        assert!(
+            a.cmd == Cmd::Status { json: true } && a.config == "/tmp/x" && a.state_dir == "/tmp/s"
+        );
+        assert!(parse("--config=/tmp/y check").unwrap().cmd == Cmd::Check);
+        assert_eq!(
+            parse("--json").err().unwrap(),
+            "unexpected argument '--json'"
+        );
+        assert_eq!(
+            parse("check status").err().unwrap(),
+            "unexpected argument 'status'"
+        );
+        assert_eq!(parse("-c").err().unwrap(), "-c needs a value");
     }
 }
