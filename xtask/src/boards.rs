@@ -37,6 +37,28 @@ pub struct Board {
     pub qemu_cpu: String,
     pub qemu_system: String,
     pub qemu_machine: String,
+    /// The Debian guest of this architecture the agent scenarios run in
+    /// (`vm_*` keys); None: no system-level tests for this board.
+    pub guest: Option<Guest>,
+}
+
+/// A Debian system guest under `qemu_system -M qemu_machine`.
+#[derive(Clone, Debug)]
+pub struct Guest {
+    /// Debian's name of the architecture (`mipsel`, `arm64`).
+    pub debian_arch: String,
+    /// The kernel meta-package, e.g. `linux-image-4kc-malta`.
+    pub kernel_package: String,
+    /// The host package that brings `qemu_system`.
+    pub qemu_package: String,
+    /// `-cpu` for the system emulator, if not the machine's default.
+    pub cpu: Option<String>,
+    /// The serial console's device name (`ttyS0`, `ttyAMA0`).
+    pub console: String,
+    pub mem_mb: u32,
+    pub smp: u32,
+    /// The 9p protocol the guest mounts the share with.
+    pub p9_version: String,
 }
 
 const KEYS: &[&str] = &[
@@ -57,6 +79,14 @@ const KEYS: &[&str] = &[
     "qemu_cpu",
     "qemu_system",
     "qemu_machine",
+    "vm_debian_arch",
+    "vm_kernel_package",
+    "vm_qemu_package",
+    "vm_cpu",
+    "vm_smp",
+    "vm_console",
+    "vm_mem_mb",
+    "vm_9p_version",
 ];
 
 impl Board {
@@ -134,6 +164,33 @@ impl Board {
         if !build_std && !build_std_features.is_empty() {
             return Err(format!("{what}: build_std_features without build_std"));
         }
+        let guest = match get("vm_kernel_package") {
+            None => {
+                if let Some(e) = entries.iter().find(|e| e.key.starts_with("vm_")) {
+                    return Err(format!(
+                        "{what}: line {}: `{}` without `vm_kernel_package`",
+                        e.line, e.key
+                    ));
+                }
+                None
+            }
+            Some(_) => Some(Guest {
+                debian_arch: string("vm_debian_arch")?,
+                kernel_package: string("vm_kernel_package")?,
+                qemu_package: string("vm_qemu_package")?,
+                cpu: get("vm_cpu").map(|_| string("vm_cpu")).transpose()?,
+                console: string("vm_console")?,
+                mem_mb: match get("vm_mem_mb") {
+                    Some(Value::Int(n)) if (64..=4096).contains(n) => *n as u32,
+                    _ => return Err(format!("{what}: `vm_mem_mb` must be 64..4096")),
+                },
+                smp: match get("vm_smp") {
+                    Some(Value::Int(n)) if (1..=8).contains(n) => *n as u32,
+                    _ => return Err(format!("{what}: `vm_smp` must be 1..8")),
+                },
+                p9_version: string("vm_9p_version")?,
+            }),
+        };
         Ok(Board {
             file: file.to_path_buf(),
             name: string("name")?,
@@ -151,6 +208,7 @@ impl Board {
             qemu_cpu: string("qemu_cpu")?,
             qemu_system: string("qemu_system")?,
             qemu_machine: string("qemu_machine")?,
+            guest,
         })
     }
 

@@ -36,6 +36,7 @@
 mod boards;
 mod deps;
 mod footprint;
+mod foreign;
 mod router;
 mod targets;
 mod toml;
@@ -247,6 +248,11 @@ fn cmd_test(args: &[String]) -> Result<(), String> {
             passthrough: passthrough.to_vec(),
             ..VmSuiteArgs::default()
         })?;
+        // Scenarios on the router targets' own architectures (Malta
+        // mipsel, virt aarch64) with the release daemons.
+        if passthrough.is_empty() {
+            router::guest_suites(&["--all".to_string()], &[])?;
+        }
     }
     println!("==> all passed");
     Ok(())
@@ -277,6 +283,13 @@ fn cmd_test_vm(args: &[String]) -> Result<(), String> {
         Some(i) => (&args[..i], &args[i + 1..]),
         None => (args, &[][..]),
     };
+    let (opts, wanted) = router::target_opts(opts)?;
+    if !wanted.is_empty() {
+        if let Some(bad) = opts.first() {
+            return Err(format!("unknown option {bad} (with --target)"));
+        }
+        return router::guest_suites(&wanted, passthrough);
+    }
     let mut a = VmSuiteArgs {
         passthrough: passthrough.to_vec(),
         ..VmSuiteArgs::default()
@@ -324,15 +337,18 @@ fn vm_suite(a: &VmSuiteArgs) -> Result<(), String> {
         return Ok(());
     }
     let bins = build_bins(false)?;
-    let tests = vmtest::build_test_bins(cargo(), &["scenarios", "testbed"], false)?;
+    let mut c = cargo();
+    c.arg("test");
+    let tests = vmtest::build_test_bins(c, &["scenarios", "testbed"], false)?;
     println!(
         "==> VM suite: scenarios with backends {} in one boot",
         a.backends.join(", ")
     );
     let guest = vmtest::run_suite(
         &workspace(),
-        &target_dir().join("debug"),
+        None,
         &bins,
+        &target_dir().join("debug").join("sims-traffic"),
         &tests,
         &vmtest::SuiteOptions {
             backends: a.backends.clone(),

@@ -8,6 +8,11 @@
 //!   for x86_64), the release build, and its binaries' `--version` under
 //!   QEMU; `cargo xtask test` runs this for every board unless
 //!   `--no-targets`;
+//! * `test vm --target <triple>... | --all [-- <libtest args>]` — the agent
+//!   scenarios (by default [`GUEST_SCENARIOS`]) in the system guest of each
+//!   board that has one (`vm_*` keys: Malta mipsel, virt aarch64), with the
+//!   release daemons and the cross-built scenario tests; `cargo xtask test`
+//!   runs this for every such board after the x86_64 VM suite;
 //! * `bench footprint [--target <triple>]...` — sizes and peak RSS.
 //!
 //! Targets are named by Rust triple, board name or OpenWrt package
@@ -15,9 +20,16 @@
 
 use std::time::Instant;
 
+use std::time::Duration;
+
 use crate::boards::{self, Board};
 use crate::targets::Targets;
-use crate::{footprint, target_dir, workspace};
+use crate::{footprint, target_dir, vm, vmtest, workspace};
+
+/// The scenarios a router target's guest runs by default: a session across
+/// A -> B checked byte for byte in both directions, a new session after the
+/// move is not tunnelled, coming home, and release after the last session.
+pub const GUEST_SCENARIOS: &[&str] = &["s1_", "s2_", "s3_", "s5_"];
 
 /// Splits `--target <t>` / `--target=<t>` / `--all` out of `opts`.
 pub fn target_opts(opts: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
@@ -94,6 +106,65 @@ fn test_targets(wanted: &[String], passthrough: &[String]) -> Result<(), String>
         println!("    {triple:34} {s:5.0} s");
     }
     println!("    {:34} {:5.0} s", "total", t_all.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The agent scenarios in the system guest of each chosen board that has
+/// one; one boot per board, kernel ipip on every agent.
+pub fn guest_suites(wanted: &[String], filters: &[String]) -> Result<(), String> {
+    let boards: Vec<Board> = chosen(wanted)?
+        .into_iter()
+        .filter(|b| b.guest.is_some())
+        .collect();
+    if boards.is_empty() {
+        return Err(
+            "none of these targets has a system guest (vm_* keys in board-configs/)".into(),
+        );
+    }
+    let mut t = Targets::new(&workspace(), &target_dir());
+    let args: Vec<String> = if filters.is_empty() {
+        GUEST_SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        filters.to_vec()
+    };
+    let mut times = Vec::new();
+    for b in &boards {
+        let t0 = Instant::now();
+        let built = t.build(b)?;
+        let (tests, traffic) = t.guest_test_bins(b, &["scenarios"])?;
+        let f = vm::Foreign::of(b).ok_or("no guest")?;
+        println!(
+            "==> guest suite {} ({} -M {}, Debian {}): {}",
+            b.name,
+            b.qemu_system,
+            b.qemu_machine,
+            f.guest.debian_arch,
+            args.join(" ")
+        );
+        let guest = vmtest::run_suite(
+            &workspace(),
+            Some(f),
+            &built.dir,
+            &traffic,
+            &tests,
+            &vmtest::SuiteOptions {
+                backends: vec!["kernel".into()],
+                testbed_selftest: false,
+                timeout: Duration::from_secs(30 * 60),
+                args: args.clone(),
+            },
+        )
+        .map_err(|e| format!("{} guest: {e}", b.name))?;
+        times.push((
+            b.name.clone(),
+            guest.as_secs_f64(),
+            t0.elapsed().as_secs_f64(),
+        ));
+    }
+    println!("==> guest suites passed:");
+    for (name, guest, total) in times {
+        println!("    {name:20} guest {guest:5.0} s, with builds {total:5.0} s");
+    }
     Ok(())
 }
 

@@ -499,22 +499,14 @@ impl Targets {
 
     // ---- test --------------------------------------------------------
 
-    /// The firmware's unit and protocol tests for a board under QEMU user
-    /// mode (natively if the target runs here).
-    pub fn unit_tests(&mut self, b: &Board, passthrough: &[String]) -> Result<(), String> {
-        let runner = self.runner(b)?;
+    /// `cargo test --target <triple>` with the board's test settings.
+    fn test_cargo(&mut self, b: &Board) -> Result<Command, String> {
         let mut c = self.cargo(b, false)?;
         c.args(["test", "--target", &b.rust_target]);
-        for p in TEST_PACKAGES {
-            c.args(["-p", p]);
-        }
         if b.build_std {
             // Tests unwind (the test harness catches panics).
             c.arg("-Zbuild-std=std,panic_unwind");
             b.build_std_features_arg(&mut c);
-        }
-        if let Some(r) = &runner {
-            c.env(b.cargo_env("RUNNER"), r);
         }
         // Emulated, unoptimised Ed25519 makes the protocol tests take ~50 s
         // per target; opt-level 1 (debug assertions and overflow checks
@@ -523,6 +515,20 @@ impl Targets {
         for p in ["DEV", "TEST"] {
             c.env(format!("CARGO_PROFILE_{p}_OPT_LEVEL"), "1");
             c.env(format!("CARGO_PROFILE_{p}_DEBUG"), "line-tables-only");
+        }
+        Ok(c)
+    }
+
+    /// The firmware's unit and protocol tests for a board under QEMU user
+    /// mode (natively if the target runs here).
+    pub fn unit_tests(&mut self, b: &Board, passthrough: &[String]) -> Result<(), String> {
+        let runner = self.runner(b)?;
+        let mut c = self.test_cargo(b)?;
+        for p in TEST_PACKAGES {
+            c.args(["-p", p]);
+        }
+        if let Some(r) = &runner {
+            c.env(b.cargo_env("RUNNER"), r);
         }
         // --show-output: the reasons of tests that skip under QEMU are
         // printed, not swallowed with the passing tests' output.
@@ -536,6 +542,27 @@ impl Targets {
             }
         );
         status(&format!("unit tests {}", b.rust_target), &mut c)
+    }
+
+    /// The testbed's scenario tests and sims-traffic for a board (test
+    /// profile, as `unit_tests` builds them), to run in its system guest:
+    /// (test target name, executable) pairs and the sims-traffic binary.
+    pub fn guest_test_bins(
+        &mut self,
+        b: &Board,
+        tests: &[&str],
+    ) -> Result<(Vec<(String, PathBuf)>, PathBuf), String> {
+        let c = self.test_cargo(b)?;
+        let bins = crate::vmtest::build_test_bins(c, tests, false)?;
+        let traffic = self
+            .cargo_dir(b)
+            .join(&b.rust_target)
+            .join("debug")
+            .join("sims-traffic");
+        if !traffic.is_file() {
+            return Err(format!("{} was not built", self.rel(&traffic)));
+        }
+        Ok((bins, traffic))
     }
 
     /// Runs each release binary with `--version` (as OpenWrt's packages

@@ -31,6 +31,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::foreign;
+
 /// Bumped when the layout of what we build changes (part of every hash).
 const FORMAT: &str = "sims-vm-initramfs-1";
 
@@ -63,13 +65,14 @@ pub const MODULES: &[&str] = &[
     "udp_diag",
 ];
 
-/// Host tools whose binaries (and shared libraries) go into the guest.
-const TOOLS: &[&str] = &[
-    "/usr/sbin/ip",
-    "/usr/sbin/tc",
-    "/usr/sbin/nft",
-    "/usr/sbin/dnsmasq",
-    "/usr/bin/kmod",
+/// Tools whose binaries (and shared libraries) go into the guest, from
+/// the host or, for a foreign guest, from its sysroot (with busybox).
+pub const TOOLS: &[&str] = &[
+    "usr/sbin/ip",
+    "usr/sbin/tc",
+    "usr/sbin/nft",
+    "usr/sbin/dnsmasq",
+    "usr/bin/kmod",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +137,32 @@ pub struct Spec {
     pub smp: u32,
     /// Copy the guest console to stdout.
     pub echo: bool,
+    /// A guest of another architecture; None: x86_64 with the host's tools.
+    pub foreign: Option<Foreign>,
+}
+
+/// A guest of a router target's architecture (its board config's `vm_*`
+/// keys): kernel and userland come from Debian's archive for that
+/// architecture (xtask/src/foreign.rs), the test binaries are cross-built.
+#[derive(Clone, Debug)]
+pub struct Foreign {
+    /// The board's name, for messages.
+    pub board: String,
+    /// `qemu-system-<arch>` and its `-M` machine.
+    pub qemu: String,
+    pub machine: String,
+    pub guest: crate::boards::Guest,
+}
+
+impl Foreign {
+    pub fn of(b: &crate::boards::Board) -> Option<Foreign> {
+        Some(Foreign {
+            board: b.name.clone(),
+            qemu: b.qemu_system.clone(),
+            machine: b.qemu_machine.clone(),
+            guest: b.guest.clone()?,
+        })
+    }
 }
 
 impl Spec {
@@ -154,7 +183,17 @@ impl Spec {
             mem_mb: 1024,
             smp: 2,
             echo: true,
+            foreign: None,
         }
+    }
+
+    /// The same for a foreign guest, with its memory and CPUs.
+    pub fn for_guest(workspace: &Path, share: PathBuf, run: &str, f: Foreign) -> Spec {
+        let mut s = Spec::new(workspace, share, run);
+        s.mem_mb = f.guest.mem_mb;
+        s.smp = f.guest.smp;
+        s.foreign = Some(f);
+        s
     }
 }
 
@@ -169,9 +208,40 @@ pub struct Outcome {
 /// verdict into a result.
 pub fn run(spec: &Spec) -> Result<Outcome> {
     ensure_host_tools()?;
-    let kernel = prepare_kernel(&spec.cache, spec.kernel.as_deref())?;
-    let initramfs = build_initramfs(spec, &kernel)?;
+    let (kernel, sysroot) = match &spec.foreign {
+        None => (prepare_kernel(&spec.cache, spec.kernel.as_deref())?, None),
+        Some(f) => prepare_foreign(&spec.cache, f)?,
+    };
+    let initramfs = build_initramfs(spec, &kernel, sysroot.as_ref())?;
     boot(spec, &kernel, &initramfs)
+}
+
+/// A foreign guest's emulator, kernel and userland, fetched if missing.
+fn prepare_foreign(cache: &Path, f: &Foreign) -> Result<(Kernel, Option<foreign::Sysroot>)> {
+    if !on_path(&f.qemu) {
+        if !is_root() {
+            return Err(VmError::Setup(format!(
+                "{} missing: run `apt-get install {}` as root",
+                f.qemu, f.guest.qemu_package
+            )));
+        }
+        println!("==> vm: installing {}", f.guest.qemu_package);
+        crate::deps::apt_install(&[&f.guest.qemu_package]).map_err(VmError::Setup)?;
+    }
+    let arch = &f.guest.debian_arch;
+    let (version, root, image) =
+        foreign::prepare_foreign_kernel(cache, arch, &f.guest.kernel_package)
+            .map_err(VmError::Fetch)?;
+    let sysroot =
+        foreign::prepare_sysroot(cache, arch, foreign::GUEST_PACKAGES).map_err(VmError::Setup)?;
+    Ok((
+        Kernel {
+            version,
+            root,
+            image,
+        },
+        Some(sysroot),
+    ))
 }
 
 // ------------------------------------------------------------ host tools
@@ -236,7 +306,7 @@ pub struct Kernel {
     pub image: PathBuf,
 }
 
-fn output(mut c: Command) -> std::result::Result<String, String> {
+pub(crate) fn output(mut c: Command) -> std::result::Result<String, String> {
     let desc = format!("{c:?}");
     let out = c
         .stdin(Stdio::null())
@@ -289,7 +359,7 @@ pub fn prepare_kernel(cache: &Path, version: Option<&str>) -> Result<Kernel> {
             Ok(v) => v,
             Err(e) => {
                 // Offline but cached: use the newest cached kernel.
-                let cached = newest_cached_kernel(&kdir);
+                let cached = newest_cached(&kdir, "");
                 match cached {
                     Some(v) => {
                         println!(
@@ -310,7 +380,7 @@ pub fn prepare_kernel(cache: &Path, version: Option<&str>) -> Result<Kernel> {
     let stamp = dir.join("complete");
     if !stamp.exists() {
         fetch_kernel(&dir, &version)?;
-        prune_kernels(&kdir, &version, 2);
+        prune_newest(&kdir, |_| true, &dir, 2);
     }
     let vmlinux = dir.join("vmlinux");
     let bz = root.join("boot").join(format!("vmlinuz-{version}"));
@@ -325,26 +395,35 @@ pub fn prepare_kernel(cache: &Path, version: Option<&str>) -> Result<Kernel> {
     })
 }
 
-/// Keeps the `keep` most recently fetched kernels (always `current`).
-fn prune_kernels(kdir: &Path, current: &str, keep: usize) {
-    let Ok(rd) = fs::read_dir(kdir) else { return };
+/// Keeps the `keep` newest entries of `dir` that `pick` selects (always
+/// `current`), removing the others, files or directories.
+pub(crate) fn prune_newest(dir: &Path, pick: impl Fn(&Path) -> bool, current: &Path, keep: usize) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
     let mut v: Vec<(std::time::SystemTime, PathBuf)> = rd
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy() != current)
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .map(|e| e.path())
+        .filter(|p| p != current && pick(p))
+        .filter_map(|p| Some((fs::symlink_metadata(&p).ok()?.modified().ok()?, p)))
         .collect();
     v.sort();
     v.reverse();
     for (_, p) in v.into_iter().skip(keep.saturating_sub(1)) {
-        let _ = fs::remove_dir_all(p);
+        let _ = if p.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
     }
 }
 
-fn newest_cached_kernel(kdir: &Path) -> Option<String> {
+/// The most recently fetched complete kernel in `kdir` whose version ends
+/// in `suffix`.
+pub(crate) fn newest_cached(kdir: &Path, suffix: &str) -> Option<String> {
     let mut v: Vec<(std::time::SystemTime, String)> = fs::read_dir(kdir)
         .ok()?
         .flatten()
         .filter(|e| e.path().join("complete").exists())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
         .filter_map(|e| {
             let t = e.metadata().ok()?.modified().ok()?;
             Some((t, e.file_name().to_string_lossy().into_owned()))
@@ -403,7 +482,7 @@ fn fetch_kernel(dir: &Path, version: &str) -> Result<()> {
     Ok(())
 }
 
-fn depmod_bin() -> &'static str {
+pub(crate) fn depmod_bin() -> &'static str {
     if have("/usr/sbin/depmod") {
         "/usr/sbin/depmod"
     } else {
@@ -597,6 +676,27 @@ impl Tree {
         Ok(())
     }
 
+    /// Copies `rel` of a foreign sysroot into the tree at the same place
+    /// (a symlink stays a symlink; `foreign::needed_libs` lists each link
+    /// on the way, so its target comes too).
+    fn install_sysroot_path(&mut self, root: &Path, rel: &str) -> std::result::Result<(), String> {
+        let p = root.join(rel);
+        let md = fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if md.file_type().is_symlink() {
+            let target = fs::read_link(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if !matches!(self.entries.get(rel), Some(Entry::Symlink(_))) {
+                self.add(rel, Entry::Symlink(target.to_string_lossy().into_owned()));
+            }
+        } else if md.is_dir() {
+            self.dir(rel);
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let exec = md.permissions().mode() & 0o111 != 0;
+            self.add(rel, Entry::File { src: p, exec });
+        }
+        Ok(())
+    }
+
     /// FNV-1a over every path, kind and byte.
     fn hash(&self, extra: &str) -> std::result::Result<String, String> {
         let mut h = Fnv::new();
@@ -773,7 +873,11 @@ fn module_closure(k: &Kernel, m: &str) -> std::result::Result<Vec<String>, Strin
 }
 
 /// Builds (or finds in the cache) the initramfs for `spec` and `k`.
-pub fn build_initramfs(spec: &Spec, k: &Kernel) -> Result<PathBuf> {
+pub fn build_initramfs(
+    spec: &Spec,
+    k: &Kernel,
+    sysroot: Option<&foreign::Sysroot>,
+) -> Result<PathBuf> {
     let t0 = Instant::now();
     let setup = VmError::Setup;
     let mut t = Tree::default();
@@ -832,21 +936,30 @@ pub fn build_initramfs(spec: &Spec, k: &Kernel) -> Result<PathBuf> {
         .into_iter()
         .find(|p| have(p))
         .ok_or_else(|| setup("busybox missing (apt-get install busybox-static)".into()))?;
-    let mut bins: Vec<PathBuf> = vec![PathBuf::from(busybox)];
-    bins.extend(TOOLS.iter().map(PathBuf::from));
-    let mut libs = BTreeSet::new();
-    let mut lib_sources: Vec<PathBuf> = bins.clone();
-    lib_sources.extend(spec.guest_bins.iter().cloned());
-    for b in &lib_sources {
-        if !b.is_file() {
-            return Err(setup(format!("{} missing", b.display())));
+    if let Some(s) = sysroot {
+        // The guest's own tools; the test binaries are static (musl).
+        let mut bins = vec!["usr/bin/busybox"];
+        bins.extend(TOOLS);
+        for f in foreign::needed_libs(s, &bins).map_err(setup)? {
+            t.install_sysroot_path(&s.root, &f).map_err(setup)?;
         }
-        for l in ldd(b).map_err(setup)? {
-            libs.insert(l);
+    } else {
+        let mut bins: Vec<PathBuf> = vec![PathBuf::from(busybox)];
+        bins.extend(TOOLS.iter().map(|t| Path::new("/").join(t)));
+        let mut libs = BTreeSet::new();
+        let mut lib_sources: Vec<PathBuf> = bins.clone();
+        lib_sources.extend(spec.guest_bins.iter().cloned());
+        for b in &lib_sources {
+            if !b.is_file() {
+                return Err(setup(format!("{} missing", b.display())));
+            }
+            for l in ldd(b).map_err(setup)? {
+                libs.insert(l);
+            }
         }
-    }
-    for p in bins.iter().chain(libs.iter()) {
-        t.install_host_path(p, 0).map_err(setup)?;
+        for p in bins.iter().chain(libs.iter()) {
+            t.install_host_path(p, 0).map_err(setup)?;
+        }
     }
     for l in ["modprobe", "insmod", "rmmod", "lsmod", "depmod", "modinfo"] {
         t.add(
@@ -854,7 +967,9 @@ pub fn build_initramfs(spec: &Spec, k: &Kernel) -> Result<PathBuf> {
             Entry::Symlink("/usr/bin/kmod".into()),
         );
     }
-    // busybox applets, where no real tool of that name is installed.
+    // busybox applets, where no real tool of that name is installed (a
+    // foreign guest's busybox-static is the same Debian package: the
+    // host's list is its list).
     let list = {
         let mut c = Command::new(busybox);
         c.arg("--list-full");
@@ -942,7 +1057,12 @@ pub fn build_initramfs(spec: &Spec, k: &Kernel) -> Result<PathBuf> {
             .map_err(|e| setup(format!("writing {}: {e}", tmp.display())))?;
     }
     fs::rename(&tmp, &path).map_err(|e| setup(e.to_string()))?;
-    prune(&dir, &path, 4);
+    prune_newest(
+        &dir,
+        |p| p.extension().is_some_and(|x| x == "cpio"),
+        &path,
+        6,
+    );
     println!(
         "==> vm: built initramfs {} ({:.1} MB, {} entries) in {:.1} s",
         path.display(),
@@ -951,22 +1071,6 @@ pub fn build_initramfs(spec: &Spec, k: &Kernel) -> Result<PathBuf> {
         t0.elapsed().as_secs_f64()
     );
     Ok(path)
-}
-
-/// Keeps the `keep` newest initramfs files (always `current`).
-fn prune(dir: &Path, current: &Path, keep: usize) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    let mut v: Vec<(std::time::SystemTime, PathBuf)> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cpio") && p != current)
-        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .collect();
-    v.sort();
-    v.reverse();
-    for (_, p) in v.into_iter().skip(keep.saturating_sub(1)) {
-        let _ = fs::remove_file(p);
-    }
 }
 
 // ------------------------------------------------------------ boot
@@ -1025,8 +1129,17 @@ fn nonce() -> String {
 /// Boots QEMU and waits for the verdict (bounded by the spec's timeouts).
 pub fn boot(spec: &Spec, k: &Kernel, initramfs: &Path) -> Result<Outcome> {
     let n = nonce();
+    let (qemu, console, p9) = match &spec.foreign {
+        None => ("qemu-system-x86_64", "ttyS0", "9p2000.L"),
+        Some(f) => (
+            f.qemu.as_str(),
+            f.guest.console.as_str(),
+            f.guest.p9_version.as_str(),
+        ),
+    };
     let mut append = vec![
-        "console=ttyS0".to_string(),
+        format!("console={console}"),
+        format!("sims.9p={p9}"),
         "panic=-1".into(),
         "quiet".into(),
         "loglevel=4".into(),
@@ -1039,9 +1152,16 @@ pub fn boot(spec: &Spec, k: &Kernel, initramfs: &Path) -> Result<Outcome> {
         .share
         .canonicalize()
         .map_err(|e| VmError::Setup(format!("share {}: {e}", spec.share.display())))?;
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "max", "-machine", "pc"])
-        .args(["-m", &spec.mem_mb.to_string()])
+    let mut c = Command::new(qemu);
+    c.args(["-accel", "tcg"]);
+    match &spec.foreign {
+        None => c.args(["-cpu", "max", "-machine", "pc"]),
+        Some(f) => {
+            c.args(["-machine", &f.machine]);
+            c.args(f.guest.cpu.iter().flat_map(|cpu| ["-cpu", cpu.as_str()]))
+        }
+    };
+    c.args(["-m", &spec.mem_mb.to_string()])
         .args(["-smp", &spec.smp.to_string()])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
         .arg("-kernel")
@@ -1067,8 +1187,12 @@ pub fn boot(spec: &Spec, k: &Kernel, initramfs: &Path) -> Result<Outcome> {
         });
     }
     println!(
-        "==> vm: booting {} ({} MB, {} vCPUs, TCG); running {} from {}",
+        "==> vm: booting {} ({}{} MB, {} vCPUs, TCG); running {} from {}",
         k.image.display(),
+        spec.foreign
+            .as_ref()
+            .map(|f| format!("{} -M {}, ", f.board, f.machine))
+            .unwrap_or_default(),
         spec.mem_mb,
         spec.smp,
         spec.run,
@@ -1077,7 +1201,7 @@ pub fn boot(spec: &Spec, k: &Kernel, initramfs: &Path) -> Result<Outcome> {
     let t0 = Instant::now();
     let mut child = c
         .spawn()
-        .map_err(|e| VmError::Setup(format!("cannot start qemu-system-x86_64: {e}")))?;
+        .map_err(|e| VmError::Setup(format!("cannot start {qemu}: {e}")))?;
     let (tx, rx) = mpsc::channel::<(bool, String)>();
     let mut readers = Vec::new();
     if let Some(o) = child.stdout.take() {

@@ -66,18 +66,13 @@ impl Drop for Share {
 
 /// Builds the integration-test binaries of sims-testbed and returns
 /// (test target name, executable) from cargo's JSON messages.
+/// `cargo` ends in `test` plus any target options.
 pub fn build_test_bins(
     mut cargo: Command,
     targets: &[&str],
     release: bool,
 ) -> Result<Vec<(String, PathBuf)>, String> {
-    cargo.args([
-        "test",
-        "-p",
-        "sims-testbed",
-        "--no-run",
-        "--message-format=json",
-    ]);
+    cargo.args(["-p", "sims-testbed", "--no-run", "--message-format=json"]);
     if release {
         cargo.arg("--release");
     }
@@ -146,21 +141,29 @@ pub struct SuiteOptions {
 }
 
 /// Boots once and runs suite.sh: kernel ipip sanity, testbed self-test,
-/// the scenario suite per backend.
+/// the scenario suite per backend. `daemons` holds simsd and sims-node;
+/// `traffic` is sims-traffic where cargo built it (the test binaries know
+/// it by that path); `foreign`: a router target's guest instead of x86_64.
 pub fn run_suite(
     workspace: &Path,
-    target_debug: &Path,
-    bins: &Path,
+    foreign: Option<vm::Foreign>,
+    daemons: &Path,
+    traffic: &Path,
     tests: &[(String, PathBuf)],
     o: &SuiteOptions,
 ) -> Result<Duration, String> {
-    let mut spec = Spec::new(workspace, PathBuf::new(), "suite.sh");
+    let mut spec = match foreign {
+        Some(f) => vm::Spec::for_guest(workspace, PathBuf::new(), "suite.sh", f),
+        None => Spec::new(workspace, PathBuf::new(), "suite.sh"),
+    };
     let share = Share::new(&spec.cache, "suite")?;
     spec.share = share.dir.clone();
     spec.timeout = o.timeout;
-    for b in ["simsd", "sims-node", "sims-traffic"] {
-        spec.guest_bins.push(share.add_bin(&bins.join(b), b)?);
+    for b in ["simsd", "sims-node"] {
+        spec.guest_bins.push(share.add_bin(&daemons.join(b), b)?);
     }
+    spec.guest_bins
+        .push(share.add_bin(traffic, "sims-traffic")?);
     for (name, exe) in tests {
         spec.guest_bins.push(share.add_bin(exe, name)?);
     }
@@ -174,7 +177,7 @@ pub fn run_suite(
              SIMS_VM_LINKS=\"{}=/mnt/host/bin/sims-traffic\"\n\
              SIMS_VM_BACKENDS=\"{}\"\n\
              SIMS_VM_SELFTEST={}\n",
-            target_debug.join("sims-traffic").display(),
+            traffic.display(),
             o.backends.join(" "),
             u8::from(o.testbed_selftest)
         ),
