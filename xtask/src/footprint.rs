@@ -12,10 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::boards::Board;
 use crate::targets::Targets;
+use crate::{vm, vmtest};
 
 pub const BINDINGS: usize = 1000;
 /// simsd on mipsel, stripped.
@@ -30,8 +31,9 @@ struct Row {
     simsd: u64,
     node: u64,
     native: bool,
-    /// simsd itself, idle, natively in a network namespace: (VmHWM KiB).
-    simsd_idle: Option<u64>,
+    /// simsd itself (peak RSS, KiB: tests/vm/footprint.sh): idle, and with the bindings restored;
+    /// natively in a network namespace or in the board's guest VM.
+    simsd_rss: Option<(u64, u64)>,
     idle: BTreeMap<String, u64>,
     loaded: BTreeMap<String, u64>,
 }
@@ -73,17 +75,6 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
                 .find(|(x, _)| x == n)
                 .map_or(0, |(_, s)| *s)
         };
-        let simsd_idle = if b.runs_natively() {
-            match simsd_idle_kib(&built.dir.join("simsd")) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    println!("    simsd idle not measured: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let bin = t.build_example(b, "sims-proto", "footprint")?;
         let n = BINDINGS.to_string();
         println!(
@@ -93,34 +84,57 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
         // Twice, keeping the second: right after the binary is written,
         // the first run's file-backed pages count differently (natively
         // ~90 KiB more VmHWM on x86_64).
+        // The second run also saves the agent's state for simsd.
+        let work = Work::new(b)?;
+        let state = work.0.join("simsd.state");
+        let state_arg = state.to_string_lossy().into_owned();
         t.run_target(b, &bin, &[&n])?;
-        let out = t.run_target(b, &bin, &[&n])?;
+        let out = t.run_target(b, &bin, &[&n, "--save", &state_arg])?;
         print!("{out}");
+        let simsd_rss = match simsd_rss(b, &built.dir.join("simsd"), &work.0) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                println!("    simsd RSS not measured on {}: {e}", b.rust_target);
+                None
+            }
+        };
         rows.push(Row {
             board: b.clone(),
             simsd: size("simsd"),
             node: size("sims-node"),
             native: b.runs_natively(),
-            simsd_idle,
+            simsd_rss,
             idle: parse(&out, "idle")?,
             loaded: parse(&out, "loaded")?,
         });
     }
     println!();
     println!(
-        "| target | package arch | simsd (B, stripped) | sims-node (B) | simsd idle RSS (KiB) | \
-         core RSS idle (KiB) | core RSS, {BINDINGS} bindings (KiB) | heap, {BINDINGS} bindings \
-         (KiB) | measured |"
+        "| target | package arch | simsd (B, stripped) | sims-node (B) | simsd RSS idle (KiB) | \
+         simsd RSS, {BINDINGS} bindings (KiB) | simsd measured | core RSS idle (KiB) | core RSS, \
+         {BINDINGS} bindings (KiB) | heap, {BINDINGS} bindings (KiB) | core measured |"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |");
     for r in &rows {
+        let (idle, loaded) = match r.simsd_rss {
+            Some((i, l)) => (i.to_string(), l.to_string()),
+            None => ("-".into(), "-".into()),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {idle} | {loaded} | {} | {} | {} | {} | {} |",
             r.board.rust_target,
             r.board.openwrt_arch,
             r.simsd,
             r.node,
-            r.simsd_idle.map_or("-".to_string(), |k| k.to_string()),
+            match (&r.simsd_rss, r.native, &r.board.guest) {
+                (None, _, _) => "-".to_string(),
+                (Some(_), true, _) => "native, network namespace".to_string(),
+                (Some(_), false, Some(g)) => format!(
+                    "{} -M {} guest ({})",
+                    r.board.qemu_system, r.board.qemu_machine, g.debian_arch
+                ),
+                (Some(_), false, None) => "?".to_string(),
+            },
             r.rss(&r.idle),
             r.rss(&r.loaded),
             r.loaded
@@ -136,7 +150,8 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
         );
     }
     if let Some(r) = rows.iter().find(|r| r.board.openwrt_arch == BUDGET_ARCH) {
-        let rss = r.rss(&r.loaded);
+        // simsd's own figure where it was measured; else the core's.
+        let rss = r.simsd_rss.map_or(r.rss(&r.loaded), |(_, l)| l);
         let verdict = |ok: bool| if ok { "within budget" } else { "OVER BUDGET" };
         println!();
         println!(
@@ -151,89 +166,128 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the real simsd natively, idle, in a throw-away network namespace
-/// (a LAN bridge, a WAN veth, one peer) and returns its VmHWM in KiB.
-/// Needs root and iproute2; under QEMU user mode simsd cannot start (no
-/// NETLINK_NETFILTER), so only the host's architecture gets this figure.
-fn simsd_idle_kib(simsd: &Path) -> Result<u64, String> {
-    if !crate::is_root() {
-        return Err("needs root (network namespace)".into());
+/// A scratch directory for one board's footprint run, removed on drop.
+struct Work(PathBuf);
+
+impl Work {
+    fn new(b: &Board) -> Result<Work, String> {
+        let d = std::env::temp_dir().join(format!("sims-fp-{}-{}", std::process::id(), b.name));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        Ok(Work(d))
     }
-    let ns = format!("sims-fp-{}", std::process::id());
-    let ip = |args: &[&str]| -> Result<(), String> {
-        let st = Command::new("ip")
-            .args(args)
-            .status()
-            .map_err(|e| format!("ip: {e}"))?;
-        st.success()
-            .then_some(())
-            .ok_or_else(|| format!("ip {} failed", args.join(" ")))
-    };
-    struct Cleanup(String, PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
-    let dir = std::env::temp_dir().join(&ns);
-    ip(&["netns", "add", &ns])?;
-    let _cleanup = Cleanup(ns.clone(), dir.clone());
-    for cmd in [
-        "link add br-lan type bridge",
-        "link add wan type veth peer name wan-peer",
-        "addr add 10.1.0.1/24 dev br-lan",
-        "addr add 100.64.1.2/24 dev wan",
-        "link set lo up",
-        "link set br-lan up",
-        "link set wan up",
-        "link set wan-peer up",
-    ] {
-        let mut a = vec!["-n", &ns];
-        a.extend(cmd.split(' '));
-        ip(&a)?;
-    }
-    std::fs::create_dir_all(dir.join("state")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let conf = dir.join("sims");
-    std::fs::write(
-        &conf,
+}
+
+/// simsd's config for the footprint: the agent and the peer of
+/// sims-proto's footprint example (ids, addresses, prefixes, key), with
+/// room for its bindings.
+fn footprint_config() -> String {
+    format!(
         "config agent 'agent'\n\toption id 'ma-a'\n\toption endpoint '100.64.1.2'\n\
-         \tlist lan_prefix '10.1.0.0/24'\n\toption lan_ifname 'br-lan'\n\toption wan_ifname 'wan'\n\n\
+         \tlist lan_prefix '10.1.0.0/16'\n\toption lan_ifname 'br-lan'\n\toption wan_ifname 'wan'\n\
+         \toption max_bindings '{n}'\n\toption max_per_peer '{n}'\n\toption max_credentials '{n}'\n\n\
          config peer 'beta'\n\toption id 'ma-b'\n\toption endpoint '100.64.2.2'\n\
-         \tlist lan_prefix '10.2.0.0/24'\n\toption key '{}'\n"
-            .replace("{}", &"5a".repeat(32)),
+         \tlist lan_prefix '10.2.0.0/16'\n\toption key '{key}'\n",
+        n = BINDINGS.next_power_of_two(),
+        key = "42".repeat(32)
     )
-    .map_err(|e| format!("{}: {e}", conf.display()))?;
-    // `ip netns exec` execs simsd: the child's pid is simsd's.
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(simsd)
-        .arg("-c")
-        .arg(&conf)
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("simsd: {e}"))?;
-    let sock = dir.join("state/simsd.sock");
-    let t0 = Instant::now();
-    while !sock.exists() && t0.elapsed() < Duration::from_secs(10) {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("simsd exited at start ({st})"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+}
+
+/// `footprint-simsd <what> peak_kib=<k> ... bindings=<n>` of
+/// tests/vm/footprint.sh.
+fn simsd_line(out: &str, what: &str) -> Result<u64, String> {
+    let m = parse(&out.replace("footprint-simsd", "footprint-core"), what)?;
+    if what == "loaded" && m.get("bindings").copied() != Some(BINDINGS as u64) {
+        return Err(format!(
+            "simsd restored {:?} of {BINDINGS} bindings",
+            m.get("bindings")
+        ));
     }
-    // Past start-up (nft table loaded, tunnels set up), a few idle polls.
-    std::thread::sleep(Duration::from_secs(2));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .map_err(|e| format!("simsd status: {e}"));
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    status?
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmHWM in /proc/<simsd>/status".into())
+    m.get("peak_kib")
+        .copied()
+        .ok_or_else(|| format!("no peak_kib in the {what} line"))
+}
+
+/// The real simsd's peak RSS, idle and with the example's saved bindings
+/// (`work/simsd.state`) restored and installed in the kernel, by
+/// tests/vm/footprint.sh: natively in a throw-away network namespace, or
+/// in the board's guest VM. QEMU user mode cannot run simsd (no
+/// NETLINK_NETFILTER), so a board without either has no such figure.
+fn simsd_rss(b: &Board, simsd: &Path, work: &Path) -> Result<(u64, u64), String> {
+    let ws = crate::workspace();
+    let script = ws.join("tests/vm/footprint.sh");
+    let conf = work.join("sims.conf");
+    std::fs::write(&conf, footprint_config()).map_err(|e| format!("{}: {e}", conf.display()))?;
+    let out = if b.runs_natively() {
+        if !crate::is_root() {
+            return Err("needs root (network namespace)".into());
+        }
+        let ns = format!("sims-fp-{}", std::process::id());
+        struct Netns(String);
+        impl Drop for Netns {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ok = Command::new("ip").args(["netns", "add", &ns]).status();
+        if !ok.is_ok_and(|s| s.success()) {
+            return Err(format!("ip netns add {ns} failed"));
+        }
+        let _ns = Netns(ns.clone());
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "sh"])
+            .arg(&script)
+            .arg(simsd)
+            .arg(&conf)
+            .arg(work.join("simsd.state"))
+            .arg(work.join("run"))
+            .arg(BINDINGS.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("footprint.sh: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(format!(
+                "footprint.sh failed ({}):\n{text}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        text
+    } else {
+        let f = vm::Foreign::of(b).ok_or("no guest VM for this board (vm_* keys)")?;
+        let mut spec = vm::Spec::for_guest(&ws, PathBuf::new(), "run.sh", f);
+        let share = vmtest::Share::new(&spec.cache, "footprint")?;
+        spec.share = share.dir.clone();
+        spec.echo = std::env::var_os("SIMS_VM_VERBOSE").is_some();
+        spec.timeout = Duration::from_secs(600);
+        share.add_bin(simsd, "simsd")?;
+        for (name, src) in [
+            ("footprint.sh", script.as_path()),
+            ("sims.conf", conf.as_path()),
+            ("simsd.state", work.join("simsd.state").as_path()),
+        ] {
+            std::fs::copy(src, share.dir.join(name))
+                .map_err(|e| format!("{}: {e}", src.display()))?;
+        }
+        share.write(
+            "run.sh",
+            &format!(
+                "exec sh /mnt/host/footprint.sh /mnt/host/bin/simsd /mnt/host/sims.conf \
+                 /mnt/host/simsd.state /tmp/fp {BINDINGS}\n"
+            ),
+        )?;
+        let out = vm::run(&spec).map_err(|e| e.to_string())?;
+        out.console.join("\n")
+    };
+    for l in out.lines().filter(|l| l.starts_with("footprint-simsd")) {
+        println!("    {l}");
+    }
+    Ok((simsd_line(&out, "idle")?, simsd_line(&out, "loaded")?))
 }

@@ -9,10 +9,11 @@
 //!   QEMU; `cargo xtask test` runs this for every board unless
 //!   `--no-targets`;
 //! * `test vm --target <triple>... | --all [-- <libtest args>]` — the agent
-//!   scenarios (by default [`GUEST_SCENARIOS`]) in the system guest of each
-//!   board that has one (`vm_*` keys: Malta mipsel, virt aarch64), with the
-//!   release daemons and the cross-built scenario tests; `cargo xtask test`
-//!   runs this for every such board after the x86_64 VM suite;
+//!   scenarios (all of them unless filtered) in the system guest of each
+//!   board that has one (`vm_*` keys: Malta mipsel, virt aarch64), with
+//!   the release daemons and the cross-built scenario tests, kernel ipip
+//!   on every agent; `cargo xtask test` runs this for every such board
+//!   after the x86_64 VM suite;
 //! * `bench footprint [--target <triple>]...` — sizes and peak RSS.
 //!
 //! Targets are named by Rust triple, board name or OpenWrt package
@@ -25,11 +26,6 @@ use std::time::Duration;
 use crate::boards::{self, Board};
 use crate::targets::Targets;
 use crate::{footprint, target_dir, vm, vmtest, workspace};
-
-/// The scenarios a router target's guest runs by default: a session across
-/// A -> B checked byte for byte in both directions, a new session after the
-/// move is not tunnelled, coming home, and release after the last session.
-pub const GUEST_SCENARIOS: &[&str] = &["s1_", "s2_", "s3_", "s5_"];
 
 /// Splits `--target <t>` / `--target=<t>` / `--all` out of `opts`.
 pub fn target_opts(opts: &[String]) -> Result<(Vec<String>, Vec<String>), String> {
@@ -122,11 +118,6 @@ pub fn guest_suites(wanted: &[String], filters: &[String]) -> Result<(), String>
         );
     }
     let mut t = Targets::new(&workspace(), &target_dir());
-    let args: Vec<String> = if filters.is_empty() {
-        GUEST_SCENARIOS.iter().map(|s| s.to_string()).collect()
-    } else {
-        filters.to_vec()
-    };
     let mut times = Vec::new();
     for b in &boards {
         let t0 = Instant::now();
@@ -139,7 +130,11 @@ pub fn guest_suites(wanted: &[String], filters: &[String]) -> Result<(), String>
             b.qemu_system,
             b.qemu_machine,
             f.guest.debian_arch,
-            args.join(" ")
+            if filters.is_empty() {
+                "all scenarios".to_string()
+            } else {
+                filters.join(" ")
+            }
         );
         let guest = vmtest::run_suite(
             &workspace(),
@@ -151,7 +146,7 @@ pub fn guest_suites(wanted: &[String], filters: &[String]) -> Result<(), String>
                 backends: vec!["kernel".into()],
                 testbed_selftest: false,
                 timeout: Duration::from_secs(30 * 60),
-                args: args.clone(),
+                args: filters.to_vec(),
             },
         )
         .map_err(|e| format!("{} guest: {e}", b.name))?;

@@ -12,6 +12,12 @@
 //! simulated (200 ms per registration, timers run), so the agent's tables
 //! of answered registrations expire as they would.
 //!
+//! `--save <file>` also writes the agent's saved state there, in simsd's
+//! state-file format: simsd started with it (and the config of
+//! `cargo xtask bench footprint`) restores the bindings and installs them
+//! in the kernel, which is how simsd's own RSS with `n` bindings is
+//! measured.
+//!
 //! It prints, idle (agent created, first advertisement sent) and with the
 //! bindings in place, one `key=value` line:
 //! - `heap_live` / `heap_peak`: bytes allocated by Rust (a counting global
@@ -154,10 +160,16 @@ fn addrs(i: usize) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 fn main() -> ExitCode {
-    let n: usize = match std::env::args().nth(1).map(|a| a.parse()) {
-        Some(Ok(n)) if n <= 60_000 => n,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (n, save) = match args.as_slice() {
+        [n] => (n.parse::<usize>(), None),
+        [n, opt, path] if opt == "--save" => (n.parse(), Some(path.clone())),
+        _ => (Ok(usize::MAX), None),
+    };
+    let n = match n {
+        Ok(n) if n <= 60_000 => n,
         _ => {
-            eprintln!("usage: footprint <bindings (0..60000)>");
+            eprintln!("usage: footprint <bindings (0..60000)> [--save <state file>]");
             return ExitCode::from(2);
         }
     };
@@ -271,5 +283,12 @@ fn main() -> ExitCode {
     }
     resident = resident.max(resident_kib());
     report("loaded", count, resident);
+    if let Some(path) = save {
+        // simsd's state file: simsd restores these bindings at start.
+        if let Err(e) = std::fs::write(&path, agent.save(now)) {
+            eprintln!("{path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -248,7 +248,12 @@ struct PeerRx {
     seq: u64,
 }
 
-/// Persisted across a daemon restart (not across a router reboot).
+/// Persisted across a daemon restart (not across a router reboot): the
+/// layout of the state file, postcard. `save` and `restore` write and read
+/// it field by field and element by element, never holding a second copy
+/// of the tables (a copy of 1,000 bindings was most of simsd's peak RSS
+/// at start); the test `state_file_layout_is_saved` pins the layout.
+#[cfg(test)]
 #[derive(Serialize, Deserialize)]
 struct Saved {
     boot: u32,
@@ -1269,50 +1274,79 @@ impl Agent {
     /// Serialise bindings and credentials (remaining lifetimes relative to
     /// `now`) for a restart of the daemon.
     pub fn save(&self, now: Now) -> Vec<u8> {
-        let s = Saved {
-            boot: self.boot,
-            next_serial: self.next_serial,
-            bindings: self
-                .bindings
-                .iter()
-                .map(|(a, b)| {
-                    let left = b.expires_ms.saturating_sub(now.ms);
-                    let peer = self.cfg.peers[b.peer].id.clone();
-                    (a.to_be_bytes(), b.clone(), left, peer)
-                })
-                .collect(),
-            creds: self
-                .creds
-                .iter()
-                .map(|(a, c)| {
-                    (
-                        a.to_be_bytes(),
-                        c.clone(),
-                        c.expires_ms.saturating_sub(now.ms),
-                    )
-                })
-                .collect(),
-        };
-        postcard::to_allocvec(&s).unwrap_or_default()
+        fn put<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            if let Ok(v) = postcard::to_extend(v, core::mem::take(out)) {
+                *out = v;
+            }
+        }
+        let mut out = Vec::new();
+        put(&mut out, &self.boot);
+        put(&mut out, &self.next_serial);
+        put(&mut out, &self.bindings.len());
+        for (a, b) in &self.bindings {
+            let left = b.expires_ms.saturating_sub(now.ms);
+            let peer = &self.cfg.peers[b.peer].id;
+            put(&mut out, &(a.to_be_bytes(), b, left, peer));
+        }
+        put(&mut out, &self.creds.len());
+        for (a, c) in &self.creds {
+            put(
+                &mut out,
+                &(a.to_be_bytes(), c, c.expires_ms.saturating_sub(now.ms)),
+            );
+        }
+        out
     }
 
-    /// Restore what [`save`](Self::save) wrote. Bindings naming a peer that
-    /// is no longer configured, or beyond the limits, are dropped. Emits
-    /// the actions that (re)install the restored bindings; the caller
-    /// reconciles the kernel against them.
     pub fn restore(&mut self, now: Now, data: &[u8], out: &mut impl Sink) -> bool {
-        let Ok(s) = postcard::from_bytes::<Saved>(data) else {
+        type SavedBinding = ([u8; 4], Binding, u64, AgentId);
+        type SavedCred = ([u8; 4], CredEntry, u64);
+        fn take<'a, T: Deserialize<'a>>(rest: &mut &'a [u8]) -> Option<T> {
+            let (v, r) = postcard::take_from_bytes(rest).ok()?;
+            *rest = r;
+            Some(v)
+        }
+        /// Skips `n` elements; None if one does not decode.
+        fn skip<'a, T: Deserialize<'a>>(rest: &mut &'a [u8], n: usize) -> Option<()> {
+            (0..n).try_for_each(|_| take::<T>(rest).map(|_| ()))
+        }
+        // First check that the whole file decodes (a damaged file changes
+        // nothing), then apply it element by element.
+        let mut rest = data;
+        let Some((next_serial, n_bindings, bindings_at)) = (|| {
+            take::<u32>(&mut rest)?;
+            let next_serial = take::<u32>(&mut rest)?;
+            let n = take::<usize>(&mut rest)?;
+            let at = rest;
+            skip::<SavedBinding>(&mut rest, n)?;
+            Some((next_serial, n, at))
+        })() else {
             return false;
         };
-        self.next_serial = self.next_serial.max(s.next_serial);
-        for (a, mut c, left) in s.creds {
+        let Some(n_creds) = take::<usize>(&mut rest) else {
+            return false;
+        };
+        let creds_at = rest;
+        if skip::<SavedCred>(&mut rest, n_creds).is_none() {
+            return false;
+        }
+        self.next_serial = self.next_serial.max(next_serial);
+        let mut rest = creds_at;
+        for _ in 0..n_creds {
+            let Some((a, mut c, left)) = take::<SavedCred>(&mut rest) else {
+                break;
+            };
             if self.creds.len() < self.cfg.max_credentials {
                 c.expires_ms = now.ms + left;
                 c.last_req = None;
                 self.creds.insert(u32::from_be_bytes(a), c);
             }
         }
-        for (a, mut b, left, peer) in s.bindings {
+        let mut rest = bindings_at;
+        for _ in 0..n_bindings {
+            let Some((a, mut b, left, peer)) = take::<SavedBinding>(&mut rest) else {
+                break;
+            };
             // Peers are matched by id: a reload may have reordered them.
             let Some(p) = self.cfg.peers.iter().position(|x| x.id == peer) else {
                 continue;

@@ -569,6 +569,60 @@ fn save_and_restore_keeps_bindings() {
     assert!(!fresh_restore_garbage());
 }
 
+/// The state file keeps its layout (`Saved`, postcard) across versions: a
+/// daemon upgrade restores what the old one saved. `save` writes it field
+/// by field; the bytes are those of the whole struct. A file cut short or
+/// damaged anywhere restores nothing.
+#[test]
+fn state_file_layout_is_saved() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    let now = w.time();
+    let a = &w.agents[A];
+    assert!(a.bindings.len() + a.creds.len() >= 2);
+    let whole = Saved {
+        boot: a.boot,
+        next_serial: a.next_serial,
+        bindings: a
+            .bindings
+            .iter()
+            .map(|(k, b)| {
+                let left = b.expires_ms.saturating_sub(now.ms);
+                (
+                    k.to_be_bytes(),
+                    b.clone(),
+                    left,
+                    a.cfg.peers[b.peer].id.clone(),
+                )
+            })
+            .collect(),
+        creds: a
+            .creds
+            .iter()
+            .map(|(k, c)| {
+                (
+                    k.to_be_bytes(),
+                    c.clone(),
+                    c.expires_ms.saturating_sub(now.ms),
+                )
+            })
+            .collect(),
+    };
+    let saved = a.save(now);
+    assert_eq!(saved, postcard::to_allocvec(&whole).unwrap());
+    for cut in 0..saved.len() {
+        let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
+        let mut out = Vec::new();
+        assert!(
+            !fresh.restore(now, &saved[..cut], &mut out),
+            "a file cut at {cut} of {} bytes was accepted",
+            saved.len()
+        );
+        assert!(out.is_empty() && fresh.bindings.is_empty() && fresh.creds.is_empty());
+    }
+}
+
 fn fresh_restore_garbage() -> bool {
     let mut a = Agent::new(config(A, &[B]), 1, 1);
     a.restore(
