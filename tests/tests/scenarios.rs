@@ -165,6 +165,17 @@ fn stream(tb: &Testbed, dir: Dir, label: &str, bind: Ipv4Addr) -> Session {
     .unwrap_or_else(|e| panic!("open {label}: {e}"))
 }
 
+/// Moves the node to `to` and waits until it is there, with its DHCP
+/// address, and every address of `relayed` is relayed by its agents.
+fn move_relayed(tb: &mut Testbed, to: Ma, relayed: &[Ipv4Addr]) {
+    let m = tb.move_to(to).unwrap();
+    assert_eq!(m.addr, to.node_addr());
+    tb.wait_node_at(to, T).unwrap();
+    for addr in relayed {
+        tb.wait_node_binding(*addr, "relayed", T).unwrap();
+    }
+}
+
 /// Scenario 1: A → B mid-stream: both directions verified, no reset, stall reported.
 #[test]
 fn s1_move_a_to_b_keeps_sessions_in_both_directions() {
@@ -177,10 +188,7 @@ fn s1_move_a_to_b_keeps_sessions_in_both_directions() {
     wait_flowing(&tb, &down, 200_000, Duration::from_secs(10));
     wait_flowing(&tb, &up, 200_000, Duration::from_secs(10));
 
-    let m = tb.move_to(Ma::B).unwrap();
-    assert_eq!(m.addr, b());
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
     // The data plane in use: each agent's tunnel device is of the kind its
@@ -225,9 +233,7 @@ fn s2_new_session_after_move_is_native_and_untunnelled() {
                 .bind(a()),
         )
         .unwrap();
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
 
     let w = tb.whoami(None).unwrap();
@@ -297,16 +303,12 @@ fn s3_back_to_a_goes_native_and_carries_sessions_from_b() {
     };
     tb.start_all_at(Ma::A).unwrap();
     let mut sa = stream(&tb, Dir::Down, "s3-from-a", a());
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_flowing(&tb, &sa, 200_000, T);
     let mut sb = stream(&tb, Dir::Up, "s3-from-b", b());
     wait_flowing(&tb, &sb, 200_000, Duration::from_secs(10));
 
-    tb.move_to(Ma::A).unwrap();
-    tb.wait_node_at(Ma::A, T).unwrap();
-    tb.wait_node_binding(b(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::A, &[b()]);
     wait_binding(&tb, Ma::B, b(), "home", Ma::A);
     wait_binding(&tb, Ma::A, b(), "visitor", Ma::B);
     wait_for(
@@ -349,16 +351,11 @@ fn s4_a_b_c_no_chains_of_tunnels() {
     };
     tb.start_all_at(Ma::A).unwrap();
     let mut sa = stream(&tb, Dir::Down, "s4-from-a", a());
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     let mut sb = stream(&tb, Dir::Up, "s4-from-b", b());
     wait_flowing(&tb, &sb, 100_000, Duration::from_secs(10));
 
-    tb.move_to(Ma::C).unwrap();
-    tb.wait_node_at(Ma::C, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
-    tb.wait_node_binding(b(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::C, &[a(), b()]);
     wait_binding(&tb, Ma::C, a(), "visitor", Ma::A);
     wait_binding(&tb, Ma::C, b(), "visitor", Ma::B);
     wait_binding(&tb, Ma::A, a(), "home", Ma::C);
@@ -390,9 +387,7 @@ fn s5_release_after_last_session_closes() {
     };
     tb.start_all_at(Ma::A).unwrap();
     let mut s = stream(&tb, Dir::Down, "s5-old", a());
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_flowing(&tb, &s, 100_000, T);
     let r = s.finish(Duration::from_secs(30)).unwrap();
@@ -796,9 +791,7 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     tb.wait_node_at(Ma::A, T).unwrap();
     let mut s = stream(&tb, Dir::Down, "s6b-after", a());
     wait_flowing(&tb, &s, 100_000, Duration::from_secs(10));
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     let home = wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     assert_ne!(home.node, key_in_status(&k1), "the real node's own key");
     wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
@@ -864,9 +857,7 @@ fn s7_agent_restart_keeps_relayed_session() {
     tb.start_all_at(Ma::A).unwrap();
     let mut down = stream(&tb, Dir::Down, "s7-down", a());
     let mut up = stream(&tb, Dir::Up, "s7-up", a());
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_flowing(&tb, &down, 200_000, T);
     let boot_before = tb.agent_status(Ma::A).unwrap().boot;
@@ -953,9 +944,7 @@ fn s8_garbage_is_counted_and_survived() {
     eprintln!("s8: ma-a counters {}", st.raw["counters"]);
 
     let mut s = stream(&tb, Dir::Down, "s8-after-garbage", a());
-    tb.move_to(Ma::B).unwrap();
-    tb.wait_node_at(Ma::B, T).unwrap();
-    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    move_relayed(&mut tb, Ma::B, &[a()]);
     wait_flowing(&tb, &s, 200_000, T);
     let r = s.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s8 session after garbage");
