@@ -253,6 +253,77 @@ pub struct MoveSample {
     pub dhcp_ms: f64,
     pub stall_down_ms: Option<f64>,
     pub stall_up_ms: Option<f64>,
+    /// Where the handover went, from the daemons' logs (see [`Steps`]).
+    pub steps: Option<Steps>,
+}
+
+/// One move as the daemons logged it, in ms after sims-node saw its new
+/// address (the testbed stamps every log line with CLOCK_MONOTONIC µs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steps {
+    /// The new agent's advertisement reached the node.
+    pub advert_ms: f64,
+    /// The old agent redirected the old address into the tunnel (it had
+    /// the new agent's request, checked the proof, installed it).
+    pub old_agent_ms: f64,
+    /// The new agent had the old agent's answer and the visitor side up.
+    pub new_agent_ms: f64,
+    /// The node had the new agent's registration reply.
+    pub registered_ms: f64,
+}
+
+/// The first line of a testbed log stamped at or after `since_s` that
+/// contains every one of `needles`; its stamp.
+fn stamp_of(log: &str, since_s: f64, needles: &[&str]) -> Option<f64> {
+    log.lines().find_map(|l| {
+        let t: f64 = l
+            .strip_prefix('[')?
+            .split_once(']')?
+            .0
+            .trim()
+            .parse()
+            .ok()?;
+        (t >= since_s && needles.iter().all(|n| l.contains(n))).then_some(t)
+    })
+}
+
+/// The steps of the move `from` -> `to` that started at `since_ns`, from
+/// the node's and both agents' logs (info level).
+fn steps_of(node: &str, old_agent: &str, new_agent: &str, m: StepsOf) -> Option<Steps> {
+    let since = m.since_ns as f64 / 1e9;
+    let old = m.from.node_addr().to_string();
+    let new = m.to.node_addr().to_string();
+    let t0 = stamp_of(node, since, &["current address None -> Some(", &new])?;
+    let ms = |t: f64| (t - t0) * 1e3;
+    Some(Steps {
+        advert_ms: ms(stamp_of(
+            node,
+            t0,
+            &[&format!("agent {} (boot", m.to.id()), &new],
+        )?),
+        old_agent_ms: ms(stamp_of(
+            old_agent,
+            t0,
+            &[&format!("redirecting {old} to peer {}", m.to.id())],
+        )?),
+        new_agent_ms: ms(stamp_of(
+            new_agent,
+            t0,
+            &[&format!("{old} relayed from peer {}", m.from.id())],
+        )?),
+        registered_ms: ms(stamp_of(
+            node,
+            t0,
+            &[&format!("registered with {}", m.to.id())],
+        )?),
+    })
+}
+
+#[derive(Clone, Copy)]
+struct StepsOf {
+    from: Ma,
+    to: Ma,
+    since_ns: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -394,6 +465,16 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
             dhcp_ms: m.dhcp_ms(),
             stall_down_ms: stall_down,
             stall_up_ms: stall_up,
+            steps: steps_of(
+                &std::fs::read_to_string(tb.node_dir().join("sims-node.log")).unwrap_or_default(),
+                &tb.agent_log(from),
+                &tb.agent_log(to),
+                StepsOf {
+                    from,
+                    to,
+                    since_ns: m.link_down_ns,
+                },
+            ),
         };
         let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
         println!(
@@ -453,6 +534,23 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
     line("dhcp (link_up_to_addr)", &dhcp);
     line("stall_down", &sd);
     line("stall_up", &su);
+    println!("where the handover goes (ms after the node saw its new address; daemons' logs):");
+    line(
+        "advert_at_node",
+        &col(|s| s.steps.as_ref().map(|x| x.advert_ms)),
+    );
+    line(
+        "old_agent_redirected",
+        &col(|s| s.steps.as_ref().map(|x| x.old_agent_ms)),
+    );
+    line(
+        "new_agent_visitor_up",
+        &col(|s| s.steps.as_ref().map(|x| x.new_agent_ms)),
+    );
+    line(
+        "node_registered",
+        &col(|s| s.steps.as_ref().map(|x| x.registered_ms)),
+    );
     println!("moves without echo: {lost}; all sessions verified without reset: {verified}");
     let med = median(&echo).unwrap_or(f64::NAN);
     let p99 = percentile(&echo, 99.0).unwrap_or(f64::NAN);
@@ -474,6 +572,43 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines as the testbed stores them (from a real run, A -> B).
+    #[test]
+    fn steps_come_from_the_daemons_logs() {
+        let node = "\
+[16185.220797] [1795627909.016 INFO  sims_proto::node] current address Some(10.1.0.50) -> None
+[16185.302707] [1795627909.098 INFO  sims_proto::node] current address None -> Some(10.2.0.50)
+[16185.303129] [1795627909.099 INFO  sims_proto::node] agent ma-b (boot 1795627908) on 10.2.0.50
+[16185.304829] [1795627909.100 INFO  sims_proto::node] registered with ma-b
+";
+        let ma_a = "\
+[16184.888755] [1795627908.684 INFO  simsd] agent ma-a (boot 1795627908) on br-lan / wan, 1 peers
+[16185.304366] [1795627909.100 INFO  sims_proto::agent] redirecting 10.1.0.50 to peer ma-b
+";
+        let ma_b = "\
+[16185.303713] [1795627909.099 INFO  simsd::dataplane] tunnel sims-ma-a to 100.64.1.2 up (userspace)
+[16185.304580] [1795627909.100 INFO  sims_proto::agent] 10.1.0.50 relayed from peer ma-a
+";
+        let m = StepsOf {
+            from: Ma::A,
+            to: Ma::B,
+            since_ns: 16_185_200_000_000,
+        };
+        let s = steps_of(node, ma_a, ma_b, m).unwrap();
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(near(s.advert_ms, 0.422), "{s:?}");
+        assert!(near(s.old_agent_ms, 1.659), "{s:?}");
+        assert!(near(s.new_agent_ms, 1.873), "{s:?}");
+        assert!(near(s.registered_ms, 2.122), "{s:?}");
+        // Lines from before the move do not count; a missing step is None.
+        let later = StepsOf {
+            since_ns: 16_186_000_000_000,
+            ..m
+        };
+        assert_eq!(steps_of(node, ma_a, ma_b, later), None);
+        assert_eq!(steps_of(node, "", ma_b, m), None);
+    }
 
     #[test]
     fn percentiles() {
