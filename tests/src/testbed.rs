@@ -1192,8 +1192,7 @@ impl Testbed {
         Ok(m)
     }
 
-    /// `simsd --state-dir <dir> status --json` of an agent (argh wants the
-    /// daemon's options before the subcommand).
+    /// `simsd --state-dir <dir> status --json` of an agent.
     pub fn agent_status(&self, x: Ma) -> Result<AgentStatus> {
         let d = self.agent_dir(x).to_string_lossy().into_owned();
         let out = self.agent(x).run(

@@ -1043,3 +1043,43 @@ fn s10_reload_refuses_bad_config_and_keeps_bindings() {
     let r = down.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s10 across two reloads");
 }
+
+/// Scenario 11: sims-node restarts while a session is relayed (an upgrade,
+/// a crash): it comes back with the same identity and credentials, the
+/// address it still holds stays relayed, and the node can still prove it
+/// owns that address when it goes home.
+#[test]
+fn s11_node_restart_keeps_identity_and_relayed_session() {
+    let Some(mut tb) = setup(Options::default().label("s11").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s11-down", a());
+    wait_flowing(&tb, &down, 200_000, Duration::from_secs(10));
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    let home = wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let key = |tb: &Testbed| {
+        tb.node_status().unwrap().raw["node"]
+            .as_str()
+            .map(String::from)
+    };
+    let before = key(&tb).expect("sims-node reports its key");
+    assert!(home.node.starts_with(&before), "{} vs {before}", home.node);
+
+    tb.stop_node();
+    tb.start_node().unwrap();
+    assert_eq!(key(&tb).as_deref(), Some(before.as_str()), "same identity");
+    // The restored address is registered again with the current agent.
+    tb.wait_node_binding(a(), "relayed", T).unwrap();
+    let st = tb.node_status().unwrap();
+    assert_eq!(st.bindings.len(), 2, "{:?}", st.raw);
+    wait_flowing(&tb, &down, 200_000, T);
+
+    // Home again: ma-a takes the address back from the same node and
+    // releases its redirect; the session continues natively.
+    move_relayed(&mut tb, Ma::A, &[]);
+    wait_no_state_for(&tb, a(), T);
+    wait_flowing(&tb, &down, 200_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s11 session across the node's restart");
+}

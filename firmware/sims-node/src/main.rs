@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use log::{debug, error, info, warn};
@@ -140,9 +140,35 @@ struct Client {
     port: u16,
     /// Old addresses kept as /32 on the interface.
     held: BTreeSet<Ipv4Addr>,
+    state_file: PathBuf,
+    /// What the state file holds.
+    saved: Vec<u8>,
 }
 
 impl Client {
+    /// Writes the node's identity and credentials when they changed
+    /// (owner-only: it holds the secret key).
+    fn save(&mut self) {
+        let data = self.node.save();
+        if data == self.saved {
+            return;
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.state_file.with_extension("tmp");
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&data))
+            .and_then(|_| std::fs::rename(&tmp, &self.state_file));
+        match written {
+            Ok(()) => self.saved = data,
+            Err(e) => warn!("saving {}: {e}", self.state_file.display()),
+        }
+    }
+
     /// The DHCP address: the interface's address with a real prefix.
     fn dhcp_address(&mut self) -> Option<Ipv4Addr> {
         let addrs = self.nl.addrs(Some(self.index)).ok()?;
@@ -290,7 +316,11 @@ impl Client {
 
     fn status_json(&self) -> String {
         let mut s = String::new();
-        let _ = write!(s, "{{\"iface\":\"{}\",\"current\":", self.iface);
+        let _ = write!(s, "{{\"iface\":\"{}\",\"node\":\"", self.iface);
+        for b in &self.node.key()[..8] {
+            let _ = write!(s, "{b:02x}");
+        }
+        s.push_str("\",\"current\":");
         match self.node.current() {
             Some(c) => {
                 let agent = self.node.agent().map(|a| a.id.as_str()).unwrap_or("");
@@ -357,13 +387,32 @@ fn run(args: &Args, iface: &str) -> Result<(), String> {
         grace_ms: args.grace_ms,
         ..NodeConfig::default()
     };
-    let node = Node::new(
-        cfg,
-        seed,
-        link.mac.unwrap_or_default(),
-        u32::from_ne_bytes([seed[0], seed[1], seed[2], seed[3]]),
-    );
+    let mac = link.mac.unwrap_or_default();
+    let req_seed = u32::from_ne_bytes([seed[0], seed[1], seed[2], seed[3]]);
+    // The identity and credentials of a previous run (a restart, not a
+    // reboot: the state dir is a tmpfs): its held addresses are still on
+    // the interface, and with them its relayed sessions.
+    let state_file = dir.join("sims-node.state");
+    let node = match std::fs::read(&state_file) {
+        Ok(data) => match Node::restore(cfg.clone(), &data, mac, req_seed) {
+            Some(n) => {
+                info!(
+                    "restored the node's identity and {} addresses from {}",
+                    n.bindings().len(),
+                    state_file.display()
+                );
+                n
+            }
+            None => {
+                warn!("{} unreadable; a new identity", state_file.display());
+                Node::new(cfg, seed, mac, req_seed)
+            }
+        },
+        Err(_) => Node::new(cfg, seed, mac, req_seed),
+    };
     let mut c = Client {
+        state_file,
+        saved: Vec::new(),
         iface: iface.to_string(),
         index: link.index,
         nl,
@@ -436,6 +485,7 @@ fn run(args: &Args, iface: &str) -> Result<(), String> {
         let mut acts = Vec::new();
         c.node.handle_timeout(now, &mut acts);
         c.execute(acts);
+        c.save();
     }
 }
 

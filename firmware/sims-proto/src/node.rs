@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use log::{debug, info, warn};
+use serde::{Deserialize, Serialize};
 
 use crate::msg::{
     self, AgentId, Credential, Datagram, Message, NodeKey, OldBinding, ProofDomain, ProofInput,
@@ -526,9 +527,94 @@ impl Node {
     }
 }
 
+/// What a node keeps across a restart of its daemon (postcard): its
+/// identity and the credentials of its addresses. With them a restarted
+/// sims-node proves the old addresses it still holds, and its relayed
+/// sessions live on.
+#[derive(Serialize, Deserialize)]
+struct NodeSaved {
+    seed: [u8; 32],
+    seq: u64,
+    creds: Vec<Credential>,
+}
+
+/// Sequence numbers skipped on restore: a registration sent just before
+/// the daemon died may not be in the saved state, and agents refuse a
+/// sequence number they have seen.
+const RESTORE_SEQ_SKIP: u64 = 64;
+
+impl Node {
+    /// The node's identity and credentials, for [`Node::restore`]. Holds
+    /// the secret key: store it readable by its owner only.
+    pub fn save(&self) -> Vec<u8> {
+        let s = NodeSaved {
+            seed: *self.sk.seed(),
+            seq: self.seq,
+            creds: self.bindings.iter().map(|b| b.cred.clone()).collect(),
+        };
+        postcard::to_allocvec(&s).unwrap_or_default()
+    }
+
+    /// A node with the identity and credentials `data` holds, its
+    /// addresses pending until the current agent answers (the next
+    /// registration presents them all); None if `data` does not decode.
+    pub fn restore(cfg: NodeConfig, data: &[u8], mac: [u8; 6], req_seed: u32) -> Option<Self> {
+        let s: NodeSaved = postcard::from_bytes(data).ok()?;
+        let mut n = Node::new(cfg, s.seed, mac, req_seed);
+        n.seq = s.seq.saturating_add(RESTORE_SEQ_SKIP);
+        for cred in s.creds.into_iter().take(n.cfg.max_bindings) {
+            if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
+                n.bindings.push(NodeBinding {
+                    cred,
+                    state: BindingState::Pending,
+                    sockets: 0,
+                    idle_since_ms: None,
+                    releasing: None,
+                });
+            }
+        }
+        Some(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restore_keeps_identity_and_credentials() {
+        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
+        n.seq = 7;
+        for (i, issuer) in ["ma-a", "ma-b"].into_iter().enumerate() {
+            n.bindings.push(NodeBinding {
+                cred: Credential {
+                    addr: [10, i as u8 + 1, 0, 50],
+                    issuer: AgentId::from(issuer),
+                    serial: 3,
+                },
+                state: BindingState::Relayed,
+                sockets: 2,
+                idle_since_ms: None,
+                releasing: None,
+            });
+        }
+        let saved = n.save();
+        let r = Node::restore(NodeConfig::default(), &saved, [2; 6], 9).unwrap();
+        assert_eq!(r.key(), n.key());
+        assert!(r.seq > n.seq, "sequence numbers never go back");
+        let creds: Vec<_> = r.bindings().iter().map(|b| b.cred.clone()).collect();
+        let want: Vec<_> = n.bindings().iter().map(|b| b.cred.clone()).collect();
+        assert_eq!(creds, want);
+        assert!(r
+            .bindings()
+            .iter()
+            .all(|b| b.state == BindingState::Pending));
+        // Damaged: nothing.
+        assert!(
+            Node::restore(NodeConfig::default(), &saved[..saved.len() - 1], [2; 6], 9).is_none()
+        );
+        assert!(Node::restore(NodeConfig::default(), &[], [2; 6], 9).is_none());
+    }
 
     #[test]
     fn solicits_on_new_address_and_holds_old_ones() {
