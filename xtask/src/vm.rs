@@ -17,6 +17,11 @@
 //!   init script runs `sh /mnt/host/<run>` and prints the verdict as
 //!   `SIMS-VM-RESULT <nonce>: pass|fail ...`, which becomes our result.
 //!
+//! * A router target's guest ([`Foreign`], from its board config's `vm_*`
+//!   keys) boots the same way with that architecture's Debian kernel and a
+//!   Debian userland of its own (xtask/src/foreign.rs) instead of the
+//!   host's tools; the test binaries are static, cross-built.
+//!
 //! Every failure is an error that says what went wrong ([`VmError`]): the
 //! kernel package cannot be fetched, the guest does not boot (no
 //! `SIMS-VM-BOOTED` marker in time, or QEMU ends first), a module does not
