@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ed25519_compact::{KeyPair, Seed};
 use sims_proto::msg::{
     decode, encode, sign_proof, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput,
-    Registration, RegistrationReply, Sig, Status, TunnelRequest, PROOF_CONTEXT,
+    Registration, RegistrationReply, Sig, Status, TunnelRequest,
 };
 use sims_testbed::*;
 
@@ -497,14 +497,7 @@ fn redirect_proof(
     node_addr: Ipv4Addr,
     seq: u64,
 ) -> Sig {
-    let input = ProofInput {
-        context: PROOF_CONTEXT,
-        domain: ProofDomain::Redirect,
-        cred,
-        agent,
-        node_addr: node_addr.octets(),
-        seq,
-    };
+    let input = ProofInput::new(ProofDomain::Redirect, cred, agent, node_addr.octets(), seq);
     sign_proof(&signer.sk, &input).expect("proof input fits")
 }
 

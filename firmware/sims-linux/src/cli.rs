@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -166,6 +167,22 @@ pub fn query_status(sock: &Path, daemon: &str) -> Result<String, String> {
     s.read_to_string(&mut out)
         .map_err(|e| format!("reading {daemon} status: {e}"))?;
     Ok(out)
+}
+
+/// `<daemon> status [--json]`: prints the daemon's JSON report as it is,
+/// or through `human` (line breaks for people); exit 1 if no daemon
+/// answers on `sock`.
+pub fn print_status(sock: &Path, daemon: &str, json: bool, human: fn(&str) -> String) -> ExitCode {
+    match query_status(sock, daemon) {
+        Ok(out) => {
+            println!("{}", if json { out } else { human(&out) });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -104,21 +104,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Cmd::Status { json } => {
-            let sock = Path::new(&args.state_dir).join("sims-node.sock");
-            return match cli::query_status(&sock, "sims-node") {
-                Ok(out) if !json => {
-                    println!("{}", out.replace(",\"", ", \"").replace("},{", "},\n  {"));
-                    ExitCode::SUCCESS
-                }
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            };
+            return cli::print_status(
+                &Path::new(&args.state_dir).join("sims-node.sock"),
+                "sims-node",
+                *json,
+                |out| out.replace(",\"", ", \"").replace("},{", "},\n  {"),
+            );
         }
         Cmd::Run => args.iface.clone().unwrap_or_default(),
     };

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sims_proto::agent::{Action, Agent, AgentConfig, EmptyLan, Now, PeerConfig};
 use sims_proto::msg::{
     self, AgentId, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput, Registration,
-    Status, TunnelReply, PROOF_CONTEXT,
+    Status, TunnelReply,
 };
 use sims_proto::Prefix;
 
@@ -216,14 +216,7 @@ fn main() -> ExitCode {
             issuer: AgentId::from("ma-b"),
             serial: i as u32 + 1,
         };
-        let input = ProofInput {
-            context: PROOF_CONTEXT,
-            domain: ProofDomain::Redirect,
-            cred: &cred,
-            agent: "ma-a",
-            node_addr: cur.octets(),
-            seq: 1,
-        };
+        let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-a", cur.octets(), 1);
         let Some(proof) = msg::sign_proof(&kp.sk, &input) else {
             eprintln!("cannot sign proof {i}");
             return ExitCode::FAILURE;

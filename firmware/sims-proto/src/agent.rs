@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::msg::{
     self, Advertisement, AgentId, Authed, BindingResult, Credential, Datagram, Message, NodeKey,
     ProofDomain, ProofInput, Provider, Registration, RegistrationReply, Release, ReleaseReply,
-    Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, PROOF_CONTEXT,
+    Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest,
 };
 use crate::prefix::Prefix;
 
@@ -877,14 +877,7 @@ impl Agent {
         if &c.node != node || c.serial != cred.serial {
             return Status::UnknownCredential;
         }
-        let input = ProofInput {
-            context: PROOF_CONTEXT,
-            domain,
-            cred,
-            agent,
-            node_addr,
-            seq,
-        };
+        let input = ProofInput::new(domain, cred, agent, node_addr, seq);
         if !msg::verify_proof(node, &input, proof) {
             return Status::BadProof;
         }

@@ -94,26 +94,13 @@ fn main() -> ExitCode {
             println!("simsd {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Status { json } => {
-            match cli::query_status(&Path::new(&args.state_dir).join("simsd.sock"), "simsd") {
-                // The daemon speaks JSON only; a compact human view of it.
-                Ok(out) if !json => {
-                    println!(
-                        "{}",
-                        out.replace("},{", "},\n  {").replace(":[{", ":[\n  {")
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(out) => {
-                    println!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        // The daemon speaks JSON only; a compact human view of it.
+        Cmd::Status { json } => cli::print_status(
+            &Path::new(&args.state_dir).join("simsd.sock"),
+            "simsd",
+            json,
+            |out| out.replace("},{", "},\n  {").replace(":[{", ":[\n  {"),
+        ),
         Cmd::Check => match config::load(&args.config) {
             Ok(c) => {
                 println!(

@@ -351,14 +351,13 @@ fn forged_proof_is_refused_and_visitor_side_removed() {
     // Another node (other key) claims the credential it overheard.
     let cred = w.node.bindings()[0].cred.clone();
     let thief = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([66; 32]));
-    let input = ProofInput {
-        context: PROOF_CONTEXT,
-        domain: ProofDomain::Redirect,
-        cred: &cred,
-        agent: "ma-b",
-        node_addr: node_addr(B).octets(),
-        seq: 99,
-    };
+    let input = ProofInput::new(
+        ProofDomain::Redirect,
+        &cred,
+        "ma-b",
+        node_addr(B).octets(),
+        99,
+    );
     for node_key in [*w.node.key(), *thief.pk] {
         let proof = msg::sign_proof(&thief.sk, &input).unwrap();
         let mut bindings = heapless::Vec::new();
@@ -690,14 +689,7 @@ fn registration_flood_stays_within_configured_limits() {
                 issuer: id(A),
                 serial: i,
             };
-            let input = ProofInput {
-                context: PROOF_CONTEXT,
-                domain: ProofDomain::Redirect,
-                cred: &cred,
-                agent: "ma-b",
-                node_addr: cur.octets(),
-                seq: 1,
-            };
+            let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-b", cur.octets(), 1);
             let proof = msg::sign_proof(&kp.sk, &input).unwrap();
             let _ = bindings.push(msg::OldBinding { cred, proof });
         }
