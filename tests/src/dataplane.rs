@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{catch_interrupts, interrupted};
 use crate::session::{Dir, StreamSpec};
 use crate::sys::{nft_bin, wait_for, Result};
-use crate::testbed::{Ma, Options, Testbed, CN_IP, SIMS_PROTO, SIMS_TABLE};
+use crate::testbed::{Ma, Testbed, CN_IP, SIMS_PROTO, SIMS_TABLE};
 
 pub struct DataplaneOptions {
     pub bin_dir: PathBuf,
@@ -98,14 +98,7 @@ pub fn run_dataplane_bench(o: &DataplaneOptions) -> Result<DataplaneReport> {
     if o.pairs < 1 {
         return Err("pairs must be at least 1".into());
     }
-    let opts = Options {
-        bin_dir: Some(o.bin_dir.clone()),
-        traffic_bin: Some(o.traffic_bin.clone()),
-        label: "bench-dataplane".into(),
-        agents: vec![Ma::A, Ma::B],
-        rust_log: "info".into(),
-        ..Options::default()
-    };
+    let opts = crate::harness::run_options(&o.bin_dir, &o.traffic_bin, "bench-dataplane");
     let mut tb = Testbed::new(opts)?;
     let r = body(&mut tb, o);
     if r.is_err() {

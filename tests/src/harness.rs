@@ -1,7 +1,7 @@
 //! `cargo xtask demo` and `cargo xtask bench handover`, on the testbed.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -64,14 +64,7 @@ pub struct DemoOptions {
 /// prints what happens each second.
 pub fn run_demo(o: &DemoOptions) -> Result<()> {
     catch_interrupts();
-    let opts = Options {
-        bin_dir: Some(o.bin_dir.clone()),
-        traffic_bin: Some(o.traffic_bin.clone()),
-        label: "demo".into(),
-        agents: vec![Ma::A, Ma::B],
-        rust_log: "info".into(),
-        ..Options::default()
-    };
+    let opts = run_options(&o.bin_dir, &o.traffic_bin, "demo");
     println!("demo: building the testbed (cn, inet, ma-a, ma-b, mn)…");
     let mut tb = Testbed::new(opts)?;
     let r = demo_body(&mut tb, o);
@@ -372,19 +365,25 @@ struct AddrSessions {
     up: Session,
 }
 
+/// Testbed options of the demo and the benchmarks: agents A and B, the
+/// given binaries, daemons logging at info.
+pub(crate) fn run_options(bin_dir: &Path, traffic_bin: &Path, label: &str) -> Options {
+    Options {
+        bin_dir: Some(bin_dir.to_path_buf()),
+        traffic_bin: Some(traffic_bin.to_path_buf()),
+        label: label.into(),
+        agents: vec![Ma::A, Ma::B],
+        rust_log: "info".into(),
+        ..Options::default()
+    }
+}
+
 /// N alternating moves A→B→A…, each measured with `sims-traffic probe`
 /// (new address → first echo from the old address), with checked streams
 /// in both directions on the address being carried.
 pub fn run_handover_bench(o: &BenchOptions) -> Result<BenchReport> {
     catch_interrupts();
-    let opts = Options {
-        bin_dir: Some(o.bin_dir.clone()),
-        traffic_bin: Some(o.traffic_bin.clone()),
-        label: "bench-handover".into(),
-        agents: vec![Ma::A, Ma::B],
-        rust_log: "info".into(),
-        ..Options::default()
-    };
+    let opts = run_options(&o.bin_dir, &o.traffic_bin, "bench-handover");
     let mut tb = Testbed::new(opts)?;
     if o.delay_ms > 0 {
         tb.set_wan_delay(o.delay_ms)?;

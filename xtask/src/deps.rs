@@ -43,11 +43,18 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
     apt_install(&missing)
 }
 
-/// `apt-get install` the packages (root), refreshing the lists first if
-/// the install fails on stale ones.
+/// `apt-get install` the packages (through sudo when not root),
+/// refreshing the lists first if the install fails on stale ones.
 pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
     let run = |args: &[&str]| -> Result<(), String> {
-        let st = Command::new("apt-get")
+        let mut c = if crate::is_root() {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        let st = c
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()

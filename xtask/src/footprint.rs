@@ -51,11 +51,12 @@ impl Row {
     }
 }
 
-/// `footprint-core <what> k=v k=v ...` lines of the example.
-fn parse(out: &str, what: &str) -> Result<BTreeMap<String, u64>, String> {
+/// The `<tag> <what> k=v k=v ...` line of `out` (`footprint-core` from the
+/// example, `footprint-simsd` from tests/vm/footprint.sh).
+fn parse(out: &str, tag: &str, what: &str) -> Result<BTreeMap<String, u64>, String> {
     let line = out
         .lines()
-        .find(|l| l.starts_with(&format!("footprint-core {what} ")))
+        .find(|l| l.starts_with(&format!("{tag} {what} ")))
         .ok_or_else(|| format!("no `{what}` line in the footprint output:\n{out}"))?;
     Ok(line
         .split_whitespace()
@@ -104,8 +105,8 @@ pub fn run(t: &mut Targets, boards: &[Board]) -> Result<(), String> {
             node: size("sims-node"),
             native: b.runs_natively(),
             simsd_rss,
-            idle: parse(&out, "idle")?,
-            loaded: parse(&out, "loaded")?,
+            idle: parse(&out, "footprint-core", "idle")?,
+            loaded: parse(&out, "footprint-core", "loaded")?,
         });
     }
     println!();
@@ -202,7 +203,7 @@ fn footprint_config() -> String {
 /// `footprint-simsd <what> peak_kib=<k> ... bindings=<n>` of
 /// tests/vm/footprint.sh.
 fn simsd_line(out: &str, what: &str) -> Result<u64, String> {
-    let m = parse(&out.replace("footprint-simsd", "footprint-core"), what)?;
+    let m = parse(out, "footprint-simsd", what)?;
     if what == "loaded" && m.get("bindings").copied() != Some(BINDINGS as u64) {
         return Err(format!(
             "simsd restored {:?} of {BINDINGS} bindings",

@@ -138,14 +138,7 @@ fn cargo() -> Command {
 
 fn run(step: &str, mut c: Command) -> Result<(), String> {
     println!("==> {step}");
-    let st = c
-        .status()
-        .map_err(|e| format!("{step}: cannot run {c:?}: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("{step} failed ({st})"))
-    }
+    targets::status(step, &mut c)
 }
 
 fn is_root() -> bool {

@@ -49,7 +49,8 @@ fn output(c: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn status(step: &str, c: &mut Command) -> Result<(), String> {
+/// Runs `c`; Err names `step` if it cannot start or fails.
+pub fn status(step: &str, c: &mut Command) -> Result<(), String> {
     let st = c
         .status()
         .map_err(|e| format!("{step}: cannot run {c:?}: {e}"))?;
@@ -192,6 +193,13 @@ impl Targets {
     /// python3 with the `ziglang` module at [`ZIG_VERSION`] (installed from
     /// PyPI if missing or another version).
     fn ensure_zig(&mut self) -> Result<PathBuf, String> {
+        // A fresh Debian machine may have python3 without pip, or neither.
+        let has_pip =
+            |py: &Path| output(Command::new(py).args(["-m", "pip", "--version"])).is_some();
+        if !which("python3").is_some_and(|py| has_pip(&py)) && self.once("apt pip".into()) {
+            println!("==> apt-get install python3-pip (zig comes from PyPI)");
+            crate::deps::apt_install(&["python3", "python3-pip"])?;
+        }
         let py = which("python3").ok_or("python3 not found: zig comes from PyPI (`ziglang`)")?;
         let version = |py: &Path| {
             output(Command::new(py).args(["-m", "ziglang", "version"]))
@@ -230,24 +238,8 @@ impl Targets {
         }
         if self.once("apt qemu-user-static".into()) {
             println!("==> apt-get install qemu-user-static (for {})", b.qemu_user);
-            let sudo = if crate::is_root() { None } else { Some("sudo") };
-            let apt = |args: &[&str]| {
-                let mut c = match sudo {
-                    Some(s) => {
-                        let mut c = Command::new(s);
-                        c.arg("apt-get");
-                        c
-                    }
-                    None => Command::new("apt-get"),
-                };
-                c.args(args)
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !apt(&["install", "-y", "qemu-user-static"]) {
-                apt(&["update"]);
-                apt(&["install", "-y", "qemu-user-static"]);
+            if let Err(e) = crate::deps::apt_install(&["qemu-user-static"]) {
+                println!("    {e}");
             }
         }
         which(&b.qemu_user)
