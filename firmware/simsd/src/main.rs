@@ -143,9 +143,10 @@ struct Exec<'a, 'd> {
     cfg: &'a config::Config,
     lan: &'a UdpSocket,
     wan: &'a UdpSocket,
-    /// Anything was emitted (answers change saved state: credentials,
-    /// sequence numbers).
+    /// Anything was emitted.
     emitted: bool,
+    /// A kernel change was applied (a binding came or went).
+    kernel: bool,
 }
 
 impl Sink for Exec<'_, '_> {
@@ -171,6 +172,7 @@ impl Sink for Exec<'_, '_> {
                 }
             }
             other => {
+                self.kernel = true;
                 if let Err(e) = self.dp.borrow_mut().apply(&other) {
                     error!("kernel: {other:?}: {e}");
                 }
@@ -242,7 +244,7 @@ impl Daemon {
             dirty: true,
         };
         if let Some(data) = saved {
-            if d.with_exec(|agent, _, ex| agent.restore(now(), &data, ex)) {
+            if d.with_exec(false, |agent, _, ex| agent.restore(now(), &data, ex)) {
                 info!("restored {} bindings", d.agent.bindings().count());
             } else {
                 warn!("saved state unreadable; starting empty");
@@ -260,8 +262,15 @@ impl Daemon {
     }
 
     /// Runs `f` on the agent with the LAN view and the executor of its
-    /// actions.
-    fn with_exec<R>(&mut self, f: impl FnOnce(&mut Agent, &Lan, &mut Exec) -> R) -> R {
+    /// actions. The saved state is due when a binding changed, or, for
+    /// `answering` (handling a datagram), when anything was sent: answers
+    /// change credentials and sequence numbers. Timers' advertisements
+    /// and retransmissions change nothing saved.
+    fn with_exec<R>(
+        &mut self,
+        answering: bool,
+        f: impl FnOnce(&mut Agent, &Lan, &mut Exec) -> R,
+    ) -> R {
         let dp = RefCell::new(&mut self.dp);
         let mut ex = Exec {
             dp: &dp,
@@ -269,9 +278,10 @@ impl Daemon {
             lan: &self.lan,
             wan: &self.wan,
             emitted: false,
+            kernel: false,
         };
         let r = f(&mut self.agent, &Lan(&dp), &mut ex);
-        self.dirty |= ex.emitted;
+        self.dirty |= ex.kernel || (answering && ex.emitted);
         r
     }
 
@@ -304,7 +314,7 @@ impl Daemon {
             };
             let SocketAddr::V4(src) = src else { continue };
             let now = now();
-            self.with_exec(|agent, lan, ex| {
+            self.with_exec(true, |agent, lan, ex| {
                 agent.handle_datagram(now, src, via_lan, &buf[..n], lan, ex)
             });
         }
@@ -429,7 +439,7 @@ fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
             }
         }
         let t = now();
-        d.with_exec(|agent, _, ex| agent.handle_timeout(t, ex));
+        d.with_exec(false, |agent, _, ex| agent.handle_timeout(t, ex));
         d.dp.expire_idle(t.ms);
         d.save();
     }
