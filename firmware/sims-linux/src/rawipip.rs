@@ -7,6 +7,7 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::sys;
@@ -18,8 +19,9 @@ pub struct RawIpip {
     fd: OwnedFd,
 }
 
-/// Validates an outer IPv4 header; returns (outer source, inner packet).
-pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, &[u8])> {
+/// Validates an outer IPv4 header; returns the outer source and where the
+/// inner packet is in `pkt`.
+pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, Range<usize>)> {
     let bad = |what| io::Error::new(io::ErrorKind::InvalidData, what);
     let first = *pkt.first().ok_or_else(|| bad("empty packet"))?;
     if first >> 4 != 4 {
@@ -38,7 +40,7 @@ pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, &[u8])> {
         return Err(bad("outer protocol is not ipip"));
     }
     let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    Ok((src, &pkt[ihl..total]))
+    Ok((src, ihl..total))
 }
 
 impl RawIpip {
@@ -88,9 +90,11 @@ impl RawIpip {
         Ok(())
     }
 
-    /// Receives one protocol-4 packet: (outer source, inner packet).
-    /// InvalidData for a malformed or truncated packet (drop it and go on).
-    pub fn recv<'a>(&self, buf: &'a mut [u8]) -> io::Result<(Ipv4Addr, &'a [u8])> {
+    /// Receives one protocol-4 packet into `buf`: the outer source and
+    /// where in `buf` the inner packet is (a range, so the caller keeps
+    /// `buf` mutable to finish the packet in place). InvalidData for a
+    /// malformed or truncated packet (drop it and go on).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<(Ipv4Addr, Range<usize>)> {
         // MSG_TRUNC returns the real length, so a truncated packet is detected.
         // SAFETY: buf is valid for writing buf.len() bytes.
         let n = sys::cvt_size(unsafe {
@@ -130,17 +134,17 @@ mod tests {
         let p = outer(&[0x45, 1, 2, 3]);
         let (src, inner) = parse_outer(&p).unwrap();
         assert_eq!(src, Ipv4Addr::new(192, 0, 2, 1));
-        assert_eq!(inner, &[0x45, 1, 2, 3]);
+        assert_eq!(&p[inner], &[0x45, 1, 2, 3]);
         // Link-layer padding after the total length is ignored.
         let mut padded = p.clone();
         padded.extend_from_slice(&[0; 6]);
-        assert_eq!(parse_outer(&padded).unwrap().1, &[0x45, 1, 2, 3]);
+        assert_eq!(&padded[parse_outer(&padded).unwrap().1], &[0x45, 1, 2, 3]);
         // Options: IHL 6.
         let mut opt = p.clone();
         opt[0] = 0x46;
         opt.splice(20..20, [1, 1, 1, 0]);
         opt[2..4].copy_from_slice(&28u16.to_be_bytes());
-        assert_eq!(parse_outer(&opt).unwrap().1, &[0x45, 1, 2, 3]);
+        assert_eq!(&opt[parse_outer(&opt).unwrap().1], &[0x45, 1, 2, 3]);
     }
 
     #[test]

@@ -15,11 +15,15 @@ extern crate alloc;
 extern crate std;
 
 pub mod agent;
+pub mod driver;
 pub mod msg;
 pub mod node;
+pub mod persist;
 pub mod prefix;
+pub mod retry;
 pub mod wire;
 
+pub use driver::{Now, Sink};
 pub use msg::{AgentId, Credential, Message, NodeKey, Status};
 pub use prefix::Prefix;
 

@@ -401,6 +401,52 @@ pub fn sign_proof(sk: &ed25519_compact::SecretKey, input: &ProofInput) -> Option
     Some(Sig(*sk.sign(&bytes[..], None)))
 }
 
+/// A node's proof as a message carries it: the node's key, what the node
+/// says it signed, and the signature. Every signature check in the agent
+/// goes through [`NodeProof::verify`]; the issuer's further checks (its
+/// record of the credential, sequence numbers) are `Agent::check_issued`.
+#[derive(Clone, Debug)]
+pub struct NodeProof<'a> {
+    pub node: &'a NodeKey,
+    pub input: ProofInput<'a>,
+    pub sig: &'a Sig,
+}
+
+impl<'a> NodeProof<'a> {
+    /// The proof of `ob` in registration `r`, towards agent `agent`.
+    pub fn of_registration(r: &'a Registration, ob: &'a OldBinding, agent: &'a str) -> Self {
+        NodeProof {
+            node: &r.node,
+            input: ProofInput::new(ProofDomain::Redirect, &ob.cred, agent, r.addr, r.seq),
+            sig: &ob.proof,
+        }
+    }
+
+    /// The proof in a release, towards agent `agent`.
+    pub fn of_release(r: &'a Release, agent: &'a str) -> Self {
+        NodeProof {
+            node: &r.node,
+            input: ProofInput::new(ProofDomain::Release, &r.cred, agent, r.node_addr, r.seq),
+            sig: &r.proof,
+        }
+    }
+
+    /// The node's proof a peer forwards in a tunnel request; the peer
+    /// (`peer_id`) is the agent the node signed it for.
+    pub fn of_tunnel_request(m: &'a TunnelRequest, peer_id: &'a str) -> Self {
+        NodeProof {
+            node: &m.node,
+            input: ProofInput::new(ProofDomain::Redirect, &m.cred, peer_id, m.node_addr, m.seq),
+            sig: &m.proof,
+        }
+    }
+
+    /// Whether the signature is the node's over the input.
+    pub fn verify(&self) -> bool {
+        verify_proof(self.node, &self.input, self.sig)
+    }
+}
+
 /// Verify a proof against the node key recorded by the issuer.
 pub fn verify_proof(node: &NodeKey, input: &ProofInput, sig: &Sig) -> bool {
     let Some(bytes) = proof_bytes(input) else {

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use sims_proto::agent::{AgentConfig, PeerConfig};
 use sims_proto::{AgentId, Prefix};
+use simsd::owned::{defaults, KernelIds};
 
 /// Which tunnel implementation carries relayed packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,10 +26,8 @@ pub struct Config {
     pub lan_ifname: String,
     pub wan_ifname: String,
     pub backend: Backend,
-    pub table: u32,
-    pub rule_priority: u32,
-    pub route_protocol: u8,
-    pub mark_base: u32,
+    /// Table, rule priority, route protocol and mark base of our state.
+    pub ids: KernelIds,
     pub tunnel_mtu: u32,
 }
 
@@ -190,11 +189,8 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         lan_ifname: "br-lan".into(),
         wan_ifname: "wan".into(),
         backend: Backend::Auto,
-        table: 144,
-        rule_priority: 1000,
-        route_protocol: 153,
-        mark_base: 0x5153_0000,
-        tunnel_mtu: 1480,
+        ids: KernelIds::default(),
+        tunnel_mtu: defaults::TUNNEL_MTU,
     };
     for (k, v, line, _) in &a.options {
         let r: Result<(), String> = (|| {
@@ -242,10 +238,10 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 "auth_window" => ac.auth_window_s = num(k, v)?,
                 "retransmit_initial_ms" => ac.retransmit_initial_ms = num(k, v)?,
                 "retransmit_tries" => ac.retransmit_tries = num(k, v)?,
-                "table" => cfg.table = num(k, v)?,
-                "rule_priority" => cfg.rule_priority = num(k, v)?,
-                "route_protocol" => cfg.route_protocol = num(k, v)?,
-                "mark_base" => cfg.mark_base = num(k, v)?,
+                "table" => cfg.ids.table = num(k, v)?,
+                "rule_priority" => cfg.ids.rule_priority = num(k, v)?,
+                "route_protocol" => cfg.ids.route_protocol = num(k, v)?,
+                "mark_base" => cfg.ids.mark_base = num(k, v)?,
                 "tunnel_mtu" => cfg.tunnel_mtu = num(k, v)?,
                 "enabled" => {}
                 _ => return Err(format!("unknown option '{k}' in agent section")),
@@ -263,7 +259,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     if cfg.agent.max_bindings == 0 || cfg.agent.max_bindings > 65_536 {
         return Err(err(a.line, "max_bindings must be 1..65536".into()));
     }
-    if !(1..=255).contains(&cfg.route_protocol) || (253..=255).contains(&cfg.table) {
+    if !(1..=255).contains(&cfg.ids.route_protocol) || (253..=255).contains(&cfg.ids.table) {
         return Err(err(
             a.line,
             "route_protocol must be 1..255 and table not 253..255".into(),

@@ -18,13 +18,8 @@ use std::process::{Command, Stdio};
 
 use crate::config::Config;
 
-pub fn set_in(p: usize) -> String {
-    format!("in_{p}")
-}
-
-pub fn set_out(p: usize) -> String {
-    format!("out_{p}")
-}
+pub use simsd::owned::{set_in, set_out};
+use simsd::owned::{tunnel_name, NFT_TABLE};
 
 /// The table's text for `cfg`.
 pub fn ruleset(cfg: &Config) -> String {
@@ -38,7 +33,10 @@ pub fn ruleset(cfg: &Config) -> String {
         .collect();
     let mut s = String::new();
     // Declare-then-delete makes the load atomic and idempotent.
-    s.push_str("table inet sims\ndelete table inet sims\ntable inet sims {\n");
+    let t = NFT_TABLE;
+    s.push_str(&format!(
+        "table inet {t}\ndelete table inet {t}\ntable inet {t} {{\n"
+    ));
     for (i, _) in cfg.agent.peers.iter().enumerate() {
         s.push_str(&format!(
             "\tset {} {{ type ipv4_addr; }}\n\tset {} {{ type ipv4_addr; }}\n",
@@ -53,7 +51,7 @@ pub fn ruleset(cfg: &Config) -> String {
         s.push_str(&format!(
             "\t\tiifname \"{lan}\" ip saddr @{} meta mark set {:#x}\n",
             set_out(i),
-            cfg.mark_base + 1 + i as u32
+            cfg.ids.peer_mark(i)
         ));
     }
     // After the NAT's reverse mapping (dstnat is -100), so replies to a
@@ -66,14 +64,14 @@ pub fn ruleset(cfg: &Config) -> String {
         s.push_str(&format!(
             "\t\tip daddr @{} meta mark set {:#x}\n",
             set_in(i),
-            cfg.mark_base + 1 + i as u32
+            cfg.ids.peer_mark(i)
         ));
     }
     s.push_str("\t}\n\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n");
     for (i, p) in cfg.agent.peers.iter().enumerate() {
         s.push_str(&format!(
-            "\t\tiifname \"sims-{}\" ip saddr != @{} ip daddr != @{} counter drop\n",
-            p.id,
+            "\t\tiifname \"{}\" ip saddr != @{} ip daddr != @{} counter drop\n",
+            tunnel_name(&p.id),
             set_in(i),
             set_out(i)
         ));
@@ -110,7 +108,8 @@ pub fn load(cfg: &Config) -> io::Result<()> {
 }
 
 pub fn unload() -> io::Result<()> {
-    nft("table inet sims\ndelete table inet sims\n")
+    let t = NFT_TABLE;
+    nft(&format!("table inet {t}\ndelete table inet {t}\n"))
 }
 
 #[cfg(test)]

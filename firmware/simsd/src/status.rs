@@ -1,36 +1,14 @@
-//! `simsd status`: the daemon answers on a unix socket in its state
-//! directory; the JSON is written by hand (no serde_json on the router).
+//! `simsd status`: the report the daemon gives on its status socket
+//! (sims_daemon::status), JSON written by hand (no serde_json on the
+//! router): identity, bindings, peers with their tunnels' traffic, and
+//! counters of what was refused or dropped.
 
 use std::fmt::Write;
 
+use sims_daemon::json::{hex, q};
 use sims_proto::agent::{Agent, Role};
 
 use crate::dataplane::Dataplane;
-
-/// Quote a string for JSON.
-pub fn q(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
-}
 
 pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
     let cfg = agent.config();
@@ -69,7 +47,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
             if p > 0 { "," } else { "" },
             q(&peer.id),
             peer.endpoint,
-            q(&Dataplane::tunnel_name_of(&peer.id)),
+            q(&dp.tunnel_name(p)),
             agent.binding_count(p),
             t.tx_packets,
             t.tx_bytes,
@@ -79,9 +57,10 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         );
     }
     let c = agent.counters;
+    let drops = dp.rx_drops();
     let _ = write!(
         s,
-        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{}}}}}",
+        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
         agent.credential_count(),
         c.rx_ok,
         c.rx_malformed,
@@ -91,7 +70,9 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         c.rx_unexpected,
         c.tx,
         c.table_full,
-        dp.rx_unknown_endpoint
+        drops.unknown_endpoint,
+        drops.malformed,
+        drops.errors
     );
     s
 }

@@ -2,7 +2,9 @@
 //! encoded datagrams through an in-memory network.
 
 use super::*;
+use crate::msg::{AgentId, Authed, ProofDomain, ProofInput, Registration, TunnelRequest};
 use crate::node::{self, BindingState, Node, NodeConfig};
+use crate::Prefix;
 use std::vec;
 use std::vec::Vec;
 
@@ -166,7 +168,7 @@ impl World {
     ) {
         let mut acts = Vec::new();
         let src = SocketAddrV4::new(Ipv4Addr::new(10, from as u8 + 1, 0, 1), 4434);
-        self.node.handle_datagram(self.now, src, data, &mut acts);
+        self.node.handle_datagram(self.time(), src, data, &mut acts);
         let me = SocketAddrV4::new(self.node.current().unwrap_or(Ipv4Addr::UNSPECIFIED), 4434);
         for a in acts {
             if let node::Action::Send { data, .. } = a {
@@ -179,9 +181,9 @@ impl World {
     fn move_to(&mut self, to: usize) {
         self.at = to;
         let mut acts = Vec::new();
-        self.node.set_address(self.now, None, &mut acts);
+        self.node.set_address(self.time(), None, &mut acts);
         self.node
-            .set_address(self.now, Some(node_addr(to)), &mut acts);
+            .set_address(self.time(), Some(node_addr(to)), &mut acts);
         self.run_node(acts);
     }
 
@@ -213,14 +215,14 @@ impl World {
             }
             self.deliver(next);
             let mut acts = Vec::new();
-            self.node.handle_timeout(self.now, &mut acts);
+            self.node.handle_timeout(self.time(), &mut acts);
             self.run_node(acts);
         }
     }
 
     fn census(&mut self, counts: &[(Ipv4Addr, usize)]) {
         let mut acts = Vec::new();
-        self.node.socket_census(self.now, counts, &mut acts);
+        self.node.socket_census(self.time(), counts, &mut acts);
         self.run_node(acts);
     }
 
@@ -536,7 +538,7 @@ fn garbage_never_panics_and_is_counted() {
         assert!(out.is_empty());
         let mut acts = Vec::new();
         w.node
-            .handle_datagram(0, SocketAddrV4::new(wan(B), 4434), &d, &mut acts);
+            .handle_datagram(Now::ms(0), SocketAddrV4::new(wan(B), 4434), &d, &mut acts);
     }
     assert!(w.agents[A].counters.rx_malformed > 1000);
     assert!(w.agents[A].bindings().next().is_none());
@@ -568,10 +570,21 @@ fn save_and_restore_keeps_bindings() {
     assert!(!fresh_restore_garbage());
 }
 
-/// The state file keeps its layout (`Saved`, postcard) across versions: a
-/// daemon upgrade restores what the old one saved. `save` writes it field
+/// The state file's body, as one struct (agent/persist.rs writes it
+/// element by element).
+#[derive(serde::Serialize)]
+struct Saved {
+    boot: u32,
+    next_serial: u32,
+    bindings: Vec<persist::SavedBinding>,
+    creds: Vec<persist::SavedCred>,
+}
+
+/// The state file keeps its layout (header, then `Saved` in postcard)
+/// across versions: a daemon upgrade restores what the old one saved,
+/// including the header-less files of version 0. `save` writes it field
 /// by field; the bytes are those of the whole struct. A file cut short or
-/// damaged anywhere restores nothing.
+/// damaged anywhere, or written by a newer version, restores nothing.
 #[test]
 fn state_file_layout_is_saved() {
     let mut w = World::full();
@@ -609,7 +622,28 @@ fn state_file_layout_is_saved() {
             .collect(),
     };
     let saved = a.save(now);
-    assert_eq!(saved, postcard::to_allocvec(&whole).unwrap());
+    assert_eq!(&saved[..6], b"SIMSA\x01", "magic, kind, version");
+    assert_eq!(saved[6..], postcard::to_allocvec(&whole).unwrap());
+    // Version 0 (no header) restores the same; a newer version nothing.
+    let mut legacy = Agent::new(config(A, &[B, C]), 2000, 1);
+    assert!(legacy.restore(now, &saved[6..], &mut Vec::new()));
+    let summary = |x: &Agent| {
+        let b: Vec<_> = x
+            .bindings()
+            .map(|(a, b)| (a, b.role, b.peer, b.node))
+            .collect();
+        let c: Vec<_> = x
+            .creds
+            .iter()
+            .map(|(a, c)| (*a, c.serial, c.node))
+            .collect();
+        (b, c)
+    };
+    assert_eq!(summary(&legacy), summary(a));
+    let mut newer = saved.clone();
+    newer[5] = 2;
+    let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
+    assert!(!fresh.restore(now, &newer, &mut Vec::new()));
     for cut in 0..saved.len() {
         let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
         let mut out = Vec::new();

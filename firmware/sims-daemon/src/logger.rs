@@ -1,16 +1,14 @@
-//! What both daemons' command lines share: a stderr logger that reads
-//! `RUST_LOG`, an option reader, and the status-socket client.
+//! The daemons' logger: `[<unix seconds>.<ms> LEVEL target] message`
+//! lines on stderr (procd and the testbed collect them), filtered by
+//! `RUST_LOG` as env_logger reads it.
 //!
-//! Hand-written rather than env_logger and argh: on mipsel those two cost
-//! simsd 22 KB of a 400 KB budget for a dozen options and one log format.
+//! Hand-written rather than env_logger: on mipsel env_logger and argh cost
+//! simsd 22 KB of a 400 KB budget for one log format and a dozen options.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write as _};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::process::ExitCode;
+use std::io::Write as _;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -107,123 +105,10 @@ pub fn init_logger() {
     }
 }
 
-/// The command line after the program name, one word at a time, with
-/// `--name=value` taken apart.
-pub struct Args {
-    words: std::vec::IntoIter<String>,
-    /// The value of the last `--name=value`, until taken.
-    inline: Option<(String, String)>,
-}
-
-impl Args {
-    pub fn from_env() -> Args {
-        Args::new(std::env::args().skip(1).collect())
-    }
-
-    pub fn new(words: Vec<String>) -> Args {
-        Args {
-            words: words.into_iter(),
-            inline: None,
-        }
-    }
-
-    /// The next option or word. Err if the previous option was a switch
-    /// given a value (`--json=yes`).
-    pub fn next_word(&mut self) -> Result<Option<String>, String> {
-        if let Some((name, _)) = self.inline.take() {
-            return Err(format!("{name} takes no value"));
-        }
-        let Some(w) = self.words.next() else {
-            return Ok(None);
-        };
-        if let Some((name, value)) = w.strip_prefix("--").and_then(|r| r.split_once('=')) {
-            let name = format!("--{name}");
-            self.inline = Some((name.clone(), value.to_string()));
-            return Ok(Some(name));
-        }
-        Ok(Some(w))
-    }
-
-    /// The value of option `name` (just returned by `next_word`).
-    pub fn value<T: FromStr>(&mut self, name: &str) -> Result<T, String> {
-        let v = match self.inline.take() {
-            Some((_, v)) => v,
-            None => self
-                .words
-                .next()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        };
-        v.parse()
-            .map_err(|_| format!("{name}: '{v}' is not a valid value"))
-    }
-}
-
-/// Asks a daemon's status socket for its JSON report.
-pub fn query_status(sock: &Path, daemon: &str) -> Result<String, String> {
-    let mut s = UnixStream::connect(sock)
-        .map_err(|e| format!("{daemon} is not running ({}: {e})", sock.display()))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("reading {daemon} status: {e}"))?;
-    Ok(out)
-}
-
-/// `<daemon> status [--json]`: prints the daemon's JSON report as it is,
-/// or through `human` (line breaks for people); exit 1 if no daemon
-/// answers on `sock`.
-pub fn print_status(sock: &Path, daemon: &str, json: bool, human: fn(&str) -> String) -> ExitCode {
-    match query_status(sock, daemon) {
-        Ok(out) => {
-            println!("{}", if json { out } else { human(&out) });
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use log::Level;
-
-    fn words(s: &str) -> Args {
-        Args::new(s.split_whitespace().map(String::from).collect())
-    }
-
-    #[test]
-    fn options_with_separate_and_inline_values() {
-        let mut a = words("-c /etc/x --state-dir=/run/s status --json");
-        assert_eq!(a.next_word().unwrap().as_deref(), Some("-c"));
-        assert_eq!(a.value::<String>("-c").unwrap(), "/etc/x");
-        assert_eq!(a.next_word().unwrap().as_deref(), Some("--state-dir"));
-        assert_eq!(a.value::<String>("--state-dir").unwrap(), "/run/s");
-        assert_eq!(a.next_word().unwrap().as_deref(), Some("status"));
-        assert_eq!(a.next_word().unwrap().as_deref(), Some("--json"));
-        assert_eq!(a.next_word().unwrap(), None);
-    }
-
-    #[test]
-    fn bad_values_and_switch_values_are_errors() {
-        let mut a = words("--port nope");
-        a.next_word().unwrap();
-        assert_eq!(
-            a.value::<u16>("--port").unwrap_err(),
-            "--port: 'nope' is not a valid value"
-        );
-        let mut a = words("--port");
-        a.next_word().unwrap();
-        assert_eq!(
-            a.value::<u16>("--port").unwrap_err(),
-            "--port needs a value"
-        );
-        let mut a = words("--json=yes");
-        a.next_word().unwrap();
-        assert_eq!(a.next_word().unwrap_err(), "--json takes no value");
-    }
 
     #[test]
     fn rust_log_levels_and_targets() {

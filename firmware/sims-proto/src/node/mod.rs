@@ -14,12 +14,15 @@ use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
 
 use log::{debug, info, warn};
-use serde::{Deserialize, Serialize};
 
+pub use crate::driver::{Now, Sink};
 use crate::msg::{
     self, AgentId, Credential, Datagram, Message, NodeKey, OldBinding, ProofDomain, ProofInput,
     Registration, Release, Solicitation, Status, MAX_OLD_BINDINGS,
 };
+use crate::retry::Backoff;
+
+mod persist;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -79,12 +82,12 @@ impl BindingState {
     }
 }
 
+/// A registration or release kept for retransmission until answered.
 #[derive(Clone, Debug)]
 struct Retry {
     req_id: u32,
     data: Datagram,
-    tries: u8,
-    next_ms: u64,
+    backoff: Backoff,
 }
 
 #[derive(Clone, Debug)]
@@ -178,12 +181,12 @@ impl Node {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        min(self.reg.as_ref().map(|r| r.next_ms));
+        min(self.reg.as_ref().map(|r| r.backoff.next_ms));
         min(self.next_refresh_ms);
         min(self.next_solicit_ms);
         min(self.agent.as_ref().map(|a| a.expires_ms));
         for b in &self.bindings {
-            min(b.releasing.as_ref().map(|r| r.next_ms));
+            min(b.releasing.as_ref().map(|r| r.backoff.next_ms));
         }
         t
     }
@@ -193,7 +196,7 @@ impl Node {
         self.next_req
     }
 
-    fn solicit(&mut self, now: u64, out: &mut Vec<Action>) {
+    fn solicit(&mut self, now: u64, out: &mut impl Sink<Action>) {
         let m = Message::Solicitation(Solicitation {
             nonce: self.next_req,
         });
@@ -204,7 +207,8 @@ impl Node {
     }
 
     /// The interface's DHCP address changed (`None`: it was removed).
-    pub fn set_address(&mut self, now: u64, addr: Option<Ipv4Addr>, out: &mut Vec<Action>) {
+    pub fn set_address(&mut self, now: Now, addr: Option<Ipv4Addr>, out: &mut impl Sink<Action>) {
+        let now = now.ms;
         if addr == self.current {
             return;
         }
@@ -233,11 +237,12 @@ impl Node {
 
     pub fn handle_datagram(
         &mut self,
-        now: u64,
+        now: Now,
         src: SocketAddrV4,
         data: &[u8],
-        out: &mut Vec<Action>,
+        out: &mut impl Sink<Action>,
     ) {
+        let now = now.ms;
         let m = match msg::decode(data) {
             Ok(m) => m,
             Err(e) => {
@@ -281,7 +286,7 @@ impl Node {
         }
     }
 
-    fn register(&mut self, now: u64, out: &mut Vec<Action>) {
+    fn register(&mut self, now: u64, out: &mut impl Sink<Action>) {
         let (Some(cur), Some(agent)) = (self.current, self.agent.clone()) else {
             return;
         };
@@ -322,8 +327,7 @@ impl Node {
         self.reg = Some(Retry {
             req_id,
             data,
-            tries: 0,
-            next_ms: now + self.cfg.retransmit_initial_ms,
+            backoff: Backoff::start(now, self.cfg.retransmit_initial_ms),
         });
     }
 
@@ -351,14 +355,14 @@ impl Node {
                 Status::Timeout => self.next_refresh_ms = Some(now + 1000),
                 st => {
                     warn!("agent {} refused {addr}: {st:?}", agent.id);
-                    // Sessions on it cannot continue; keep the address until
-                    // they notice, but stop claiming it.
+                    // Sessions on it cannot continue: stop claiming it, and
+                    // drop the address at the next timer (a release with no
+                    // tries left), so they fail at once instead of hanging.
                     self.bindings[i].state = BindingState::Pending;
                     self.bindings[i].releasing = Some(Retry {
                         req_id: 0,
                         data: Datagram::new(),
-                        tries: u8::MAX,
-                        next_ms: now,
+                        backoff: Backoff::given_up(now),
                     });
                 }
             }
@@ -394,7 +398,13 @@ impl Node {
     }
 
     /// The number of live sockets per old address (from sock_diag).
-    pub fn socket_census(&mut self, now: u64, counts: &[(Ipv4Addr, usize)], out: &mut Vec<Action>) {
+    pub fn socket_census(
+        &mut self,
+        now: Now,
+        counts: &[(Ipv4Addr, usize)],
+        out: &mut impl Sink<Action>,
+    ) {
+        let now = now.ms;
         let cur = self.current;
         let mut release = Vec::new();
         for b in self.bindings.iter_mut() {
@@ -417,7 +427,7 @@ impl Node {
         }
     }
 
-    fn release(&mut self, now: u64, addr: Ipv4Addr, out: &mut Vec<Action>) {
+    fn release(&mut self, now: u64, addr: Ipv4Addr, out: &mut impl Sink<Action>) {
         info!("no sockets on {addr} for the grace time: releasing it");
         out.push(Action::DropAddress(addr));
         let Some(i) = self.bindings.iter().position(|b| b.addr() == addr) else {
@@ -462,12 +472,12 @@ impl Node {
         self.bindings[i].releasing = Some(Retry {
             req_id,
             data,
-            tries: 0,
-            next_ms: now + self.cfg.retransmit_initial_ms,
+            backoff: Backoff::start(now, self.cfg.retransmit_initial_ms),
         });
     }
 
-    pub fn handle_timeout(&mut self, now: u64, out: &mut Vec<Action>) {
+    pub fn handle_timeout(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        let now = now.ms;
         if self.agent.as_ref().is_some_and(|a| a.expires_ms <= now) {
             info!("agent advertisement expired");
             self.agent = None;
@@ -487,15 +497,14 @@ impl Node {
         }
         let dst = self.agent.as_ref().map(|a| a.src);
         let (tries, initial) = (self.cfg.retransmit_tries, self.cfg.retransmit_initial_ms);
-        if let Some(r) = self.reg.as_mut().filter(|r| r.next_ms <= now) {
-            if r.tries >= tries {
+        if let Some(r) = self.reg.as_mut().filter(|r| r.backoff.is_due(now)) {
+            if r.backoff.exhausted(tries) {
                 warn!("agent does not answer the registration; soliciting again");
                 self.reg = None;
                 self.agent = None;
                 self.solicit(now, out);
             } else if let Some(dst) = dst {
-                r.tries += 1;
-                r.next_ms = now + (initial << r.tries.min(6));
+                r.backoff.retransmitted(now, initial);
                 out.push(Action::Send {
                     dst,
                     data: r.data.clone(),
@@ -504,13 +513,12 @@ impl Node {
         }
         let mut gone = Vec::new();
         for b in self.bindings.iter_mut() {
-            let Some(r) = b.releasing.as_mut().filter(|r| r.next_ms <= now) else {
+            let Some(r) = b.releasing.as_mut().filter(|r| r.backoff.is_due(now)) else {
                 continue;
             };
             match dst {
-                Some(dst) if r.tries < tries => {
-                    r.tries += 1;
-                    r.next_ms = now + (initial << r.tries.min(6));
+                Some(dst) if !r.backoff.exhausted(tries) => {
+                    r.backoff.retransmitted(now, initial);
                     out.push(Action::Send {
                         dst,
                         data: r.data.clone(),
@@ -524,56 +532,6 @@ impl Node {
             self.bindings.retain(|b| b.addr() != a);
             out.push(Action::DropAddress(a));
         }
-    }
-}
-
-/// What a node keeps across a restart of its daemon (postcard): its
-/// identity and the credentials of its addresses. With them a restarted
-/// sims-node proves the old addresses it still holds, and its relayed
-/// sessions live on.
-#[derive(Serialize, Deserialize)]
-struct NodeSaved {
-    seed: [u8; 32],
-    seq: u64,
-    creds: Vec<Credential>,
-}
-
-/// Sequence numbers skipped on restore: a registration sent just before
-/// the daemon died may not be in the saved state, and agents refuse a
-/// sequence number they have seen.
-const RESTORE_SEQ_SKIP: u64 = 64;
-
-impl Node {
-    /// The node's identity and credentials, for [`Node::restore`]. Holds
-    /// the secret key: store it readable by its owner only.
-    pub fn save(&self) -> Vec<u8> {
-        let s = NodeSaved {
-            seed: *self.sk.seed(),
-            seq: self.seq,
-            creds: self.bindings.iter().map(|b| b.cred.clone()).collect(),
-        };
-        postcard::to_allocvec(&s).unwrap_or_default()
-    }
-
-    /// A node with the identity and credentials `data` holds, its
-    /// addresses pending until the current agent answers (the next
-    /// registration presents them all); None if `data` does not decode.
-    pub fn restore(cfg: NodeConfig, data: &[u8], mac: [u8; 6], req_seed: u32) -> Option<Self> {
-        let s: NodeSaved = postcard::from_bytes(data).ok()?;
-        let mut n = Node::new(cfg, s.seed, mac, req_seed);
-        n.seq = s.seq.saturating_add(RESTORE_SEQ_SKIP);
-        for cred in s.creds.into_iter().take(n.cfg.max_bindings) {
-            if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
-                n.bindings.push(NodeBinding {
-                    cred,
-                    state: BindingState::Pending,
-                    sockets: 0,
-                    idle_since_ms: None,
-                    releasing: None,
-                });
-            }
-        }
-        Some(n)
     }
 }
 
@@ -609,6 +567,11 @@ mod tests {
             .bindings()
             .iter()
             .all(|b| b.state == BindingState::Pending));
+        // The header-less layout of version 0 restores the same.
+        assert_eq!(&saved[..6], b"SIMSN\x01");
+        let legacy = Node::restore(NodeConfig::default(), &saved[6..], [2; 6], 9).unwrap();
+        assert_eq!(legacy.key(), n.key());
+        assert_eq!(legacy.bindings().len(), 2);
         // Damaged: nothing.
         assert!(
             Node::restore(NodeConfig::default(), &saved[..saved.len() - 1], [2; 6], 9).is_none()
@@ -620,7 +583,7 @@ mod tests {
     fn solicits_on_new_address_and_holds_old_ones() {
         let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
         let mut out = Vec::new();
-        n.set_address(0, Some(Ipv4Addr::new(10, 1, 0, 50)), &mut out);
+        n.set_address(Now::ms(0), Some(Ipv4Addr::new(10, 1, 0, 50)), &mut out);
         assert!(matches!(out[0], Action::Broadcast { .. }));
         assert_eq!(n.poll_timeout(), Some(1000));
     }

@@ -1,0 +1,30 @@
+//! What both SIMS daemons (simsd, sims-node) share around their poll
+//! loops: the command line (`args`), the stderr logger (`logger`), the
+//! status socket and its client (`status`), JSON quoting (`json`), state
+//! files (`state`), and the time and randomness their state machines are
+//! given.
+
+pub mod args;
+pub mod json;
+pub mod logger;
+pub mod state;
+pub mod status;
+
+use sims_linux::event;
+use sims_proto::Now;
+
+/// The time inputs of a state machine, read now.
+pub fn now() -> Now {
+    Now {
+        ms: event::now_ms(),
+        unix_s: event::unix_s(),
+    }
+}
+
+/// A random u32 from the kernel's CSPRNG (request ids, serial seeds); 0 if
+/// it cannot be read, which only makes ids predictable, never wrong.
+pub fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = sims_linux::random_bytes(&mut b);
+    u32::from_ne_bytes(b)
+}

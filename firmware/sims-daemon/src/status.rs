@@ -1,0 +1,118 @@
+//! The status socket: each daemon answers `<daemon> status` on a unix
+//! socket in its state directory with one JSON report, then closes; the
+//! same binary's `status` command is the client.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A client that does not read its report in this time is dropped: the
+/// event loop must not wait on it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The daemon's end: a non-blocking listener the poll loop watches.
+pub struct StatusSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl StatusSocket {
+    /// Binds `path`, replacing a socket left by an earlier run.
+    pub fn bind(path: &Path) -> Result<Self, String> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(StatusSocket {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Answers every waiting client with `report()`.
+    pub fn serve(&self, mut report: impl FnMut() -> String) {
+        while let Ok((mut c, _)) = self.listener.accept() {
+            let _ = c.set_nonblocking(false);
+            let _ = c.set_write_timeout(Some(WRITE_TIMEOUT));
+            let _: io::Result<()> = c.write_all(report().as_bytes());
+        }
+    }
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks a daemon's status socket for its JSON report.
+pub fn query_status(sock: &Path, daemon: &str) -> Result<String, String> {
+    let mut s = UnixStream::connect(sock)
+        .map_err(|e| format!("{daemon} is not running ({}: {e})", sock.display()))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("reading {daemon} status: {e}"))?;
+    Ok(out)
+}
+
+/// `<daemon> status [--json]`: prints the daemon's JSON report as it is,
+/// or through `human` (line breaks for people); exit 1 if no daemon
+/// answers on `sock`.
+pub fn print_status(sock: &Path, daemon: &str, json: bool, human: fn(&str) -> String) -> ExitCode {
+    match query_status(sock, daemon) {
+        Ok(out) => {
+            println!("{}", if json { out } else { human(&out) });
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_round_trip_and_cleanup() {
+        let dir = std::env::temp_dir().join(format!("sims-daemon-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sock");
+        let sock = StatusSocket::bind(&path).unwrap();
+        // No client: serving returns at once.
+        sock.serve(|| unreachable!("no client is waiting"));
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || query_status(&path, "t")
+        });
+        // Bounded wait for the client to connect.
+        for _ in 0..200 {
+            let mut served = false;
+            sock.serve(|| {
+                served = true;
+                "{\"ok\":true}".into()
+            });
+            if served {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(client.join().unwrap().unwrap(), "{\"ok\":true}");
+        drop(sock);
+        assert!(!path.exists(), "the socket file goes with the daemon");
+        let err = query_status(&path, "t").unwrap_err();
+        assert!(err.starts_with("t is not running"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

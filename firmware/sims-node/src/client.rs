@@ -1,0 +1,269 @@
+//! The node's daemon: the sans-IO node of `sims-proto` around one poll
+//! loop; its actions carried out (datagrams from the current address,
+//! held addresses), the interface watched over rtnetlink, sockets on old
+//! addresses counted through sock_diag, and its identity saved.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use log::{debug, info, warn};
+use sims_daemon::status::StatusSocket;
+use sims_daemon::{now, state};
+use sims_linux::event::{self, Signals};
+use sims_linux::monitor::{Event, Monitor};
+use sims_linux::netlink::Netlink;
+use sims_linux::{sockdiag, udp};
+use sims_proto::node::{Action, Node, NodeConfig};
+
+use crate::addrs::{tune_arp, MAIN_TABLE};
+use crate::Args;
+
+/// In the state directory: where `sims-node status` asks.
+pub const SOCKET_FILE: &str = "sims-node.sock";
+/// How often sockets on old addresses are counted.
+const CENSUS_MS: u64 = 250;
+
+pub struct Client {
+    pub iface: String,
+    pub index: u32,
+    pub nl: Netlink,
+    pub node: Node,
+    sock: UdpSocket,
+    port: u16,
+    /// Old addresses kept as /32 on the interface.
+    pub held: BTreeSet<Ipv4Addr>,
+    state_file: PathBuf,
+    /// What the state file holds.
+    saved: Vec<u8>,
+}
+
+impl Client {
+    /// Writes the node's identity and credentials when they changed
+    /// (owner-only: it holds the secret key).
+    fn save(&mut self) {
+        let data = self.node.save();
+        if data == self.saved {
+            return;
+        }
+        match state::write_atomic(&self.state_file, &data, state::PRIVATE) {
+            Ok(()) => self.saved = data,
+            Err(e) => warn!("saving {}: {e}", self.state_file.display()),
+        }
+    }
+
+    fn execute(&mut self, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { dst, data } => {
+                    let sent = match self.node.current() {
+                        Some(src) => udp::send_from(&self.sock, &data, dst, src),
+                        None => self.sock.send_to(&data, dst),
+                    };
+                    if let Err(e) = sent {
+                        debug!("send to {dst}: {e}");
+                    }
+                }
+                Action::Broadcast { data } => {
+                    let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port);
+                    let sent = match self.node.current() {
+                        Some(src) => udp::send_from(&self.sock, &data, dst, src),
+                        None => self.sock.send_to(&data, dst),
+                    };
+                    if let Err(e) = sent {
+                        debug!("solicitation: {e}");
+                    }
+                }
+                Action::HoldAddress(addr) => {
+                    self.held.insert(addr);
+                    self.hold(addr);
+                }
+                Action::DropAddress(addr) => {
+                    if self.held.remove(&addr) {
+                        info!("dropping old address {addr}");
+                        let _ = self.nl.addr_del(self.index, addr, 32);
+                    }
+                }
+            }
+        }
+    }
+
+    fn address_changed(&mut self) {
+        let cur = self.dhcp_address();
+        if cur != self.node.current() {
+            let mut acts = Vec::new();
+            self.node.set_address(now(), cur, &mut acts);
+            self.execute(acts);
+            self.fix_default_route();
+        }
+    }
+
+    fn on_events(&mut self, events: &[Event]) {
+        let mut addr_change = false;
+        let mut route_change = false;
+        for ev in events {
+            match ev {
+                Event::AddrDel(a) if a.index == self.index => {
+                    if a.prefix_len == 32 && self.held.contains(&a.addr) {
+                        self.hold(a.addr);
+                    }
+                    addr_change = true;
+                }
+                Event::AddrNew(a) if a.index == self.index => addr_change = true,
+                Event::LinkNew(l) if l.index == self.index => addr_change = true,
+                Event::RouteNew(r) if r.table == MAIN_TABLE && r.dst_len == 0 => {
+                    route_change = true
+                }
+                _ => {}
+            }
+        }
+        if addr_change {
+            // A flush removes several at once: re-check every held one.
+            let present: Vec<Ipv4Addr> = self
+                .nl
+                .addrs(Some(self.index))
+                .unwrap_or_default()
+                .iter()
+                .filter(|a| a.prefix_len == 32)
+                .map(|a| a.addr)
+                .collect();
+            let missing: Vec<Ipv4Addr> = self
+                .held
+                .iter()
+                .filter(|a| !present.contains(a))
+                .copied()
+                .collect();
+            for a in missing {
+                self.hold(a);
+            }
+            self.address_changed();
+        }
+        if route_change {
+            self.fix_default_route();
+        }
+    }
+
+    fn census(&mut self) {
+        let old: Vec<Ipv4Addr> = self.node.old_addresses().collect();
+        if old.is_empty() {
+            return;
+        }
+        match sockdiag::tcp_socket_counts(&old) {
+            Ok(counts) => {
+                let mut acts = Vec::new();
+                self.node.socket_census(now(), &counts, &mut acts);
+                self.execute(acts);
+            }
+            Err(e) => debug!("sock_diag: {e}"),
+        }
+    }
+}
+
+pub fn run(args: &Args, iface: &str) -> Result<(), String> {
+    let dir = Path::new(&args.state_dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
+    let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
+    let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    let link = nl
+        .link_by_name(iface)
+        .map_err(|e| format!("netlink: {e}"))?
+        .ok_or_else(|| format!("interface {iface} not found"))?;
+    tune_arp(iface);
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port);
+    let sock =
+        udp::bind_udp(any, Some(iface), true, true).map_err(|e| format!("bind {any}: {e}"))?;
+    let mut seed = [0u8; 32];
+    sims_linux::random_bytes(&mut seed).map_err(|e| format!("random: {e}"))?;
+    let cfg = NodeConfig {
+        port: args.port,
+        grace_ms: args.grace_ms,
+        ..NodeConfig::default()
+    };
+    let mac = link.mac.unwrap_or_default();
+    let req_seed = u32::from_ne_bytes([seed[0], seed[1], seed[2], seed[3]]);
+    // The identity and credentials of a previous run (a restart, not a
+    // reboot: the state dir is a tmpfs): its held addresses are still on
+    // the interface, and with them its relayed sessions.
+    let state_file = dir.join("sims-node.state");
+    let node = match std::fs::read(&state_file) {
+        Ok(data) => match Node::restore(cfg.clone(), &data, mac, req_seed) {
+            Some(n) => {
+                info!(
+                    "restored the node's identity and {} addresses from {}",
+                    n.bindings().len(),
+                    state_file.display()
+                );
+                n
+            }
+            None => {
+                warn!("{} unreadable; a new identity", state_file.display());
+                Node::new(cfg, seed, mac, req_seed)
+            }
+        },
+        Err(_) => Node::new(cfg, seed, mac, req_seed),
+    };
+    let mut c = Client {
+        state_file,
+        saved: Vec::new(),
+        iface: iface.to_string(),
+        index: link.index,
+        nl,
+        node,
+        sock,
+        port: args.port,
+        held: BTreeSet::new(),
+    };
+    let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
+    info!("sims-node on {iface}");
+    c.address_changed();
+    let mut next_census = event::now_ms();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = event::now_ms();
+        let until = c.node.poll_timeout().unwrap_or(u64::MAX).min(next_census);
+        let wait = until.saturating_sub(now).min(1000) as i32;
+        let fds = [signals.fd(), mon.fd(), status.fd(), c.sock.as_raw_fd()];
+        for i in event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))? {
+            match i {
+                0 => {
+                    if let Some(sig) = signals.next() {
+                        if sig != libc::SIGHUP {
+                            info!("signal {sig}: exiting (old addresses stay on {iface})");
+                            return Ok(());
+                        }
+                    }
+                }
+                1 => {
+                    let events = mon.recv().unwrap_or_default();
+                    if mon.take_overrun() {
+                        c.on_events(&[Event::LinkNew(link.clone())]);
+                    }
+                    c.on_events(&events);
+                }
+                2 => status.serve(|| c.status_json()),
+                _ => {
+                    for _ in 0..64 {
+                        let Ok((n, SocketAddr::V4(src))) = c.sock.recv_from(&mut buf) else {
+                            break;
+                        };
+                        let mut acts = Vec::new();
+                        c.node
+                            .handle_datagram(sims_daemon::now(), src, &buf[..n], &mut acts);
+                        c.execute(acts);
+                    }
+                }
+            }
+        }
+        let now = event::now_ms();
+        if now >= next_census {
+            c.census();
+            next_census = now + CENSUS_MS;
+        }
+        let mut acts = Vec::new();
+        c.node.handle_timeout(sims_daemon::now(), &mut acts);
+        c.execute(acts);
+        c.save();
+    }
+}

@@ -1,0 +1,255 @@
+//! The home side: our own LAN's addresses. We issue each node a
+//! credential for the address it has here, and when a roaming peer asks
+//! (the node moved there and proved it holds the credential) we redirect
+//! the address into the tunnel to that peer, straight to wherever the
+//! node is now (never a chain), until the peer or the node releases it.
+
+use core::net::Ipv4Addr;
+
+use log::{info, warn};
+
+use super::{Action, Agent, Binding, CredEntry, LanView, Now, PeerIdx, Role, Sink};
+use crate::msg::{
+    self, Credential, Message, NodeProof, Registration, Status, TunnelRelease, TunnelReleaseReply,
+    TunnelReply, TunnelRequest,
+};
+
+impl Agent {
+    /// Issue (or renew) the credential for the node's current address.
+    pub(super) fn issue(
+        &mut self,
+        now: Now,
+        cur: Ipv4Addr,
+        r: &Registration,
+    ) -> Option<Credential> {
+        let key = u32::from(cur);
+        // The address is ours but redirected for another node: whoever
+        // registers it here now cannot be its holder.
+        if let Some(b) = self.bindings.get(&key) {
+            if b.role == Role::Home && b.node != r.node {
+                self.counters.rx_refused += 1;
+                warn!("{cur} is redirected for another node; not issuing");
+                return None;
+            }
+        }
+        let expires_ms = now.ms + u64::from(self.cfg.credential_lifetime_s) * 1000;
+        let serial = match self.creds.get_mut(&key) {
+            Some(c) if c.node == r.node => {
+                c.expires_ms = expires_ms;
+                c.mac = r.mac;
+                c.serial
+            }
+            existing => {
+                if existing.is_none() && self.creds.len() >= self.cfg.max_credentials {
+                    self.counters.table_full += 1;
+                    return None;
+                }
+                self.next_serial = self.next_serial.wrapping_add(1);
+                let serial = self.next_serial;
+                self.creds.insert(
+                    key,
+                    CredEntry {
+                        node: r.node,
+                        mac: r.mac,
+                        serial,
+                        last_seq: 0,
+                        last_req: None,
+                        expires_ms,
+                    },
+                );
+                serial
+            }
+        };
+        Some(Credential {
+            addr: cur.octets(),
+            issuer: self.cfg.id.clone(),
+            serial,
+        })
+    }
+
+    /// The issuer's check of a node's proof for a credential we issued:
+    /// cheap checks first (ours, known, same node and serial), then the
+    /// signature, then the sequence number, which is recorded on success.
+    /// `req` identifies a peer's request, so that its retransmission is
+    /// answered again instead of taken for a replay.
+    fn check_issued(&mut self, proof: &NodeProof, req: Option<(PeerIdx, u32)>) -> Status {
+        let cred = proof.input.cred;
+        let seq = proof.input.seq;
+        let addr = cred.addr();
+        if cred.issuer != self.cfg.id || !self.cfg.is_lan(addr) {
+            return Status::BadRequest;
+        }
+        let Some(c) = self.creds.get(&u32::from(addr)) else {
+            return Status::UnknownCredential;
+        };
+        if &c.node != proof.node || c.serial != cred.serial {
+            return Status::UnknownCredential;
+        }
+        if !proof.verify() {
+            return Status::BadProof;
+        }
+        let retransmit = req.is_some() && c.last_req == req && seq == c.last_seq;
+        if seq <= c.last_seq && !retransmit {
+            return Status::Replay;
+        }
+        if let Some(c) = self.creds.get_mut(&u32::from(addr)) {
+            c.last_seq = seq;
+            c.last_req = req;
+        }
+        Status::Ok
+    }
+
+    /// The node is back on the LAN that issued `ob`: the address is native
+    /// again, so stop redirecting it.
+    pub(super) fn back_home(
+        &mut self,
+        now: Now,
+        r: &Registration,
+        ob: &msg::OldBinding,
+        out: &mut impl Sink<Action>,
+    ) -> Status {
+        let id = self.cfg.id.clone();
+        let st = self.check_issued(&NodeProof::of_registration(r, ob, &id), None);
+        if st != Status::Ok {
+            self.counters.rx_refused += 1;
+            return st;
+        }
+        let addr = ob.cred.addr();
+        if let Some(b) = self.bindings.get(&u32::from(addr)) {
+            if b.role == Role::Home {
+                info!("{addr} is native again; releasing its redirect");
+                if let Some(b) = self.remove_binding(addr, out) {
+                    self.send_tunnel_release(now, b.peer, addr, out);
+                }
+            }
+        }
+        Status::Ok
+    }
+
+    pub(super) fn on_tunnel_request(
+        &mut self,
+        now: Now,
+        p: PeerIdx,
+        m: TunnelRequest,
+        lan: &impl LanView,
+        out: &mut impl Sink<Action>,
+    ) {
+        let addr = m.cred.addr();
+        let peer_id = self.cfg.peers[p].id.clone();
+        let mut st = self.check_issued(
+            &NodeProof::of_tunnel_request(&m, &peer_id),
+            Some((p, m.req_id)),
+        );
+        if st == Status::Ok {
+            let mac = self.creds.get(&u32::from(addr)).map(|c| c.mac);
+            if let (Some(holder), Some(mac)) = (lan.holder(addr), mac) {
+                if holder != mac {
+                    warn!("{addr} is held by another host on the LAN; refusing redirect");
+                    st = Status::AddressInUse;
+                }
+            }
+        }
+        let key = u32::from(addr);
+        let life = m.lifetime_s.min(self.cfg.binding_lifetime_s);
+        let expires_ms = now.ms + u64::from(life) * 1000;
+        if st == Status::Ok {
+            match self.bindings.get(&key).map(|b| (b.role, b.peer)) {
+                Some((Role::Home, q)) if q == p => {
+                    if let Some(b) = self.bindings.get_mut(&key) {
+                        b.expires_ms = expires_ms;
+                    }
+                }
+                Some((Role::Home, q)) => {
+                    // The node moved on: redirect straight to its new agent
+                    // (no chains) and tell the previous one.
+                    if self.binding_count(p) >= self.cfg.max_per_peer {
+                        st = Status::NoCapacity;
+                    } else {
+                        info!(
+                            "{addr} moves from peer {} to {}",
+                            self.cfg.peers[q].id, peer_id
+                        );
+                        if let Some(old) = self.remove_binding(addr, out) {
+                            self.send_tunnel_release(now, q, addr, out);
+                            self.add_binding(
+                                addr,
+                                Binding {
+                                    peer: p,
+                                    expires_ms,
+                                    created_ms: now.ms,
+                                    ..old
+                                },
+                                out,
+                            );
+                        }
+                    }
+                }
+                Some((Role::Visitor, _)) => st = Status::BadRequest,
+                None => {
+                    if self.has_room(p, &m.node) {
+                        info!("redirecting {addr} to peer {peer_id}");
+                        self.add_binding(
+                            addr,
+                            Binding {
+                                role: Role::Home,
+                                peer: p,
+                                node: m.node,
+                                cred: m.cred.clone(),
+                                created_ms: now.ms,
+                                expires_ms,
+                                mac: self.creds.get(&u32::from(addr)).map_or([0; 6], |c| c.mac),
+                                pending: false,
+                                last_seq: m.seq,
+                            },
+                            out,
+                        );
+                    } else {
+                        self.counters.table_full += 1;
+                        st = Status::NoCapacity;
+                    }
+                }
+            }
+            if let Some(c) = self.creds.get_mut(&key) {
+                c.expires_ms = c
+                    .expires_ms
+                    .max(now.ms + u64::from(self.cfg.credential_lifetime_s) * 1000);
+            }
+        }
+        if st != Status::Ok {
+            self.counters.rx_refused += 1;
+            info!("refusing redirect of {addr} to peer {peer_id}: {st:?}");
+        }
+        let reply = Message::TunnelReply(self.authed(TunnelReply {
+            req_id: m.req_id,
+            addr: addr.octets(),
+            status: st,
+            lifetime_s: life,
+        }));
+        self.reply_peer(now, p, reply, out);
+    }
+
+    pub(super) fn on_tunnel_release(
+        &mut self,
+        now: Now,
+        p: PeerIdx,
+        m: TunnelRelease,
+        out: &mut impl Sink<Action>,
+    ) {
+        let addr = Ipv4Addr::from(m.addr);
+        // A peer can only release what relates to itself.
+        if self
+            .bindings
+            .get(&u32::from(addr))
+            .is_some_and(|b| b.peer == p)
+        {
+            info!("peer {} released {addr}", self.cfg.peers[p].id);
+            self.remove_binding(addr, out);
+        }
+        let reply = Message::TunnelReleaseReply(self.authed(TunnelReleaseReply {
+            req_id: m.req_id,
+            addr: m.addr,
+            status: Status::Ok,
+        }));
+        self.reply_peer(now, p, reply, out);
+    }
+}

@@ -1,0 +1,385 @@
+//! The Mobility Agent state machine.
+//!
+//! An agent plays two roles for each binding (one address of one node):
+//! - **home** (`home.rs`): the address is native to our LAN and we issued
+//!   its credential; the node is elsewhere, so we route the address into
+//!   the tunnel to the peer where the node is now;
+//! - **visitor** (`visitor.rs`): the node is on our LAN now and the address
+//!   was issued by a peer; we send the node's packets from that address
+//!   into the tunnel to the issuer and deliver the returning ones on our
+//!   LAN.
+//!
+//! This file holds the agent's tables, the dispatch of datagrams and
+//! timers, and the binding table's invariants (a tunnel exists while a
+//! binding uses it). `peer.rs` is the authenticated envelope of peer
+//! messages and their retransmission, `persist.rs` the saved state,
+//! `action.rs` what the agent asks of its platform, `config.rs` its
+//! configuration.
+//!
+//! Inputs: datagrams (with whether they came in on the LAN), timeouts.
+//! Outputs: [`Action`]s, executed in order by the caller. Ordering is part
+//! of the contract: a visitor side is installed before the request that
+//! makes the home side redirect, and a tunnel is brought up before the
+//! first binding that uses it.
+
+mod action;
+mod config;
+mod home;
+mod peer;
+mod persist;
+mod visitor;
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use log::{debug, info};
+use serde::{Deserialize, Serialize};
+
+use crate::msg::{self, Advertisement, Credential, Message, NodeKey, Status};
+
+pub use crate::driver::{Now, Sink};
+pub use action::{Action, EmptyLan, LanView};
+pub use config::{AgentConfig, PeerConfig, PeerIdx};
+use peer::{OutKind, Outgoing, PeerRx};
+use visitor::PendingReg;
+
+/// Counters, for status and for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub rx_ok: u64,
+    pub rx_malformed: u64,
+    pub rx_unauthenticated: u64,
+    pub rx_replay: u64,
+    pub rx_refused: u64,
+    pub rx_unexpected: u64,
+    pub tx: u64,
+    pub tx_failed_encode: u64,
+    pub table_full: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Home,
+    Visitor,
+}
+
+/// One binding as the agent holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub role: Role,
+    pub peer: PeerIdx,
+    pub node: NodeKey,
+    /// Visitor: the credential to present to the issuer on refresh.
+    pub cred: Credential,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Visitor: waiting for the issuer's answer.
+    pub pending: bool,
+    /// Visitor: last node sequence number seen (releases must exceed it).
+    pub last_seq: u64,
+    /// The node's link-layer address (as it registered).
+    pub mac: [u8; 6],
+}
+
+/// A credential as its issuer remembers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredEntry {
+    pub node: NodeKey,
+    pub mac: [u8; 6],
+    pub serial: u32,
+    pub last_seq: u64,
+    /// The request that used `last_seq`, so its retransmission is answered
+    /// again instead of being taken for a replay.
+    pub last_req: Option<(PeerIdx, u32)>,
+    pub expires_ms: u64,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    boot: u32,
+    tx_seq: u64,
+    next_req: u32,
+    next_serial: u32,
+    advert_seq: u32,
+    last_solicited_ms: u64,
+    next_advert_ms: u64,
+    bindings: BTreeMap<u32, Binding>,
+    creds: BTreeMap<u32, CredEntry>,
+    outgoing: BTreeMap<u32, Outgoing>,
+    regs: BTreeMap<u32, PendingReg>,
+    next_reg: u32,
+    peer_rx: Vec<PeerRx>,
+    /// Registrations whose pending request was dropped with its binding.
+    orphans: Vec<(u32, Ipv4Addr)>,
+    pub counters: Counters,
+}
+
+/// At most one broadcast answer to solicitations per this many ms.
+const SOLICITED_BROADCAST_MS: u64 = 20;
+
+impl Agent {
+    /// `boot` must grow across restarts (the caller uses the wall clock);
+    /// `req_seed` randomises request ids.
+    pub fn new(cfg: AgentConfig, boot: u32, req_seed: u32) -> Self {
+        let n = cfg.peers.len();
+        Agent {
+            cfg,
+            boot,
+            tx_seq: 0,
+            next_req: req_seed,
+            next_serial: req_seed.rotate_left(16) | 1,
+            advert_seq: 0,
+            last_solicited_ms: 0,
+            next_advert_ms: 0,
+            bindings: BTreeMap::new(),
+            creds: BTreeMap::new(),
+            outgoing: BTreeMap::new(),
+            regs: BTreeMap::new(),
+            next_reg: 0,
+            peer_rx: alloc::vec![PeerRx::default(); n],
+            orphans: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+    pub fn boot(&self) -> u32 {
+        self.boot
+    }
+
+    /// Bindings by address.
+    pub fn bindings(&self) -> impl Iterator<Item = (Ipv4Addr, &Binding)> {
+        self.bindings.iter().map(|(a, b)| (Ipv4Addr::from(*a), b))
+    }
+
+    pub fn binding_count(&self, peer: PeerIdx) -> usize {
+        self.bindings.values().filter(|b| b.peer == peer).count()
+    }
+
+    pub fn credential_count(&self) -> usize {
+        self.creds.len()
+    }
+
+    /// The earliest time `handle_timeout` wants to run (always some: the
+    /// agent advertises itself periodically).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self.next_advert_ms;
+        for o in self.outgoing.values() {
+            t = t.min(o.retry.next_ms);
+        }
+        for b in self.bindings.values() {
+            t = t.min(b.expires_ms);
+        }
+        for c in self.creds.values() {
+            t = t.min(c.expires_ms);
+        }
+        for r in self.regs.values() {
+            if let Some(d) = r.done_until_ms {
+                t = t.min(d);
+            }
+        }
+        Some(t)
+    }
+
+    // ---- timers ---------------------------------------------------------
+
+    fn answer_orphans(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        while let Some((reg, addr)) = self.orphans.pop() {
+            self.reg_result(now, Some(reg), addr, Status::BadRequest, out);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        self.answer_orphans(now, out);
+        if now.ms >= self.next_advert_ms {
+            self.advertise(None, out);
+            self.next_advert_ms = now.ms + self.cfg.advert_interval_ms.max(100);
+        }
+        self.retransmit(now, out);
+        let expired: Vec<u32> = self
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.expires_ms <= now.ms)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in expired {
+            let addr = Ipv4Addr::from(a);
+            info!("binding {addr} expired");
+            if let Some(b) = self.remove_binding(addr, out) {
+                // Tell the other side so it does not wait for its own expiry.
+                self.send_tunnel_release(now, b.peer, addr, out);
+            }
+        }
+        // Credentials in use by a home binding live as long as it does.
+        let bindings = &self.bindings;
+        self.creds
+            .retain(|a, c| c.expires_ms > now.ms || bindings.contains_key(a));
+        self.regs
+            .retain(|_, r| r.done_until_ms.is_none_or(|d| d > now.ms));
+    }
+
+    // ---- datagrams --------------------------------------------------------
+
+    /// A datagram arrived. `via_lan` says whether it came in on the LAN
+    /// interface (node messages are accepted only there).
+    pub fn handle_datagram(
+        &mut self,
+        now: Now,
+        src: SocketAddrV4,
+        via_lan: bool,
+        data: &[u8],
+        lan: &impl LanView,
+        out: &mut impl Sink<Action>,
+    ) {
+        let m = match msg::decode(data) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.rx_malformed += 1;
+                debug!("malformed datagram from {src}: {e:?}");
+                return;
+            }
+        };
+        if let Some(sender) = m.peer_sender() {
+            let Some(p) = self.authenticate(now, src, sender, data, &m) else {
+                return;
+            };
+            self.counters.rx_ok += 1;
+            match m {
+                Message::TunnelRequest(a) => self.on_tunnel_request(now, p, a.msg, lan, out),
+                Message::TunnelReply(a) => self.on_tunnel_reply(now, p, a.msg, out),
+                Message::TunnelRelease(a) => self.on_tunnel_release(now, p, a.msg, out),
+                Message::TunnelReleaseReply(a)
+                    if self
+                        .outgoing
+                        .get(&a.msg.req_id)
+                        .is_some_and(|o| o.peer == p) =>
+                {
+                    self.outgoing.remove(&a.msg.req_id);
+                }
+                _ => {}
+            }
+            self.answer_orphans(now, out);
+            return;
+        }
+        // Node messages: only from our LAN.
+        let from_lan = via_lan && (self.cfg.is_lan(*src.ip()) || src.ip().is_unspecified());
+        match m {
+            Message::Solicitation(_) if via_lan => {
+                self.counters.rx_ok += 1;
+                // Answer by broadcast: a unicast answer would first wait for
+                // ARP. Rate-limited, so a flood of solicitations cannot
+                // become a broadcast storm (then unicast answers).
+                if now.ms >= self.last_solicited_ms + SOLICITED_BROADCAST_MS {
+                    self.last_solicited_ms = now.ms;
+                    self.advertise(None, out);
+                } else {
+                    self.advertise(Some(src), out);
+                }
+            }
+            Message::Registration(r) if from_lan => {
+                self.counters.rx_ok += 1;
+                self.on_registration(now, src, r, out);
+            }
+            Message::Release(r) if from_lan => {
+                self.counters.rx_ok += 1;
+                self.on_release(now, src, r, out);
+                self.answer_orphans(now, out);
+            }
+            // Another agent's advertisement on our LAN, or our own echo.
+            Message::Advertisement(_) => {}
+            _ => {
+                self.counters.rx_unexpected += 1;
+                debug!("unexpected {:?} from {src}", m.msg_type());
+            }
+        }
+    }
+
+    fn advertise(&mut self, to: Option<SocketAddrV4>, out: &mut impl Sink<Action>) {
+        self.advert_seq = self.advert_seq.wrapping_add(1);
+        let lifetime =
+            ((self.cfg.advert_interval_ms * 3).div_ceil(1000)).clamp(1, u16::MAX as u64) as u16;
+        let m = Message::Advertisement(Advertisement {
+            agent: self.cfg.id.clone(),
+            provider: self.cfg.provider.clone(),
+            endpoint: self.cfg.endpoint.octets(),
+            boot: self.boot,
+            seq: self.advert_seq,
+            lifetime_s: lifetime,
+        });
+        let Some(data) = msg::encode(&m, None) else {
+            self.counters.tx_failed_encode += 1;
+            return;
+        };
+        self.counters.tx += 1;
+        match to {
+            Some(dst) if !dst.ip().is_unspecified() => out.push(Action::Send { dst, data }),
+            _ => out.push(Action::BroadcastLan { data }),
+        }
+    }
+
+    fn send_node(&mut self, dst: SocketAddrV4, m: &Message, out: &mut impl Sink<Action>) {
+        match msg::encode(m, None) {
+            Some(data) => {
+                self.counters.tx += 1;
+                out.push(Action::Send { dst, data })
+            }
+            None => self.counters.tx_failed_encode += 1,
+        }
+    }
+
+    // ---- bindings ---------------------------------------------------------
+
+    fn add_binding(&mut self, addr: Ipv4Addr, b: Binding, out: &mut impl Sink<Action>) {
+        let peer = b.peer;
+        if self.binding_count(peer) == 0 {
+            out.push(Action::TunnelUp { peer });
+        }
+        out.push(match b.role {
+            Role::Home => Action::HomeAdd { addr, peer },
+            Role::Visitor => Action::VisitorAdd {
+                addr,
+                peer,
+                mac: b.mac,
+            },
+        });
+        self.bindings.insert(u32::from(addr), b);
+    }
+
+    fn remove_binding(&mut self, addr: Ipv4Addr, out: &mut impl Sink<Action>) -> Option<Binding> {
+        let b = self.bindings.remove(&u32::from(addr))?;
+        let peer = b.peer;
+        out.push(match b.role {
+            Role::Home => Action::HomeDel { addr, peer },
+            Role::Visitor => Action::VisitorDel { addr, peer },
+        });
+        if self.binding_count(peer) == 0 {
+            out.push(Action::TunnelDown { peer });
+        }
+        // Requests about a binding that is gone are moot; a registration
+        // waiting for one is answered (see `answer_orphans`).
+        let orphans = &mut self.orphans;
+        self.outgoing.retain(|_, o| match o.kind {
+            OutKind::Tunnel { addr: a, reg } if a == addr => {
+                if let Some(r) = reg {
+                    orphans.push((r, addr));
+                }
+                false
+            }
+            _ => true,
+        });
+        Some(b)
+    }
+
+    /// Room for one more binding with `peer` for `node`?
+    fn has_room(&self, peer: PeerIdx, node: &NodeKey) -> bool {
+        self.bindings.len() < self.cfg.max_bindings
+            && self.binding_count(peer) < self.cfg.max_per_peer
+            && self.bindings.values().filter(|b| &b.node == node).count() < self.cfg.max_per_node
+    }
+}
+
+#[cfg(test)]
+mod tests;

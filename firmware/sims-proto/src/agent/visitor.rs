@@ -1,0 +1,327 @@
+//! The visitor side: nodes on our LAN now. A node registers with the
+//! addresses it held elsewhere; for each we install our side (the address
+//! goes into the tunnel to its issuer) and ask the issuer to redirect it
+//! here, answering the node once every issuer has answered. Releases come
+//! from the node when its last session on an old address ended.
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+
+use log::info;
+
+use super::peer::OutKind;
+use super::{Action, Agent, Binding, Now, PeerIdx, Role, Sink};
+use crate::msg::{
+    self, BindingResult, Message, NodeKey, NodeProof, Registration, RegistrationReply, Release,
+    ReleaseReply, Status, TunnelReply, TunnelRequest,
+};
+
+/// A node registration waiting for peers, then kept a little while so that
+/// its retransmission gets the same answer.
+#[derive(Clone, Debug)]
+pub(super) struct PendingReg {
+    node: NodeKey,
+    node_req: u32,
+    from: SocketAddrV4,
+    reply: RegistrationReply,
+    waiting: usize,
+    /// When the answered entry may be forgotten.
+    pub(super) done_until_ms: Option<u64>,
+}
+
+/// How long an answered registration is kept for its retransmissions.
+const DONE_KEEP_MS: u64 = 10_000;
+
+impl Agent {
+    pub(super) fn on_registration(
+        &mut self,
+        now: Now,
+        src: SocketAddrV4,
+        r: Registration,
+        out: &mut impl Sink<Action>,
+    ) {
+        let cur = Ipv4Addr::from(r.addr);
+        // A retransmission of a registration we are working on or answered.
+        if let Some((_, reg)) = self
+            .regs
+            .iter()
+            .find(|(_, g)| g.node == r.node && g.node_req == r.req_id)
+        {
+            if reg.waiting == 0 {
+                let m = Message::RegistrationReply(reg.reply.clone());
+                self.send_node(src, &m, out);
+            }
+            return;
+        }
+        let mut reply = RegistrationReply {
+            req_id: r.req_id,
+            status: Status::Ok,
+            cred: None,
+            lifetime_s: self.cfg.binding_lifetime_s,
+            results: heapless::Vec::new(),
+        };
+        if *src.ip() != cur || !self.cfg.is_lan(cur) {
+            self.counters.rx_refused += 1;
+            reply.status = Status::BadRequest;
+            self.send_node(src, &Message::RegistrationReply(reply), out);
+            return;
+        }
+        if self.regs.len() >= self.cfg.max_pending {
+            self.counters.table_full += 1;
+            reply.status = Status::NoCapacity;
+            self.send_node(src, &Message::RegistrationReply(reply), out);
+            return;
+        }
+        let reg_id = self.next_reg;
+        self.next_reg = self.next_reg.wrapping_add(1);
+        let mut waiting = 0;
+        for ob in r.bindings.iter() {
+            let addr = ob.cred.addr();
+            let st = if ob.cred.issuer == self.cfg.id {
+                self.back_home(now, &r, ob, out)
+            } else {
+                match self.visit(now, &r, ob, reg_id, out) {
+                    Some(st) => st,
+                    None => {
+                        waiting += 1;
+                        continue;
+                    }
+                }
+            };
+            let _ = reply.results.push(BindingResult {
+                addr: addr.octets(),
+                status: st,
+            });
+        }
+        // The credential for the current address comes last: a node back
+        // home has just had its old redirect removed above.
+        reply.cred = self.issue(now, cur, &r);
+        if reply.cred.is_none() {
+            reply.status = if self.creds.len() >= self.cfg.max_credentials {
+                Status::NoCapacity
+            } else {
+                Status::AddressInUse
+            };
+        }
+        let mut reg = PendingReg {
+            node: r.node,
+            node_req: r.req_id,
+            from: src,
+            reply,
+            waiting,
+            done_until_ms: None,
+        };
+        if waiting == 0 {
+            let m = Message::RegistrationReply(reg.reply.clone());
+            self.send_node(src, &m, out);
+            reg.done_until_ms = Some(now.ms + DONE_KEEP_MS);
+        }
+        self.regs.insert(reg_id, reg);
+    }
+
+    /// An address issued by a peer: install our side, then ask the issuer.
+    /// `None` means a request is under way.
+    fn visit(
+        &mut self,
+        now: Now,
+        r: &Registration,
+        ob: &msg::OldBinding,
+        reg_id: u32,
+        out: &mut impl Sink<Action>,
+    ) -> Option<Status> {
+        let addr = ob.cred.addr();
+        let Some(p) = self.cfg.peers.iter().position(|p| p.id == ob.cred.issuer) else {
+            self.counters.rx_refused += 1;
+            info!("{addr}: issuer {} is not a roaming peer", ob.cred.issuer);
+            return Some(Status::NotPeer);
+        };
+        if !self.cfg.peers[p].prefixes.iter().any(|x| x.contains(addr)) {
+            self.counters.rx_refused += 1;
+            return Some(Status::BadRequest);
+        }
+        // The node's key is in the registration: check its proof here too,
+        // so that nobody on the LAN can make us ask the issuer in its name
+        // (a refused refresh would tear down the node's working binding).
+        if !NodeProof::of_registration(r, ob, &self.cfg.id).verify() {
+            self.counters.rx_refused += 1;
+            return Some(Status::BadProof);
+        }
+        let key = u32::from(addr);
+        let lifetime_ms = u64::from(self.cfg.binding_lifetime_s) * 1000;
+        let same = |b: &Binding| b.role == Role::Visitor && b.peer == p && b.node == r.node;
+        match self.bindings.get_mut(&key) {
+            Some(b) if same(b) && r.seq <= b.last_seq => {
+                self.counters.rx_replay += 1;
+                return Some(Status::Replay);
+            }
+            Some(b) if same(b) => {
+                // A refresh; the issuer extends its side too.
+                b.cred = ob.cred.clone();
+                b.last_seq = b.last_seq.max(r.seq);
+            }
+            Some(_) => {
+                self.counters.rx_refused += 1;
+                return Some(Status::AddressInUse);
+            }
+            None => {
+                if !self.has_room(p, &r.node) {
+                    self.counters.table_full += 1;
+                    return Some(Status::NoCapacity);
+                }
+                let b = Binding {
+                    role: Role::Visitor,
+                    peer: p,
+                    node: r.node,
+                    cred: ob.cred.clone(),
+                    created_ms: now.ms,
+                    // Replaced by the issuer's lifetime when it answers.
+                    expires_ms: now.ms + lifetime_ms,
+                    pending: true,
+                    last_seq: r.seq,
+                    mac: r.mac,
+                };
+                self.add_binding(addr, b, out);
+            }
+        }
+        let req_id = self.new_req_id();
+        let m = Message::TunnelRequest(self.authed(TunnelRequest {
+            req_id,
+            node: r.node,
+            cred: ob.cred.clone(),
+            node_addr: r.addr,
+            seq: r.seq,
+            proof: ob.proof,
+            lifetime_s: self.cfg.binding_lifetime_s,
+        }));
+        self.request(
+            now,
+            p,
+            req_id,
+            OutKind::Tunnel {
+                addr,
+                reg: Some(reg_id),
+            },
+            m,
+            out,
+        );
+        None
+    }
+
+    pub(super) fn on_tunnel_reply(
+        &mut self,
+        now: Now,
+        p: PeerIdx,
+        m: TunnelReply,
+        out: &mut impl Sink<Action>,
+    ) {
+        let Some(o) = self.outgoing.get(&m.req_id) else {
+            return; // a duplicate answer
+        };
+        if o.peer != p {
+            self.counters.rx_unexpected += 1;
+            return;
+        }
+        let OutKind::Tunnel { addr, reg } = o.kind else {
+            return;
+        };
+        self.outgoing.remove(&m.req_id);
+        if m.status != Status::Ok {
+            info!(
+                "peer {} refused {addr}: {:?}",
+                self.cfg.peers[p].id, m.status
+            );
+            self.tunnel_failed(now, addr, reg, m.status, out);
+            return;
+        }
+        if let Some(b) = self.bindings.get_mut(&u32::from(addr)) {
+            b.pending = false;
+            let life = u64::from(m.lifetime_s.min(self.cfg.binding_lifetime_s)) * 1000;
+            b.expires_ms = now.ms + life;
+            info!("{addr} relayed from peer {}", self.cfg.peers[p].id);
+        }
+        self.reg_result(now, reg, addr, Status::Ok, out);
+    }
+
+    pub(super) fn tunnel_failed(
+        &mut self,
+        now: Now,
+        addr: Ipv4Addr,
+        reg: Option<u32>,
+        st: Status,
+        out: &mut impl Sink<Action>,
+    ) {
+        // Remove our side: it was installed for this request only, unless
+        // the binding was already working (a refresh that timed out keeps it
+        // until its lifetime ends).
+        let keep = st == Status::Timeout
+            && self
+                .bindings
+                .get(&u32::from(addr))
+                .is_some_and(|b| !b.pending);
+        if !keep {
+            self.remove_binding(addr, out);
+        }
+        self.reg_result(now, reg, addr, st, out);
+    }
+
+    pub(super) fn reg_result(
+        &mut self,
+        now: Now,
+        reg: Option<u32>,
+        addr: Ipv4Addr,
+        st: Status,
+        out: &mut impl Sink<Action>,
+    ) {
+        let Some(id) = reg else { return };
+        let Some(g) = self.regs.get_mut(&id) else {
+            return;
+        };
+        if g.done_until_ms.is_some() {
+            return;
+        }
+        let _ = g.reply.results.push(BindingResult {
+            addr: addr.octets(),
+            status: st,
+        });
+        g.waiting = g.waiting.saturating_sub(1);
+        if g.waiting == 0 {
+            g.done_until_ms = Some(now.ms + DONE_KEEP_MS);
+            let (dst, m) = (g.from, Message::RegistrationReply(g.reply.clone()));
+            self.send_node(dst, &m, out);
+        }
+    }
+
+    pub(super) fn on_release(
+        &mut self,
+        now: Now,
+        src: SocketAddrV4,
+        r: Release,
+        out: &mut impl Sink<Action>,
+    ) {
+        let addr = r.cred.addr();
+        let mut st = Status::Ok;
+        if let Some(b) = self.bindings.get(&u32::from(addr)) {
+            if b.role != Role::Visitor || b.node != r.node {
+                st = Status::BadRequest;
+            } else if r.seq <= b.last_seq {
+                st = Status::Replay;
+            } else if !NodeProof::of_release(&r, &self.cfg.id).verify() {
+                st = Status::BadProof;
+            }
+            if st == Status::Ok {
+                info!("node released {addr}");
+                if let Some(b) = self.remove_binding(addr, out) {
+                    self.send_tunnel_release(now, b.peer, addr, out);
+                }
+            } else {
+                self.counters.rx_refused += 1;
+            }
+        }
+        // Nothing held is success too: releases are idempotent.
+        let m = Message::ReleaseReply(ReleaseReply {
+            req_id: r.req_id,
+            addr: addr.octets(),
+            status: st,
+        });
+        self.send_node(src, &m, out);
+    }
+}

@@ -1,0 +1,35 @@
+//! The contract between a state machine ([`Agent`](crate::agent::Agent),
+//! [`Node`](crate::node::Node)) and the event loop that drives it: time
+//! goes in as [`Now`] with every event, actions come out through a
+//! [`Sink`], and [`poll_timeout`](crate::agent::Agent::poll_timeout) says
+//! when to call `handle_timeout` next. Both machines have this one shape.
+
+/// Time inputs: a monotonic clock for timers, the wall clock for the
+/// freshness of peer messages (the node does not use it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub ms: u64,
+    pub unix_s: u64,
+}
+
+impl Now {
+    /// A monotonic time only (the node's tests, where no wall clock matters).
+    pub fn ms(ms: u64) -> Self {
+        Now { ms, unix_s: 0 }
+    }
+}
+
+/// Where a state machine's actions go, in the order it emits them. The
+/// daemons carry out each action as it is pushed, never collecting them:
+/// a burst (a restore of 1,000 bindings, a round of retransmissions) then
+/// costs the memory of one action (docs/BENCHMARKS.md, "Footprint").
+/// Tests collect them in a `Vec`.
+pub trait Sink<A> {
+    fn push(&mut self, a: A);
+}
+
+impl<A> Sink<A> for alloc::vec::Vec<A> {
+    fn push(&mut self, a: A) {
+        alloc::vec::Vec::push(self, a)
+    }
+}

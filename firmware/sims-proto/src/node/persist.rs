@@ -1,0 +1,78 @@
+//! What a node keeps across a restart of its daemon: its identity and the
+//! credentials of its addresses. With them a restarted sims-node proves
+//! the old addresses it still holds, and its relayed sessions live on.
+//! The file is `crate::persist`'s header and this body, version 1
+//! (version 0 is the same body without a header):
+//!
+//! ```text
+//! seed: [u8; 32], seq: u64, n: usize, n × Credential
+//! ```
+
+use alloc::vec::Vec;
+
+use log::warn;
+
+use super::{BindingState, Node, NodeBinding, NodeConfig};
+use crate::msg::Credential;
+use crate::persist::{Kind, Reader, Writer};
+
+/// Sequence numbers skipped on restore: a registration sent just before
+/// the daemon died may not be in the saved state, and agents refuse a
+/// sequence number they have seen.
+const RESTORE_SEQ_SKIP: u64 = 64;
+
+impl Node {
+    /// The node's identity and credentials, for [`Node::restore`]. Holds
+    /// the secret key: store it readable by its owner only.
+    pub fn save(&self) -> Vec<u8> {
+        let mut w = Writer::new(Kind::Node);
+        // An array, not a slice: postcard writes it without a length.
+        let seed: [u8; 32] = *self.sk.seed();
+        w.put(&seed);
+        w.put(&self.seq);
+        w.put(&self.bindings.len());
+        for b in &self.bindings {
+            w.put(&b.cred);
+        }
+        w.finish()
+    }
+
+    /// A node with the identity and credentials `data` holds, its
+    /// addresses pending until the current agent answers (the next
+    /// registration presents them all); None if `data` does not decode.
+    pub fn restore(cfg: NodeConfig, data: &[u8], mac: [u8; 6], req_seed: u32) -> Option<Self> {
+        let mut r = match Reader::open(data, Kind::Node) {
+            // Versions 0 and 1 have the same body.
+            Ok((_, r)) => r,
+            Err(e) => {
+                warn!("saved state not restored: {e:?}");
+                return None;
+            }
+        };
+        let seed = r.take::<[u8; 32]>()?;
+        let seq = r.take::<u64>()?;
+        let count = r.take::<usize>()?;
+        let mut creds = Vec::new();
+        for _ in 0..count {
+            // Every element must decode; only the first max_bindings are kept.
+            let cred = r.take::<Credential>()?;
+            if creds.len() < cfg.max_bindings {
+                creds.push(cred);
+            }
+        }
+        let mut n = Node::new(cfg, seed, mac, req_seed);
+        n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
+        for cred in creds {
+            if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
+                n.bindings.push(NodeBinding {
+                    cred,
+                    state: BindingState::Pending,
+                    sockets: 0,
+                    idle_since_ms: None,
+                    releasing: None,
+                });
+            }
+        }
+        Some(n)
+    }
+}

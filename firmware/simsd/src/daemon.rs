@@ -1,0 +1,275 @@
+//! The daemon: the agent, its data plane and its sockets around one
+//! `poll(2)` loop whose descriptors are named slots; SIGHUP reloads the
+//! configuration, keeping the bindings whose peers remain.
+
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use log::{error, info, warn};
+use sims_daemon::status::StatusSocket;
+use sims_daemon::{now, random_u32, state};
+use sims_linux::event::{self, Signals};
+use sims_linux::monitor::Monitor;
+use sims_linux::udp::bind_udp;
+use sims_proto::agent::{Agent, PeerIdx};
+
+use crate::config::{self, Config};
+use crate::dataplane::Dataplane;
+use crate::exec::{Exec, Lan};
+use crate::status;
+
+/// In the state directory: the saved bindings and credentials.
+const STATE_FILE: &str = "simsd.state";
+/// In the state directory: where `simsd status` asks.
+pub const SOCKET_FILE: &str = "simsd.sock";
+
+/// `boot` grows across restarts even within one second.
+fn next_boot(dir: &Path) -> u32 {
+    let file = dir.join("boot");
+    let last: u32 = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let boot = (event::unix_s() as u32).max(last.wrapping_add(1));
+    let _ = state::write_atomic(&file, boot.to_string().as_bytes(), state::PUBLIC);
+    boot
+}
+
+pub struct Daemon {
+    cfg: Config,
+    cfg_path: String,
+    dir: PathBuf,
+    agent: Agent,
+    dp: Dataplane,
+    lan: UdpSocket,
+    wan: UdpSocket,
+    dirty: bool,
+}
+
+impl Daemon {
+    fn start(
+        cfg: Config,
+        cfg_path: &str,
+        dir: &Path,
+        saved: Option<Vec<u8>>,
+    ) -> Result<Self, String> {
+        let boot = next_boot(dir);
+        let dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
+        let port = cfg.agent.port;
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
+        let lan = bind_udp(any, Some(&cfg.lan_ifname), true, true)
+            .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))?;
+        let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
+            .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
+        let agent = Agent::new(cfg.agent.clone(), boot, random_u32());
+        let mut d = Daemon {
+            cfg,
+            cfg_path: cfg_path.to_string(),
+            dir: dir.to_path_buf(),
+            agent,
+            dp,
+            lan,
+            wan,
+            dirty: true,
+        };
+        if let Some(data) = saved {
+            if d.with_exec(false, |agent, _, ex| agent.restore(now(), &data, ex)) {
+                info!("restored {} bindings", d.agent.bindings().count());
+            } else {
+                warn!("saved state unreadable; starting empty");
+            }
+        }
+        let cfg = &d.cfg;
+        info!(
+            "agent {} (boot {boot}) on {} / {}, {} peers",
+            cfg.agent.id,
+            cfg.lan_ifname,
+            cfg.wan_ifname,
+            cfg.agent.peers.len()
+        );
+        Ok(d)
+    }
+
+    /// Runs `f` on the agent with the LAN view and the executor of its
+    /// actions. The saved state is due when a binding changed, or, for
+    /// `answering` (handling a datagram), when anything was sent: answers
+    /// change credentials and sequence numbers. Timers' advertisements
+    /// and retransmissions change nothing saved.
+    fn with_exec<R>(
+        &mut self,
+        answering: bool,
+        f: impl FnOnce(&mut Agent, &Lan, &mut Exec) -> R,
+    ) -> R {
+        let dp = RefCell::new(&mut self.dp);
+        let mut ex = Exec {
+            dp: &dp,
+            cfg: &self.cfg,
+            lan: &self.lan,
+            wan: &self.wan,
+            emitted: false,
+            kernel: false,
+        };
+        let r = f(&mut self.agent, &Lan(&dp), &mut ex);
+        self.dirty |= ex.kernel || (answering && ex.emitted);
+        r
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.join(STATE_FILE)
+    }
+
+    /// Writes the saved state if something in it changed (owner-only: it
+    /// lists the nodes' keys and credentials).
+    fn save(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let data = self.agent.save(now());
+        if let Err(e) = state::write_atomic(&self.state_file(), &data, state::PRIVATE) {
+            warn!("could not save state in {}: {e}", self.dir.display());
+        }
+    }
+
+    fn on_datagram(&mut self, via_lan: bool, buf: &mut [u8]) {
+        // Bounded per wakeup so a flood cannot starve timers.
+        for _ in 0..64 {
+            let sock = if via_lan { &self.lan } else { &self.wan };
+            let (n, src) = match sock.recv_from(buf) {
+                Ok(x) => x,
+                Err(_) => return,
+            };
+            let SocketAddr::V4(src) = src else { continue };
+            let now = now();
+            self.with_exec(true, |agent, lan, ex| {
+                agent.handle_datagram(now, src, via_lan, &buf[..n], lan, ex)
+            });
+        }
+    }
+
+    /// SIGHUP: a valid new config replaces the running one, keeping the
+    /// bindings whose peers still exist; an invalid one changes nothing.
+    fn reload(self) -> Self {
+        let cfg = match config::load(&self.cfg_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, keeping the running configuration: {e}");
+                return self;
+            }
+        };
+        let saved = self.agent.save(now());
+        let (path, dir) = (self.cfg_path.clone(), self.dir.clone());
+        let old_cfg = self.cfg.clone();
+        let mut old = self;
+        old.dp.shutdown();
+        drop(old);
+        match Daemon::start(cfg, &path, &dir, Some(saved.clone())) {
+            Ok(d) => {
+                info!("configuration reloaded");
+                d
+            }
+            Err(e) => {
+                error!("reload failed ({e}); restarting with the previous configuration");
+                match Daemon::start(old_cfg, &path, &dir, Some(saved)) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        error!("cannot restart: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What each polled descriptor is, so the loop dispatches by name.
+#[derive(Clone, Copy)]
+enum Slot {
+    Signals,
+    Monitor,
+    Status,
+    Lan,
+    Wan,
+    /// The userspace backend's raw ipip socket.
+    RawIpip,
+    /// A peer's TUN device (userspace backend).
+    Tun(PeerIdx),
+}
+
+pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
+    let cfg = config::load(cfg_path).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
+    let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
+    let saved = std::fs::read(dir.join(STATE_FILE)).ok();
+    let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
+    let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
+    let mut buf = vec![0u8; 65_536];
+    let mut slots: Vec<(Slot, RawFd)> = Vec::new();
+    loop {
+        let now_ms = event::now_ms();
+        let next = d
+            .agent
+            .poll_timeout()
+            .unwrap_or(u64::MAX)
+            .min(d.dp.next_deadline().unwrap_or(u64::MAX));
+        let wait = next.saturating_sub(now_ms).min(1000) as i32;
+        slots.clear();
+        slots.extend([
+            (Slot::Signals, signals.fd()),
+            (Slot::Monitor, mon.fd()),
+            (Slot::Status, status.fd()),
+            (Slot::Lan, d.lan.as_raw_fd()),
+            (Slot::Wan, d.wan.as_raw_fd()),
+        ]);
+        slots.extend(d.dp.raw_fd().map(|fd| (Slot::RawIpip, fd)));
+        slots.extend(d.dp.tun_fds().into_iter().map(|(p, fd)| (Slot::Tun(p), fd)));
+        let fds: Vec<RawFd> = slots.iter().map(|(_, fd)| *fd).collect();
+        let ready = event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))?;
+        for i in ready {
+            let Some(&(slot, _)) = slots.get(i) else {
+                continue;
+            };
+            match slot {
+                Slot::Signals => {
+                    while let Some(sig) = signals.next() {
+                        if sig == libc::SIGHUP {
+                            info!("SIGHUP: reloading {}", d.cfg_path);
+                            d = d.reload();
+                        } else {
+                            info!("signal {sig}: shutting down");
+                            d.save();
+                            d.dp.shutdown();
+                            return Ok(());
+                        }
+                    }
+                }
+                Slot::Monitor => {
+                    let events = mon.recv().unwrap_or_default();
+                    let overrun = mon.take_overrun();
+                    for ev in &events {
+                        if let Err(e) = d.dp.on_event(ev) {
+                            warn!("resync: {e}");
+                        }
+                    }
+                    if overrun {
+                        if let Err(e) = d.dp.resync() {
+                            warn!("resync: {e}");
+                        }
+                    }
+                }
+                Slot::Status => status.serve(|| status::json(&d.agent, &mut d.dp, event::now_ms())),
+                Slot::Lan => d.on_datagram(true, &mut buf),
+                Slot::Wan => d.on_datagram(false, &mut buf),
+                Slot::RawIpip => d.dp.pump_raw(&mut buf),
+                Slot::Tun(p) => d.dp.pump_tun(p, &mut buf),
+            }
+        }
+        let t = now();
+        d.with_exec(false, |agent, _, ex| agent.handle_timeout(t, ex));
+        d.dp.expire_idle(t.ms);
+        d.save();
+    }
+}

@@ -1,0 +1,222 @@
+//! The kernel state simsd owns (docs/ARCHITECTURE.md): one tunnel per peer
+//! with a binding, a /32 per visitor binding in the SIMS table, one
+//! catch-all rule, one fwmark rule per peer, and elements of the `inet
+//! sims` nft sets. Everything carries the route protocol of
+//! `simsd::owned::KernelIds`, so that startup and netifd's rule flushes
+//! can be reconciled without touching anyone else's state.
+//!
+//! This file carries out the agent's actions on that state; the jobs are
+//! split by file: `routing.rs` (rules and routes), `tunnels.rs` (tunnel
+//! devices, both backends), `forward.rs` + `offload.rs` (the userspace
+//! backend's packets), `resync.rs` (stale state at start, repairs).
+//!
+//! Changes are made in-process over netlink; only the static nft table is
+//! loaded with `nft -f` (once at start and on reload).
+
+mod forward;
+mod offload;
+mod resync;
+mod routing;
+mod tunnels;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::Ipv4Addr;
+
+use log::{debug, info};
+use sims_linux::netlink::{Netlink, NUD_STALE};
+use sims_linux::nfset::NfSet;
+use sims_proto::agent::{Action, PeerIdx};
+use simsd::owned::NFT_TABLE;
+
+use crate::config::{Backend, Config};
+use crate::nft;
+use forward::Forwarder;
+pub use tunnels::Kind;
+use tunnels::{kernel_has_ipip, Tunnel};
+
+const EEXIST: i32 = libc::EEXIST;
+const ENOENT: i32 = libc::ENOENT;
+const ESRCH: i32 = libc::ESRCH;
+
+/// Per-peer traffic through its tunnel (the roaming agreement's bill).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traffic {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_dropped: u64,
+}
+
+pub struct Dataplane {
+    cfg: Config,
+    nl: Netlink,
+    nf: NfSet,
+    pub kind: Kind,
+    lan_index: u32,
+    lan_addr: Ipv4Addr,
+    tunnels: Vec<Option<Tunnel>>,
+    /// The userspace backend's forwarder (None with kernel ipip).
+    forward: Option<Forwarder>,
+    home: BTreeSet<(u32, PeerIdx)>,
+    visitor: BTreeSet<(u32, PeerIdx)>,
+    traffic: Vec<Traffic>,
+}
+
+/// `r`, with the errors in `codes` (an object already there, or already
+/// gone) taken as success.
+fn ignore(r: io::Result<()>, codes: &[i32]) -> io::Result<()> {
+    match r {
+        Err(e) if e.raw_os_error().is_some_and(|c| codes.contains(&c)) => Ok(()),
+        r => r,
+    }
+}
+
+impl Dataplane {
+    pub fn open(cfg: &Config) -> io::Result<Self> {
+        let mut nl = Netlink::open()?;
+        let lan = nl.link_by_name(&cfg.lan_ifname)?.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("LAN interface {} not found", cfg.lan_ifname),
+            )
+        })?;
+        let lan_addr = nl
+            .addrs(Some(lan.index))?
+            .iter()
+            .map(|a| a.addr)
+            .find(|a| cfg.agent.lan_prefixes.iter().any(|p| p.contains(*a)))
+            .unwrap_or(cfg.agent.endpoint);
+        let kind = match cfg.backend {
+            Backend::Userspace => Kind::Userspace,
+            Backend::Kernel => Kind::Kernel,
+            Backend::Auto => {
+                if kernel_has_ipip(&mut nl, cfg) {
+                    Kind::Kernel
+                } else {
+                    Kind::Userspace
+                }
+            }
+        };
+        info!("tunnel backend: {}", kind.as_str());
+        let forward = match kind {
+            Kind::Userspace => Some(Forwarder::open(cfg.agent.endpoint)?),
+            Kind::Kernel => None,
+        };
+        let n = cfg.agent.peers.len();
+        let mut dp = Dataplane {
+            cfg: cfg.clone(),
+            nl,
+            nf: NfSet::open()?,
+            kind,
+            lan_index: lan.index,
+            lan_addr,
+            tunnels: (0..n).map(|_| None).collect(),
+            forward,
+            home: BTreeSet::new(),
+            visitor: BTreeSet::new(),
+            traffic: vec![Traffic::default(); n],
+        };
+        nft::load(cfg)?;
+        dp.remove_stale()?;
+        Ok(dp)
+    }
+
+    /// Execute one action of the agent.
+    pub fn apply(&mut self, a: &Action) -> io::Result<()> {
+        match *a {
+            Action::TunnelUp { peer } => self.tunnel_up(peer),
+            Action::TunnelDown { peer } => {
+                self.tunnel_idle(peer);
+                Ok(())
+            }
+            // The home side is one set element: traffic to `addr` (after
+            // the NAT's reverse mapping) gets the peer's mark and so the
+            // peer's table, whose default route is the tunnel. No /32
+            // route: it would make the kernel's reverse-path check drop the
+            // node's own packets on our LAN when it comes back, before it
+            // could tell us it is back.
+            Action::HomeAdd { addr, peer } => {
+                self.tunnel_index(peer)?;
+                ignore(self.nf.add(NFT_TABLE, &nft::set_in(peer), addr), &[EEXIST])?;
+                self.home.insert((u32::from(addr), peer));
+                Ok(())
+            }
+            Action::HomeDel { addr, peer } => {
+                self.home.remove(&(u32::from(addr), peer));
+                ignore(self.nf.del(NFT_TABLE, &nft::set_in(peer), addr), &[ENOENT])?;
+                Ok(())
+            }
+            Action::VisitorAdd { addr, peer, mac } => {
+                // Our side first: the leak guard already stops the node's old
+                // address at our WAN; from now on it goes into the tunnel.
+                ignore(self.nf.add(NFT_TABLE, &nft::set_out(peer), addr), &[EEXIST])?;
+                self.nl
+                    .route_replace(&self.host_route(u32::from(addr), self.lan_index))?;
+                // The node is on our LAN and said where: no ARP round trip (and no
+                // wait for the retry timer of an entry left from its last visit).
+                if mac != [0; 6] {
+                    if let Err(e) = self.nl.neigh_replace(self.lan_index, addr, mac, NUD_STALE) {
+                        debug!("neighbour {addr}: {e}");
+                    }
+                }
+                self.visitor.insert((u32::from(addr), peer));
+                self.update_catch_all()
+            }
+            Action::VisitorDel { addr, peer } => {
+                self.visitor.remove(&(u32::from(addr), peer));
+                ignore(
+                    self.nl
+                        .route_del(&self.host_route(u32::from(addr), self.lan_index)),
+                    &[ENOENT, ESRCH],
+                )?;
+                ignore(self.nf.del(NFT_TABLE, &nft::set_out(peer), addr), &[ENOENT])?;
+                self.update_catch_all()
+            }
+            Action::Send { .. } | Action::BroadcastLan { .. } => Ok(()),
+        }
+    }
+
+    /// Remove everything we installed (clean shutdown).
+    pub fn shutdown(&mut self) {
+        for p in 0..self.tunnels.len() {
+            let _ = self.tunnel_down(p);
+        }
+        let _ = self.remove_stale();
+        let _ = nft::unload();
+    }
+
+    /// Traffic counters: ours for userspace, the kernel's for ipip.
+    pub fn peer_traffic(&mut self, p: PeerIdx) -> Traffic {
+        let t = self.traffic[p];
+        if self.kind == Kind::Kernel {
+            let name = self.tunnel_name(p);
+            let read = |k: &str| {
+                std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{k}"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            return Traffic {
+                tx_packets: read("tx_packets"),
+                tx_bytes: read("tx_bytes"),
+                rx_packets: read("rx_packets"),
+                rx_bytes: read("rx_bytes"),
+                rx_dropped: read("rx_dropped"),
+            };
+        }
+        t
+    }
+
+    /// Who holds `addr` on the LAN now (for the "held by another host"
+    /// check): a live neighbour entry's MAC.
+    pub fn lan_holder(&mut self, addr: Ipv4Addr) -> Option<[u8; 6]> {
+        use sims_linux::netlink::{NUD_DELAY, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE};
+        let live = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
+        match self.nl.neigh_get(self.lan_index, addr) {
+            Ok(Some(n)) if n.state & live != 0 => n.mac,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Keeping the kernel state ours and whole: what an earlier run left is
+//! removed at start, and what someone else removed under us (netifd
+//! flushes every rule when it restarts; a tunnel deleted by hand; lost
+//! netlink events) is put back. Only state tagged with our protocol, in
+//! our tables, or named like our tunnels is ever touched.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use log::{debug, info, warn};
+use sims_linux::monitor::Event;
+use simsd::owned::{self, NFT_TABLE};
+
+use super::{ignore, Dataplane, EEXIST, ENOENT, ESRCH};
+use crate::nft;
+
+impl Dataplane {
+    /// Our tables, rules and tunnels left by an earlier run (crash, kill -9)
+    /// are removed; the restored bindings are then installed afresh.
+    /// Only state tagged with our protocol, in our tables, or named like
+    /// our tunnels is touched.
+    pub(super) fn remove_stale(&mut self) -> io::Result<()> {
+        let proto = self.ids().route_protocol;
+        for r in self.nl.rules()? {
+            if r.protocol == proto {
+                ignore(self.nl.rule_del(&r), &[ENOENT])?;
+            }
+        }
+        let n = self.cfg.agent.peers.len();
+        for t in self.ids().tables(n) {
+            for r in self.nl.routes(t)? {
+                if r.protocol == proto {
+                    ignore(self.nl.route_del(&r), &[ENOENT, ESRCH])?;
+                }
+            }
+        }
+        for l in self.nl.links()? {
+            if owned::is_our_tunnel(&l.name, l.kind.as_deref()) {
+                info!("removing stale tunnel {}", l.name);
+                ignore(self.nl.link_delete(l.index), &[ENOENT])?;
+            }
+        }
+        for p in 0..n {
+            ignore(self.nf.flush(NFT_TABLE, &nft::set_in(p)), &[ENOENT])?;
+            ignore(self.nf.flush(NFT_TABLE, &nft::set_out(p)), &[ENOENT])?;
+        }
+        Ok(())
+    }
+
+    /// Put back whatever of our state is missing (after netifd flushed the
+    /// rules, a tunnel was recreated, or events were lost).
+    pub fn resync(&mut self) -> io::Result<()> {
+        let rules = self.nl.rules()?;
+        for p in 0..self.tunnels.len() {
+            let Some(index) = self.tunnels[p].as_ref().map(|t| t.index) else {
+                continue;
+            };
+            let name = self.tunnel_name(p);
+            let exists = self.nl.links()?.iter().any(|l| l.index == index);
+            if !exists {
+                warn!("tunnel {name} disappeared; recreating it");
+                self.tunnels[p] = None;
+                self.tunnel_up(p)?;
+                continue;
+            }
+            if !rules.contains(&self.peer_rule(p)) {
+                ignore(self.nl.rule_add(&self.peer_rule(p)), &[EEXIST])?;
+            }
+            self.nl.route_replace(&self.default_route(p, index))?;
+        }
+        let home: Vec<_> = self.home.iter().copied().collect();
+        for (a, p) in home {
+            ignore(
+                self.nf.add(NFT_TABLE, &nft::set_in(p), Ipv4Addr::from(a)),
+                &[EEXIST],
+            )?;
+        }
+        let visitor: Vec<_> = self.visitor.iter().copied().collect();
+        for (a, p) in visitor {
+            self.nl.route_replace(&self.host_route(a, self.lan_index))?;
+            ignore(
+                self.nf.add(NFT_TABLE, &nft::set_out(p), Ipv4Addr::from(a)),
+                &[EEXIST],
+            )?;
+        }
+        self.update_catch_all()
+    }
+
+    /// React to kernel events that concern our state.
+    pub fn on_event(&mut self, ev: &Event) -> io::Result<()> {
+        // Only losses of state we still want count: our own removals (and
+        // the events of our own changes) must not cost a resync.
+        let tunnel_up = |p: usize| self.tunnels.get(p).is_some_and(|t| t.is_some());
+        let peers = self.tunnels.len();
+        let need = match ev {
+            // netifd deletes every rule when it (re)starts.
+            Event::RuleDel(r) => {
+                (*r == self.catch_all_rule() && !self.visitor.is_empty())
+                    || (0..peers).any(|p| *r == self.peer_rule(p) && tunnel_up(p))
+            }
+            Event::RouteDel(r) => {
+                r.protocol == self.ids().route_protocol
+                    && ((r.table == self.ids().table
+                        && r.dst_len == 32
+                        && self.visitor.iter().any(|(a, _)| *a == u32::from(r.dst)))
+                        || (0..peers).any(|p| r.table == self.ids().peer_table(p) && tunnel_up(p)))
+            }
+            // A tunnel we hold went away (routes through it went with it).
+            Event::LinkDel(l) => self.tunnels.iter().flatten().any(|t| t.index == l.index),
+            _ => false,
+        };
+        if need {
+            debug!("our kernel state changed under us ({ev:?}); resyncing");
+            self.resync()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Tunnel devices, one per peer with bindings, for either backend: a
+//! kernel ipip device, or a TUN device whose packets the userspace
+//! forwarder (forward.rs) carries over a raw ipip socket. Each is
+//! configured (MTU, loose rp_filter, an address, the peer's default route
+//! and rule) when its first binding comes, and lingers a moment after the
+//! last one goes.
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use log::{info, warn};
+use sims_linux::netlink::Netlink;
+use sims_linux::sysctl;
+use sims_linux::tun::Tun;
+use sims_proto::agent::PeerIdx;
+use simsd::owned;
+
+use super::{ignore, Dataplane, EEXIST, ENOENT, ESRCH};
+use crate::config::Config;
+
+/// Which backend is in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Kernel,
+    Userspace,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Kernel => "kernel",
+            Kind::Userspace => "userspace",
+        }
+    }
+}
+
+pub(super) struct Tunnel {
+    pub(super) index: u32,
+    pub(super) tun: Option<Tun>,
+    /// Unused since (monotonic ms): removed after `TUNNEL_LINGER_MS`, so a
+    /// node moving back and forth does not pay for device churn (removing
+    /// a device waits for RCU grace periods: ~20 ms).
+    idle_since: Option<u64>,
+}
+
+const TUNNEL_LINGER_MS: u64 = 1000;
+
+impl Dataplane {
+    pub fn tunnel_name(&self, p: PeerIdx) -> String {
+        owned::tunnel_name(&self.cfg.agent.peers[p].id)
+    }
+
+    pub(super) fn tunnel_index(&self, p: PeerIdx) -> io::Result<u32> {
+        self.tunnels
+            .get(p)
+            .and_then(|t| t.as_ref())
+            .map(|t| t.index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tunnel not up"))
+    }
+
+    pub(super) fn tunnel_up(&mut self, p: PeerIdx) -> io::Result<()> {
+        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+            t.idle_since = None;
+            return Ok(());
+        }
+        let name = self.tunnel_name(p);
+        let remote = self.cfg.agent.peers[p].endpoint;
+        let (index, tun) = match self.kind {
+            Kind::Kernel => {
+                if let Some(l) = self.nl.link_by_name(&name)? {
+                    self.nl.link_delete(l.index)?;
+                }
+                let i = self
+                    .nl
+                    .ipip_create(&name, self.cfg.agent.endpoint, remote, 64)?;
+                (i, None)
+            }
+            Kind::Userspace => {
+                let t = Tun::open(&name)?;
+                let l = self.nl.link_by_name(&name)?.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "TUN device vanished")
+                })?;
+                (l.index, Some(t))
+            }
+        };
+        self.configure_tunnel(p, &name, index)?;
+        info!("tunnel {name} to {remote} up ({})", self.kind.as_str());
+        if let Some(slot) = self.tunnels.get_mut(p) {
+            *slot = Some(Tunnel {
+                index,
+                tun,
+                idle_since: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn configure_tunnel(&mut self, p: PeerIdx, name: &str, index: u32) -> io::Result<()> {
+        self.nl.link_set_mtu(index, self.cfg.tunnel_mtu)?;
+        // Loose reverse-path filtering and an address of its own: without
+        // them the kernel drops tunnelled return traffic.
+        sysctl::set_ipv4_conf(name, "rp_filter", "2")?;
+        ignore(self.nl.addr_add(index, self.lan_addr, 32, true), &[EEXIST])?;
+        self.nl.link_set_up(index, true)?;
+        self.nl.route_replace(&self.default_route(p, index))?;
+        ignore(self.nl.rule_add(&self.peer_rule(p)), &[EEXIST])?;
+        Ok(())
+    }
+
+    /// The last binding with a peer is gone: the tunnel lingers a moment.
+    pub(super) fn tunnel_idle(&mut self, p: PeerIdx) {
+        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+            t.idle_since.get_or_insert(sims_linux::event::now_ms());
+        }
+    }
+
+    /// Remove tunnels idle for longer than the linger time.
+    pub fn expire_idle(&mut self, now_ms: u64) {
+        for p in 0..self.tunnels.len() {
+            let expired = self.tunnels[p]
+                .as_ref()
+                .and_then(|t| t.idle_since)
+                .is_some_and(|t| now_ms >= t + TUNNEL_LINGER_MS);
+            if expired {
+                if let Err(e) = self.tunnel_down(p) {
+                    warn!("removing tunnel: {e}");
+                }
+            }
+        }
+    }
+
+    /// When `expire_idle` next has work.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.tunnels
+            .iter()
+            .filter_map(|t| t.as_ref()?.idle_since)
+            .map(|t| t + TUNNEL_LINGER_MS)
+            .min()
+    }
+
+    pub(super) fn tunnel_down(&mut self, p: PeerIdx) -> io::Result<()> {
+        let Some(t) = self.tunnels.get_mut(p).and_then(|t| t.take()) else {
+            return Ok(());
+        };
+        ignore(self.nl.rule_del(&self.peer_rule(p)), &[ENOENT])?;
+        ignore(
+            self.nl.route_del(&self.default_route(p, t.index)),
+            &[ENOENT, ESRCH],
+        )?;
+        match t.tun {
+            // Closing the TUN removes the device, off the event loop.
+            Some(tun) => tun.close_detached(),
+            None => ignore(self.nl.link_delete(t.index), &[ENOENT, libc::ENODEV])?,
+        }
+        info!("tunnel {} down", self.tunnel_name(p));
+        Ok(())
+    }
+}
+
+/// Probe for kernel ipip: create and delete a throwaway device.
+pub(super) fn kernel_has_ipip(nl: &mut Netlink, cfg: &Config) -> bool {
+    let name = "sims-probe";
+    match nl.ipip_create(name, cfg.agent.endpoint, Ipv4Addr::new(192, 0, 2, 1), 64) {
+        Ok(i) => {
+            let _ = nl.link_delete(i);
+            true
+        }
+        Err(e) => {
+            info!("kernel ipip unavailable ({e}); using the userspace backend");
+            false
+        }
+    }
+}
