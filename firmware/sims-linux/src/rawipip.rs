@@ -10,37 +10,25 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use sims_proto::ipv4::{Ipv4Header, PROTO_IPIP};
+
 use crate::sys;
 
-const IPPROTO_IPIP: u8 = 4;
 const TTL: libc::c_int = 64;
 
 pub struct RawIpip {
     fd: OwnedFd,
 }
 
-/// Validates an outer IPv4 header; returns the outer source and where the
-/// inner packet is in `pkt`.
+/// Validates an outer IPv4 header (`sims_proto::ipv4`, the one header
+/// view); returns the outer source and where the inner packet is in `pkt`.
 pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, Range<usize>)> {
     let bad = |what| io::Error::new(io::ErrorKind::InvalidData, what);
-    let first = *pkt.first().ok_or_else(|| bad("empty packet"))?;
-    if first >> 4 != 4 {
-        return Err(bad("outer header is not IPv4"));
-    }
-    let ihl = usize::from(first & 0x0f) * 4;
-    if ihl < 20 || pkt.len() < ihl {
-        return Err(bad("bad outer header length"));
-    }
-    // ihl >= 20 and pkt.len() >= ihl, so these indexes are in bounds.
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if total < ihl || total > pkt.len() {
-        return Err(bad("bad outer total length"));
-    }
-    if pkt[9] != IPPROTO_IPIP {
+    let h = Ipv4Header::parse(pkt).map_err(|e| bad(e.as_str()))?;
+    if h.protocol != PROTO_IPIP {
         return Err(bad("outer protocol is not ipip"));
     }
-    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-    Ok((src, ihl..total))
+    Ok((h.src, h.payload()))
 }
 
 impl RawIpip {
@@ -50,7 +38,7 @@ impl RawIpip {
         let fd = sys::socket(
             libc::AF_INET,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-            libc::c_int::from(IPPROTO_IPIP),
+            libc::c_int::from(PROTO_IPIP),
         )?;
         // DF on every packet, oversize sends fail with EMSGSIZE: like ipip pmtudisc.
         sys::setsockopt_int(

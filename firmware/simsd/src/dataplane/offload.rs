@@ -16,8 +16,7 @@
 //! checksum is neither partial nor correct is left alone: the end host
 //! drops it, as it should.
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+use sims_proto::ipv4::{Ipv4Header, PROTO_TCP as TCP, PROTO_UDP as UDP};
 
 /// One's-complement sum of big-endian 16-bit words (odd length padded).
 fn sum16(data: &[u8], mut acc: u32) -> u32 {
@@ -38,22 +37,14 @@ fn fold(mut acc: u32) -> u16 {
     acc as u16
 }
 
-/// Header facts of an unfragmented IPv4 packet: (ihl, total length, protocol).
+/// Header facts of an unfragmented IPv4 packet: (ihl, total length,
+/// protocol), from the one IPv4 header view.
 fn ipv4(pkt: &[u8]) -> Option<(usize, usize, u8)> {
-    let first = *pkt.first()?;
-    if first >> 4 != 4 || pkt.len() < 20 {
+    let h = Ipv4Header::parse(pkt).ok()?;
+    if h.is_fragment() {
         return None;
     }
-    let ihl = usize::from(first & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
-    if ihl < 20 || total < ihl || total > pkt.len() {
-        return None;
-    }
-    // Fragments (offset or MF set) carry no whole transport segment.
-    if u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
-        return None;
-    }
-    Some((ihl, total, pkt[9]))
+    Some((h.header_len, h.total_len, h.protocol))
 }
 
 fn pseudo_sum(pkt: &[u8], proto: u8, l4_len: usize) -> u32 {
