@@ -3,36 +3,93 @@
 //! them), the default route's source (new connections use the current
 //! address), and ARP settings for an interface whose address changes.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use log::{info, warn};
-use sims_linux::netlink::{Route, RT_TABLE_MAIN};
-
-use crate::client::Client;
+use sims_linux::netlink::{Netlink, Route, RT_TABLE_MAIN};
 
 pub const MAIN_TABLE: u32 = RT_TABLE_MAIN;
 
-impl Client {
+/// The moving interface and the old addresses held on it.
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+    pub nl: Netlink,
+    /// Old addresses kept as /32 on the interface.
+    held: BTreeSet<Ipv4Addr>,
+}
+
+impl Iface {
+    pub fn new(name: &str, index: u32, nl: Netlink) -> Self {
+        Iface {
+            name: name.to_string(),
+            index,
+            nl,
+            held: BTreeSet::new(),
+        }
+    }
+
     /// The DHCP address: the interface's address with a real prefix.
     pub fn dhcp_address(&mut self) -> Option<Ipv4Addr> {
         let addrs = self.nl.addrs(Some(self.index)).ok()?;
         addrs.iter().find(|a| a.prefix_len < 32).map(|a| a.addr)
     }
 
+    /// Keep `addr` as a /32 from now on.
+    pub fn hold(&mut self, addr: Ipv4Addr) {
+        self.held.insert(addr);
+        self.put_back(addr);
+    }
+
+    /// Stop holding `addr` and remove its /32.
+    pub fn drop_held(&mut self, addr: Ipv4Addr) {
+        if self.held.remove(&addr) {
+            info!("dropping old address {addr}");
+            let _ = self.nl.addr_del(self.index, addr, 32);
+        }
+    }
+
+    pub fn is_held(&self, addr: Ipv4Addr) -> bool {
+        self.held.contains(&addr)
+    }
+
     /// Put a held /32 back (the DHCP client flushed it, or it was never
     /// there): every missing moment stretches the old sessions' stall.
-    pub fn hold(&mut self, addr: Ipv4Addr) {
+    pub fn put_back(&mut self, addr: Ipv4Addr) {
         match self.nl.addr_add(self.index, addr, 32, true) {
-            Ok(()) => info!("holding old address {addr}/32 on {}", self.iface),
+            Ok(()) => info!("holding old address {addr}/32 on {}", self.name),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => warn!("cannot hold {addr}: {e}"),
         }
     }
 
-    /// New connections must use the current address: give the default
-    /// route through this interface `src <current>`.
-    pub fn fix_default_route(&mut self) {
-        let Some(cur) = self.node.current() else {
+    /// After a change of addresses (a flush removes several at once):
+    /// every held /32 that is missing is put back.
+    pub fn restore_missing(&mut self) {
+        let present: Vec<Ipv4Addr> = self
+            .nl
+            .addrs(Some(self.index))
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.prefix_len == 32)
+            .map(|a| a.addr)
+            .collect();
+        let missing: Vec<Ipv4Addr> = self
+            .held
+            .iter()
+            .filter(|a| !present.contains(a))
+            .copied()
+            .collect();
+        for a in missing {
+            self.put_back(a);
+        }
+    }
+
+    /// New connections must use the current address `cur`: give the
+    /// default route through this interface `src <cur>`.
+    pub fn fix_default_route(&mut self, cur: Option<Ipv4Addr>) {
+        let Some(cur) = cur else {
             return;
         };
         let Ok(routes) = self.nl.routes(MAIN_TABLE) else {

@@ -3,7 +3,6 @@
 //! held addresses), the interface watched over rtnetlink, sockets on old
 //! addresses counted through sock_diag, and its identity saved.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -17,8 +16,7 @@ use sims_linux::netlink::Netlink;
 use sims_linux::{sockdiag, udp};
 use sims_proto::node::{Action, Node, NodeConfig};
 
-use crate::addrs::{tune_arp, MAIN_TABLE};
-use crate::Args;
+use crate::addrs::{tune_arp, Iface, MAIN_TABLE};
 
 /// In the state directory: where `sims-node status` asks.
 pub const SOCKET_FILE: &str = "sims-node.sock";
@@ -26,14 +24,10 @@ pub const SOCKET_FILE: &str = "sims-node.sock";
 const CENSUS_MS: u64 = 250;
 
 pub struct Client {
-    pub iface: String,
-    pub index: u32,
-    pub nl: Netlink,
+    pub iface: Iface,
     pub node: Node,
     sock: UdpSocket,
     port: u16,
-    /// Old addresses kept as /32 on the interface.
-    pub held: BTreeSet<Ipv4Addr>,
     state_file: PathBuf,
     /// What the state file holds.
     saved: Vec<u8>,
@@ -75,43 +69,36 @@ impl Client {
                         debug!("solicitation: {e}");
                     }
                 }
-                Action::HoldAddress(addr) => {
-                    self.held.insert(addr);
-                    self.hold(addr);
-                }
-                Action::DropAddress(addr) => {
-                    if self.held.remove(&addr) {
-                        info!("dropping old address {addr}");
-                        let _ = self.nl.addr_del(self.index, addr, 32);
-                    }
-                }
+                Action::HoldAddress(addr) => self.iface.hold(addr),
+                Action::DropAddress(addr) => self.iface.drop_held(addr),
             }
         }
     }
 
     fn address_changed(&mut self) {
-        let cur = self.dhcp_address();
+        let cur = self.iface.dhcp_address();
         if cur != self.node.current() {
             let mut acts = Vec::new();
             self.node.set_address(now(), cur, &mut acts);
             self.execute(acts);
-            self.fix_default_route();
+            self.iface.fix_default_route(self.node.current());
         }
     }
 
     fn on_events(&mut self, events: &[Event]) {
         let mut addr_change = false;
         let mut route_change = false;
+        let index = self.iface.index;
         for ev in events {
             match ev {
-                Event::AddrDel(a) if a.index == self.index => {
-                    if a.prefix_len == 32 && self.held.contains(&a.addr) {
-                        self.hold(a.addr);
+                Event::AddrDel(a) if a.index == index => {
+                    if a.prefix_len == 32 && self.iface.is_held(a.addr) {
+                        self.iface.put_back(a.addr);
                     }
                     addr_change = true;
                 }
-                Event::AddrNew(a) if a.index == self.index => addr_change = true,
-                Event::LinkNew(l) if l.index == self.index => addr_change = true,
+                Event::AddrNew(a) if a.index == index => addr_change = true,
+                Event::LinkNew(l) if l.index == index => addr_change = true,
                 Event::RouteNew(r) if r.table == MAIN_TABLE && r.dst_len == 0 => {
                     route_change = true
                 }
@@ -119,28 +106,11 @@ impl Client {
             }
         }
         if addr_change {
-            // A flush removes several at once: re-check every held one.
-            let present: Vec<Ipv4Addr> = self
-                .nl
-                .addrs(Some(self.index))
-                .unwrap_or_default()
-                .iter()
-                .filter(|a| a.prefix_len == 32)
-                .map(|a| a.addr)
-                .collect();
-            let missing: Vec<Ipv4Addr> = self
-                .held
-                .iter()
-                .filter(|a| !present.contains(a))
-                .copied()
-                .collect();
-            for a in missing {
-                self.hold(a);
-            }
+            self.iface.restore_missing();
             self.address_changed();
         }
         if route_change {
-            self.fix_default_route();
+            self.iface.fix_default_route(self.node.current());
         }
     }
 
@@ -160,8 +130,8 @@ impl Client {
     }
 }
 
-pub fn run(args: &Args, iface: &str) -> Result<(), String> {
-    let dir = Path::new(&args.state_dir);
+/// Runs the node on `iface` until SIGTERM or SIGINT.
+pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
     let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
@@ -171,14 +141,14 @@ pub fn run(args: &Args, iface: &str) -> Result<(), String> {
         .map_err(|e| format!("netlink: {e}"))?
         .ok_or_else(|| format!("interface {iface} not found"))?;
     tune_arp(iface);
-    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, args.port);
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let sock =
         udp::bind_udp(any, Some(iface), true, true).map_err(|e| format!("bind {any}: {e}"))?;
     let mut seed = [0u8; 32];
     sims_linux::random_bytes(&mut seed).map_err(|e| format!("random: {e}"))?;
     let cfg = NodeConfig {
-        port: args.port,
-        grace_ms: args.grace_ms,
+        port,
+        grace_ms,
         ..NodeConfig::default()
     };
     let mac = link.mac.unwrap_or_default();
@@ -207,13 +177,10 @@ pub fn run(args: &Args, iface: &str) -> Result<(), String> {
     let mut c = Client {
         state_file,
         saved: Vec::new(),
-        iface: iface.to_string(),
-        index: link.index,
-        nl,
+        iface: Iface::new(iface, link.index, nl),
         node,
         sock,
-        port: args.port,
-        held: BTreeSet::new(),
+        port,
     };
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
     info!("sims-node on {iface}");

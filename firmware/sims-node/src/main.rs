@@ -47,11 +47,11 @@ enum Cmd {
     Help,
 }
 
-pub struct Args {
+struct Args {
     iface: Option<String>,
-    pub state_dir: String,
-    pub grace_ms: u64,
-    pub port: u16,
+    state_dir: String,
+    grace_ms: u64,
+    port: u16,
     cmd: Cmd,
 }
 
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         }
         Cmd::Run => args.iface.clone().unwrap_or_default(),
     };
-    match run(&args, &iface) {
+    match run(&iface, Path::new(&args.state_dir), args.grace_ms, args.port) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -15,7 +15,7 @@ impl Client {
         let _ = write!(
             s,
             "{{\"iface\":{},\"node\":\"{}\",\"current\":",
-            q(&self.iface),
+            q(&self.iface.name),
             hex(&self.node.key()[..8])
         );
         match self.node.current() {
