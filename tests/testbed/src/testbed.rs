@@ -44,7 +44,7 @@ pub const MN_IFACE: &str = "mn0";
 pub const SIMS_PROTO: u32 = 153;
 pub const SIMS_TABLE: u32 = 144;
 
-/// The udhcpc event script shipped in `tests/udhcpc.script`.
+/// The udhcpc event script shipped in `tests/testbed/udhcpc.script`.
 pub const UDHCPC_SCRIPT: &str = include_str!("../udhcpc.script");
 
 const ROLES: [&str; 7] = ["cn", "inet", "ma-a", "ma-b", "ma-c", "mn", "lanhost-a"];
@@ -227,10 +227,11 @@ impl Options {
     }
 }
 
-/// The workspace root (this crate lives in `<workspace>/tests`).
+/// The workspace root (this crate lives in `<workspace>/tests/testbed`).
 pub fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .expect("workspace")
         .to_path_buf()
 }

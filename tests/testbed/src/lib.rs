@@ -2,7 +2,7 @@
 //! client (busybox udhcpc), an fw4-like nftables firewall with NAT, the
 //! SIMS daemons, and checked TCP streams (`sims-traffic`) across moves.
 //!
-//! Shared by the scenario tests (`tests/tests/*.rs`), `cargo xtask demo`
+//! Shared by the scenario tests (`tests/testbed/tests/*.rs`), `cargo xtask demo`
 //! and `cargo xtask bench handover`. See [`testbed::Testbed`].
 
 pub mod config;

@@ -38,7 +38,7 @@ fn main() {
         _ => {
             eprintln!(
                 "usage: sims-traffic serve|stream|whoami|probe|now [options]\n\
-                 see the source header (tests/src/bin/sims-traffic.rs) for options"
+                 see the source header (tests/testbed/src/bin/sims-traffic.rs) for options"
             );
             Ok(2)
         }
