@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataplane;
 pub mod garbage;
 pub mod harness;
+pub mod product;
 pub mod session;
 pub mod status;
 pub mod sys;
