@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::Testbed;
+use crate::product::{SIMS_NFT_TABLE, SIMS_PROTO};
 use crate::sys::{nft_bin, tail};
 
 impl Testbed {
@@ -91,9 +92,10 @@ impl Testbed {
                     .map(|st| st.raw.to_string())
                     .unwrap_or_else(|e| e)
             );
+            let proto = SIMS_PROTO.to_string();
             for args in [
                 vec!["-4", "rule", "show"],
-                vec!["-4", "route", "show", "table", "all", "proto", "153"],
+                vec!["-4", "route", "show", "table", "all", "proto", &proto],
                 vec!["-br", "link", "show"],
                 vec!["-4", "-br", "addr", "show"],
                 vec!["-s", "-d", "link", "show", "type", "ipip"],
@@ -108,10 +110,10 @@ impl Testbed {
             }
             let _ = writeln!(
                 o,
-                "$ nft list table inet sims\n{}",
+                "$ nft list table inet {SIMS_NFT_TABLE}\n{}",
                 ns.run(
                     nft_bin(),
-                    &["list", "table", "inet", "sims"],
+                    &["list", "table", "inet", SIMS_NFT_TABLE],
                     Duration::from_secs(5)
                 )
                 .unwrap_or_else(|e| e)

@@ -4,12 +4,16 @@
 use std::time::Duration;
 
 use super::{Ma, Testbed};
-use crate::product::{SIMS_PROTO, SIMS_TABLE};
+use crate::product::{
+    SIMS_MARK_RULE_PRIORITY, SIMS_NFT_TABLE, SIMS_PROTO, SIMS_RULE_PRIORITY, SIMS_TABLE,
+    TUNNEL_PREFIX,
+};
 use crate::sys::{nft_bin, wait_for, Netns, Result};
 
-/// What SIMS left in an agent's kernel: rules at priority 1000/1001 (or
-/// with protocol 153), proto-153 routes in any table, `sims-*` links and
-/// elements in the `inet sims` sets.
+/// What SIMS left in an agent's kernel: rules at simsd's priorities
+/// (1000, 1001) or with its protocol (153), proto-153 routes in any table
+/// and anything in table 144, `sims-*` links and elements in the
+/// `inet sims` sets (the names and numbers: [`crate::product`]).
 #[derive(Clone, Debug, Default)]
 pub struct KernelState {
     pub rules: Vec<String>,
@@ -45,7 +49,10 @@ impl Testbed {
             .lines()
             .filter(|l| {
                 let prio = l.split(':').next().unwrap_or("").trim();
-                prio == "1000" || prio == "1001" || l.contains(&format!("proto {SIMS_PROTO}"))
+                [SIMS_RULE_PRIORITY, SIMS_MARK_RULE_PRIORITY]
+                    .iter()
+                    .any(|p| prio == p.to_string())
+                    || l.contains(&format!("proto {SIMS_PROTO}"))
             })
             .map(str::to_string)
             .collect();
@@ -80,12 +87,12 @@ impl Testbed {
         }
         let tunnel_kinds = parse_link_kinds(&ns.ip(&["-d", "-o", "link", "show"])?)
             .into_iter()
-            .filter(|(n, _)| n.starts_with("sims-"))
+            .filter(|(n, _)| n.starts_with(TUNNEL_PREFIX))
             .collect::<Vec<_>>();
         let tunnels = tunnel_kinds.iter().map(|(n, _)| n.clone()).collect();
         let nft = ns.run(
             nft_bin(),
-            &["list", "table", "inet", "sims"],
+            &["list", "table", "inet", SIMS_NFT_TABLE],
             Duration::from_secs(10),
         );
         let (nft_table, set_elements) = match nft {
