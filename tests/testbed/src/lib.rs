@@ -5,17 +5,22 @@
 //! Shared by the scenario tests (`tests/testbed/tests/*.rs`), `cargo xtask demo`
 //! and `cargo xtask bench handover`. See [`testbed::Testbed`].
 
+pub mod bench_dataplane;
+pub mod bench_handover;
 pub mod config;
-pub mod dataplane;
 pub mod garbage;
 pub mod harness;
 pub mod product;
+mod run;
 pub mod session;
 pub mod status;
 pub mod sys;
 pub mod testbed;
 pub mod traffic;
 
+/// The old name of [`bench_dataplane`] (a benchmark, not simsd's data
+/// plane), kept while xtask/src/vmbench.rs still imports it by that name.
+pub use bench_dataplane as dataplane;
 pub use garbage::{garbage_datagrams, Prng};
 pub use session::{Dir, Session, StreamSpec, Whoami};
 pub use status::{AgentBinding, AgentStatus, NodeBinding, NodeStatus, PeerStats};
