@@ -8,6 +8,7 @@
 pub mod bench_dataplane;
 pub mod bench_handover;
 pub mod config;
+pub mod forge;
 pub mod garbage;
 pub mod harness;
 pub mod product;
