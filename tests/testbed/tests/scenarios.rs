@@ -17,6 +17,7 @@ use sims_proto::msg::{OldBinding, Status, TunnelRequest};
 use sims_testbed::forge::{
     key_in_status, keypair, redirect_proof, registration, result_for, tunnel_request, unix_now,
 };
+use sims_testbed::product::{tunnel_name, SIMS_MARK_RULE_PRIORITY, SIMS_RULE_PRIORITY};
 use sims_testbed::*;
 
 /// Scenario 1: A → B mid-stream: both directions verified, no reset, stall reported.
@@ -393,10 +394,11 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     let visitor = wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
     assert_eq!(home.node, key_in_status(&k1));
     assert_eq!(visitor.node, key_in_status(&k1));
-    for (x, tunnel) in [(Ma::A, "sims-ma-b"), (Ma::B, "sims-ma-a")] {
+    for (x, peer) in [(Ma::A, Ma::B), (Ma::B, Ma::A)] {
+        let tunnel = tunnel_name(&peer.id());
         let k = tb.agent_kernel_state(x).unwrap();
         assert!(
-            k.tunnels.iter().any(|t| t == tunnel)
+            k.tunnels.contains(&tunnel)
                 && k.set_elements.iter().any(|e| e.contains(&a().to_string())),
             "{} carries 10.1.0.50 through {tunnel}: {k:?}",
             x.id()
@@ -677,9 +679,10 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
         let before = tb.agent_kernel_state(x).unwrap().rules;
         assert!(!before.is_empty(), "{}: no SIMS rules to flush", x.id());
         // What netifd does: every non-default rule goes.
-        for pref in ["1000", "1001"] {
+        for pref in [SIMS_RULE_PRIORITY, SIMS_MARK_RULE_PRIORITY] {
             let ns = tb.agent(x);
-            let del = ["rule", "del", "pref", pref];
+            let pref = pref.to_string();
+            let del = ["rule", "del", "pref", &pref];
             let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
             let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
         }
@@ -713,7 +716,7 @@ fn s10_reload_refuses_bad_config_and_keeps_bindings() {
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     let conf = tb.agent_dir(Ma::A).join("sims.conf");
     let good = std::fs::read_to_string(&conf).unwrap();
-    let bad = good.replace("option port '4434'", "option port 'forty'");
+    let bad = good.replace(&format!("option port '{SIMS_PORT}'"), "option port 'forty'");
     assert_ne!(good, bad);
     std::fs::write(&conf, &bad).unwrap();
     tb.signal_agent(Ma::A, libc::SIGHUP).unwrap();
