@@ -7,7 +7,6 @@
 
 pub mod bench_dataplane;
 pub mod bench_handover;
-pub mod config;
 pub mod forge;
 pub mod garbage;
 pub mod harness;
@@ -26,6 +25,7 @@ pub use garbage::{garbage_datagrams, Prng};
 pub use session::{Dir, Session, StreamSpec, Whoami};
 pub use status::{AgentBinding, AgentStatus, NodeBinding, NodeStatus, PeerStats};
 pub use sys::{wait_for, Netns};
+pub use testbed::config;
 pub use testbed::{
     cleanup_stale, default_bin_dir, skip_reason, workspace_dir, KernelState, Ma, MoveInfo, Options,
     Testbed, CN_IP, CN_PORT, MN_IFACE, MN_MAC, SIMS_PORT, SIMS_PROTO, SIMS_TABLE,

@@ -15,7 +15,7 @@ use crate::sys::{kill_pid, stop_child, tail, wait_for, Result};
 impl Testbed {
     /// The UCI config simsd reads (`<dir>/ma-X/sims.conf`).
     pub fn agent_config(&self, x: Ma) -> String {
-        crate::config::agent_config(x, &self.opts, |x, y| self.key(x, y).to_string())
+        super::config::agent_config(x, &self.opts, |x, y| self.key(x, y).to_string())
     }
 
     pub fn agent_config_path(&self, x: Ma) -> PathBuf {

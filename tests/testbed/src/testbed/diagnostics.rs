@@ -2,8 +2,7 @@
 //! (log tails, sessions, each agent's status and SIMS kernel state) and
 //! the `$SIMS_TESTBED_REPORT` lines harnesses check.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,22 +11,6 @@ use crate::product::{SIMS_NFT_TABLE, SIMS_PROTO};
 use crate::sys::{nft_bin, tail};
 
 impl Testbed {
-    /// Appends a line to `$SIMS_TESTBED_REPORT` (once per distinct line
-    /// and testbed), for harnesses that check what the tests exercised
-    /// (the VM suite: which backends ran, which tunnel kinds existed).
-    pub(super) fn report(&self, what: &str) {
-        let Some(path) = std::env::var_os("SIMS_TESTBED_REPORT") else {
-            return;
-        };
-        let line = format!("test={} {what}", self.opts.label);
-        if !self.reported.borrow_mut().insert(line.clone()) {
-            return;
-        }
-        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-
     /// Marks the testbed failed: Drop prints logs and keeps the run dir.
     pub fn mark_failed(&mut self) {
         self.failed = true;

@@ -15,7 +15,35 @@
 //! kills every process the testbed started (by PID) and deletes its
 //! namespaces, also when a test fails.
 
+//!
+//! This file holds the [`Testbed`]'s state and its naming; each concern
+//! has its own file, an `impl Testbed` block where it needs the state:
+//!
+//! | file | concern |
+//! | --- | --- |
+//! | addresses.rs | the address plan: [`Ma`], the CN, the node's interface |
+//! | options.rs | [`Options`]: what a testbed is built with |
+//! | host.rs | what the host must provide ([`skip_reason`]), where the binaries are |
+//! | config.rs | the texts written per agent: simsd's UCI config, the fw4 ruleset |
+//! | topology.rs | [`Testbed::new`]: namespaces, links, bridges, sysctls, firewall; WAN delay |
+//! | process.rs | started processes: spawn, stamped logs, PID records, reaping |
+//! | daemons.rs | simsd and sims-node: start, signals, status, waiting for a status |
+//! | dhcp.rs | dnsmasq, udhcpc and its script, the node's addresses |
+//! | moves.rs | the node's link moves ([`MoveInfo`]) |
+//! | streams.rs | the CN server, checked streams, `whoami`, the probe |
+//! | kernel.rs | [`KernelState`]: SIMS's rules, routes, tunnels, set elements |
+//! | report.rs | `$SIMS_TESTBED_REPORT` lines |
+//! | diagnostics.rs | what is printed when a test fails |
+//! | cleanup.rs | teardown (Drop) and [`cleanup_stale`] |
+//!
+//! Dependencies between them point one way (topology builds with dhcp,
+//! streams and daemons; daemons use moves and report; diagnostics uses
+//! daemons; cleanup uses diagnostics), and none of them needs this file's
+//! children except through the state here.
+
+mod addresses;
 mod cleanup;
+pub mod config;
 mod daemons;
 mod dhcp;
 mod diagnostics;
@@ -24,33 +52,34 @@ mod kernel;
 mod moves;
 mod options;
 mod process;
+mod report;
 mod streams;
 mod topology;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Child, ExitStatus};
 
-use crate::sys::{Netns, Result, TestbedLock};
+use crate::sys::{Netns, TestbedLock};
 
 pub use crate::product::{SIMS_PORT, SIMS_PROTO, SIMS_TABLE};
+pub use addresses::{Ma, CN_IP, CN_PORT, MN_IFACE, MN_MAC};
 pub use cleanup::cleanup_stale;
 pub use dhcp::{parse_addrs, UDHCPC_SCRIPT};
 pub use host::{default_bin_dir, skip_reason, workspace_dir};
 pub use kernel::{parse_link_kinds, KernelState};
 pub use moves::MoveInfo;
 pub use options::Options;
-pub use topology::{Ma, CN_IP, CN_PORT, MN_IFACE, MN_MAC};
 
-use cleanup::run_dir_for;
-use host::default_traffic_bin;
-use process::Proc;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// A process the testbed started (see process.rs).
+struct Proc {
+    label: String,
+    child: Child,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
 
 pub struct Testbed {
     pub prefix: String,
@@ -74,63 +103,6 @@ pub struct Testbed {
 }
 
 impl Testbed {
-    /// Builds the whole testbed (namespaces, links, firewall, dnsmasq, the
-    /// CN server). Daemons are started separately (`start_agents`,
-    /// `start_node`).
-    pub fn new(opts: Options) -> Result<Testbed> {
-        let lock = TestbedLock::acquire(Duration::from_secs(1800))?;
-        cleanup_stale();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("s{}-{}-", std::process::id(), n);
-        let dir = run_dir_for(&prefix);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).map_err(|e| format!("create {dir:?}: {e}"))?;
-        let bin_dir = opts.bin_dir.clone().unwrap_or_else(default_bin_dir);
-        let traffic_bin = opts
-            .traffic_bin
-            .clone()
-            .unwrap_or_else(|| default_traffic_bin(&bin_dir));
-        let mut keys = HashMap::new();
-        for (i, &x) in Ma::ALL.iter().enumerate() {
-            for &y in &Ma::ALL[i + 1..] {
-                let k = crate::config::random_key_hex();
-                keys.insert((x, y), k.clone());
-                keys.insert((y, x), k);
-            }
-        }
-        let mut tb = Testbed {
-            prefix,
-            dir,
-            opts,
-            bin_dir,
-            traffic_bin,
-            namespaces: Vec::new(),
-            procs: Vec::new(),
-            agent_proc: HashMap::new(),
-            node_proc: None,
-            cn_proc: None,
-            location: Ma::A,
-            attached: false,
-            keys,
-            seq: Cell::new(0),
-            reported: Default::default(),
-            failed: false,
-            _lock: lock,
-        };
-        let t0 = Instant::now();
-        if let Err(e) = tb.build() {
-            tb.failed = true;
-            return Err(format!("testbed setup failed: {e}"));
-        }
-        eprintln!(
-            "[testbed] {} ready in {:.0} ms ({})",
-            tb.prefix,
-            t0.elapsed().as_secs_f64() * 1e3,
-            tb.dir.display()
-        );
-        Ok(tb)
-    }
-
     // ------------------------------------------------------------ naming
 
     pub fn ns(&self, role: &str) -> Netns {
@@ -180,7 +152,7 @@ impl Testbed {
     }
     /// The agents a given agent lists as peers.
     pub fn peers_of(&self, x: Ma) -> Vec<Ma> {
-        crate::config::peers_of(x, &self.opts)
+        config::peers_of(x, &self.opts)
     }
     /// The shared key of the agreement between x and y.
     pub fn key(&self, x: Ma, y: Ma) -> &str {

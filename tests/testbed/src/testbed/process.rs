@@ -5,18 +5,11 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 
-use super::Testbed;
+use super::{Proc, Testbed};
 use crate::sys::{die_with_parent, Netns, Result};
 use crate::traffic::mono_ns;
-
-pub(super) struct Proc {
-    pub(super) label: String,
-    pub(super) child: Child,
-    pub(super) log: PathBuf,
-    pub(super) exited: Option<ExitStatus>,
-}
 
 impl Testbed {
     pub(super) fn record_pid(&self, pid: u32) {

@@ -1,80 +1,82 @@
-//! The testbed's topology: who is where (the agents and their addresses),
-//! the namespaces, links, bridges and sysctls, the agents' fw4-like
-//! firewall, and the WAN delay.
+//! Building the testbed ([`Testbed::new`]): the namespaces, links,
+//! bridges and sysctls, each agent's config and fw4-like firewall, dnsmasq
+//! and the CN server; and the WAN delay.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::fs;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
+use super::cleanup::run_dir_for;
 use super::dhcp::UDHCPC_SCRIPT;
-use super::Testbed;
-use crate::sys::{ip_bin, nft_bin, Netns, Result};
+use super::host::default_traffic_bin;
+use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
+use super::{CN_IP, MN_IFACE, MN_MAC};
+use crate::sys::{ip_bin, nft_bin, Netns, Result, TestbedLock};
 
-/// The correspondent node (runs `sims-traffic serve`).
-pub const CN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-pub const CN_PORT: u16 = 5001;
-pub const MN_MAC: &str = "02:00:00:00:00:50";
-pub const MN_IFACE: &str = "mn0";
-
-/// One of the three mobility agents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Ma {
-    A,
-    B,
-    C,
-}
-
-impl Ma {
-    pub const ALL: [Ma; 3] = [Ma::A, Ma::B, Ma::C];
-
-    /// 1, 2, 3: the X in all its addresses.
-    pub fn n(self) -> u8 {
-        match self {
-            Ma::A => 1,
-            Ma::B => 2,
-            Ma::C => 3,
-        }
-    }
-    pub fn letter(self) -> char {
-        (b'a' + self.n() - 1) as char
-    }
-    /// Agent id and namespace role: `ma-a`.
-    pub fn id(self) -> String {
-        format!("ma-{}", self.letter())
-    }
-    pub fn from_id(id: &str) -> Option<Ma> {
-        Ma::ALL.into_iter().find(|m| m.id() == id)
-    }
-    pub fn wan_ip(self) -> Ipv4Addr {
-        Ipv4Addr::new(100, 64, self.n(), 2)
-    }
-    pub fn inet_ip(self) -> Ipv4Addr {
-        Ipv4Addr::new(100, 64, self.n(), 1)
-    }
-    pub fn lan_gw(self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.n(), 0, 1)
-    }
-    pub fn lan_prefix(self) -> String {
-        format!("10.{}.0.0/24", self.n())
-    }
-    /// The address dnsmasq gives the mobile node on this agent's LAN.
-    pub fn node_addr(self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.n(), 0, 50)
-    }
-    pub fn provider(self) -> String {
-        format!("provider-{}", self.letter())
-    }
-}
-
-impl std::fmt::Display for Ma {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.letter().to_ascii_uppercase())
-    }
-}
+static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 impl Testbed {
+    /// Builds the whole testbed (namespaces, links, firewall, dnsmasq, the
+    /// CN server). Daemons are started separately (`start_agents`,
+    /// `start_node`).
+    pub fn new(opts: Options) -> Result<Testbed> {
+        let lock = TestbedLock::acquire(Duration::from_secs(1800))?;
+        cleanup_stale();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("s{}-{}-", std::process::id(), n);
+        let dir = run_dir_for(&prefix);
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).map_err(|e| format!("create {dir:?}: {e}"))?;
+        let bin_dir = opts.bin_dir.clone().unwrap_or_else(default_bin_dir);
+        let traffic_bin = opts
+            .traffic_bin
+            .clone()
+            .unwrap_or_else(|| default_traffic_bin(&bin_dir));
+        let mut keys = HashMap::new();
+        for (i, &x) in Ma::ALL.iter().enumerate() {
+            for &y in &Ma::ALL[i + 1..] {
+                let k = config::random_key_hex();
+                keys.insert((x, y), k.clone());
+                keys.insert((y, x), k);
+            }
+        }
+        let mut tb = Testbed {
+            prefix,
+            dir,
+            opts,
+            bin_dir,
+            traffic_bin,
+            namespaces: Vec::new(),
+            procs: Vec::new(),
+            agent_proc: HashMap::new(),
+            node_proc: None,
+            cn_proc: None,
+            location: Ma::A,
+            attached: false,
+            keys,
+            seq: Cell::new(0),
+            reported: Default::default(),
+            failed: false,
+            _lock: lock,
+        };
+        let t0 = Instant::now();
+        if let Err(e) = tb.build() {
+            tb.failed = true;
+            return Err(format!("testbed setup failed: {e}"));
+        }
+        eprintln!(
+            "[testbed] {} ready in {:.0} ms ({})",
+            tb.prefix,
+            t0.elapsed().as_secs_f64() * 1e3,
+            tb.dir.display()
+        );
+        Ok(tb)
+    }
+
     fn add_ns(&mut self, role: &str) -> Result<Netns> {
         let ns = self.ns(role);
         self.namespaces.push(ns.clone());
@@ -246,7 +248,7 @@ impl Testbed {
 
     /// The fw4-like ruleset of an agent.
     pub fn firewall_ruleset(&self, x: Ma) -> String {
-        crate::config::firewall_ruleset(&crate::config::peers_of(x, &self.opts))
+        config::firewall_ruleset(&config::peers_of(x, &self.opts))
     }
 
     fn load_firewall(&self, x: Ma) -> Result<()> {

@@ -3,8 +3,8 @@
 
 use std::fs::File;
 
+use super::{Ma, Options};
 use crate::product::{SIMS_PORT, TUNNEL_PREFIX};
-use crate::testbed::{Ma, Options};
 
 /// The agents `x`'s config lists as peers (all others, minus omitted ones).
 pub fn peers_of(x: Ma, opts: &Options) -> Vec<Ma> {
