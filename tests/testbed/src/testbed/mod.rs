@@ -14,7 +14,6 @@
 //! Everything is named `<prefix><role>` with `prefix = s<pid>-<n>-`; Drop
 //! kills every process the testbed started (by PID) and deletes its
 //! namespaces, also when a test fails.
-
 //!
 //! This file holds the [`Testbed`]'s state and its naming; each concern
 //! has its own file, an `impl Testbed` block where it needs the state:
@@ -36,10 +35,10 @@
 //! | diagnostics.rs | what is printed when a test fails |
 //! | cleanup.rs | teardown (Drop) and [`cleanup_stale`] |
 //!
-//! Dependencies between them point one way (topology builds with dhcp,
-//! streams and daemons; daemons use moves and report; diagnostics uses
-//! daemons; cleanup uses diagnostics), and none of them needs this file's
-//! children except through the state here.
+//! Between the files, dependencies point one way: addresses < options <
+//! config; dhcp < moves < daemons < diagnostics < cleanup; process and
+//! report are used by several; topology, which builds the whole testbed,
+//! comes last. All of them share only the state and naming in this file.
 
 mod addresses;
 mod cleanup;
