@@ -10,6 +10,7 @@ pub mod bench_handover;
 pub mod forge;
 pub mod garbage;
 pub mod harness;
+pub mod netns;
 pub mod product;
 mod run;
 pub mod session;
@@ -22,9 +23,10 @@ pub mod traffic;
 /// plane), kept while xtask/src/vmbench.rs still imports it by that name.
 pub use bench_dataplane as dataplane;
 pub use garbage::{garbage_datagrams, Prng};
+pub use netns::Netns;
 pub use session::{Dir, Session, StreamSpec, Whoami};
 pub use status::{AgentBinding, AgentStatus, NodeBinding, NodeStatus, PeerStats};
-pub use sys::{wait_for, Netns};
+pub use sys::wait_for;
 pub use testbed::config;
 pub use testbed::{
     cleanup_stale, default_bin_dir, skip_reason, workspace_dir, KernelState, Ma, MoveInfo, Options,

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use super::{Ma, Testbed};
+use crate::netns::Netns;
 use crate::product::{
     SIMS_MARK_RULE_PRIORITY, SIMS_NFT_TABLE, SIMS_PROTO, SIMS_RULE_PRIORITY, SIMS_TABLE,
     TUNNEL_PREFIX,
 };
-use crate::sys::{nft_bin, wait_for, Netns, Result};
+use crate::sys::{nft_bin, wait_for, Result};
 
 /// What SIMS left in an agent's kernel: rules at simsd's priorities
 /// (1000, 1001) or with its protocol (153), proto-153 routes in any table

@@ -61,7 +61,8 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::{Child, ExitStatus};
 
-use crate::sys::{Netns, TestbedLock};
+use crate::netns::Netns;
+use crate::sys::TestbedLock;
 
 pub use crate::product::{SIMS_PORT, SIMS_PROTO, SIMS_TABLE};
 pub use addresses::{Ma, CN_IP, CN_PORT, MN_IFACE, MN_MAC};

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 
 use super::{Proc, Testbed};
-use crate::sys::{die_with_parent, Netns, Result};
+use crate::netns::Netns;
+use crate::sys::{die_with_parent, Result};
 use crate::traffic::mono_ns;
 
 impl Testbed {

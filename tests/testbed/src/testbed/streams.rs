@@ -8,8 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::{Testbed, CN_PORT, MN_IFACE};
+use crate::netns::Netns;
 use crate::session::{Dir, Session, StreamSpec, Whoami};
-use crate::sys::{die_with_parent, tail, wait_for, Netns, Result};
+use crate::sys::{die_with_parent, tail, wait_for, Result};
 use crate::traffic::Progress;
 
 impl Testbed {

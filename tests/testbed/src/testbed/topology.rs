@@ -15,7 +15,8 @@ use super::dhcp::UDHCPC_SCRIPT;
 use super::host::default_traffic_bin;
 use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
 use super::{CN_IP, MN_IFACE, MN_MAC};
-use crate::sys::{ip_bin, nft_bin, Netns, Result, TestbedLock};
+use crate::netns::Netns;
+use crate::sys::{ip_bin, nft_bin, Result, TestbedLock};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
