@@ -3,7 +3,8 @@
 
 use std::fs::File;
 
-use crate::testbed::{Ma, Options, SIMS_PORT};
+use super::{Ma, Options};
+use crate::product::{SIMS_PORT, TUNNEL_PREFIX};
 
 /// The agents `x`'s config lists as peers (all others, minus omitted ones).
 pub fn peers_of(x: Ma, opts: &Options) -> Vec<Ma> {
@@ -94,8 +95,8 @@ pub fn firewall_ruleset(peers: &[Ma]) -> String {
          \t\ttype filter hook forward priority filter; policy drop;\n\
          \t\tct state established,related accept\n\
          \t\tiifname \"br-lan\" accept\n\
-         \t\tiifname \"sims-*\" accept\n\
-         \t\toifname \"sims-*\" accept\n\
+         \t\tiifname \"{TUNNEL_PREFIX}*\" accept\n\
+         \t\toifname \"{TUNNEL_PREFIX}*\" accept\n\
          \t}}\n\
          \tchain output {{\n\
          \t\ttype filter hook output priority filter; policy accept;\n\
@@ -164,6 +165,10 @@ mod tests {
         assert!(fw
             .contains("iifname \"wan\" udp dport 4434 ip saddr { 100.64.2.2, 100.64.3.2 } accept"));
         assert!(fw.contains("policy drop") && fw.contains("oifname \"wan\" masquerade"));
+        assert!(
+            fw.contains("iifname \"sims-*\" accept") && fw.contains("oifname \"sims-*\" accept"),
+            "simsd's tunnels are forwarded: {fw}"
+        );
         let none = firewall_ruleset(&[]);
         assert!(
             !none.contains("l4proto 4"),

@@ -23,10 +23,11 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_interrupts, interrupted};
+use crate::product::{nft_set_out, SIMS_NFT_TABLE, SIMS_PROTO, SIMS_RULE_PRIORITY, SIMS_TABLE};
+use crate::run::{catch_interrupts, check_interrupt, run_options};
 use crate::session::{Dir, StreamSpec};
 use crate::sys::{nft_bin, wait_for, Result};
-use crate::testbed::{Ma, Testbed, CN_IP, SIMS_PROTO, SIMS_TABLE};
+use crate::testbed::{Ma, Testbed, CN_IP};
 
 pub struct DataplaneOptions {
     pub bin_dir: PathBuf,
@@ -98,21 +99,13 @@ pub fn run_dataplane_bench(o: &DataplaneOptions) -> Result<DataplaneReport> {
     if o.pairs < 1 {
         return Err("pairs must be at least 1".into());
     }
-    let opts = crate::harness::run_options(&o.bin_dir, &o.traffic_bin, "bench-dataplane");
+    let opts = run_options(&o.bin_dir, &o.traffic_bin, "bench-dataplane");
     let mut tb = Testbed::new(opts)?;
     let r = body(&mut tb, o);
     if r.is_err() {
         tb.mark_failed();
     }
     r
-}
-
-fn check_interrupt() -> Result<()> {
-    if interrupted() {
-        Err("interrupted".into())
-    } else {
-        Ok(())
-    }
 }
 
 /// Mbit/s of a checked CN → node stream from `bind`, as fast as TCP goes.
@@ -209,7 +202,7 @@ fn synth_addr(i: usize) -> Ipv4Addr {
 fn install_bindings(tb: &Testbed, x: Ma, n: usize) -> Result<()> {
     let ns = tb.agent(x);
     let mut lines = vec![format!(
-        "rule add priority 1000 lookup {SIMS_TABLE} proto {SIMS_PROTO}"
+        "rule add priority {SIMS_RULE_PRIORITY} lookup {SIMS_TABLE} proto {SIMS_PROTO}"
     )];
     for i in 0..n {
         lines.push(format!(
@@ -219,10 +212,11 @@ fn install_bindings(tb: &Testbed, x: Ma, n: usize) -> Result<()> {
     }
     ns.ip_batch_timeout(&lines, Duration::from_secs(300))?;
     let elems: Vec<String> = (0..n).map(|i| synth_addr(i).to_string()).collect();
+    let set = nft_set_out(0);
     let mut script = String::new();
     for chunk in elems.chunks(2000) {
         script.push_str(&format!(
-            "add element inet sims out_0 {{ {} }}\n",
+            "add element inet {SIMS_NFT_TABLE} {set} {{ {} }}\n",
             chunk.join(", ")
         ));
     }
@@ -233,11 +227,11 @@ fn install_bindings(tb: &Testbed, x: Ma, n: usize) -> Result<()> {
 
 fn remove_bindings(tb: &Testbed, x: Ma) -> Result<()> {
     let ns = tb.agent(x);
-    ns.ip(&["rule", "del", "priority", "1000"])?;
+    ns.ip(&["rule", "del", "priority", &SIMS_RULE_PRIORITY.to_string()])?;
     ns.ip(&["route", "flush", "table", &SIMS_TABLE.to_string()])?;
     ns.run(
         nft_bin(),
-        &["flush", "set", "inet", "sims", "out_0"],
+        &["flush", "set", "inet", SIMS_NFT_TABLE, &nft_set_out(0)],
         Duration::from_secs(60),
     )
     .map(|_| ())
@@ -252,7 +246,7 @@ fn count_state(tb: &Testbed, x: Ma) -> Result<(usize, usize)> {
     let rules = ns
         .ip(&["-4", "rule", "show"])?
         .lines()
-        .filter(|l| l.starts_with("1000:"))
+        .filter(|l| l.starts_with(&format!("{SIMS_RULE_PRIORITY}:")))
         .count();
     Ok((routes, rules))
 }

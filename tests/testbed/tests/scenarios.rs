@@ -6,175 +6,19 @@
 //! (`SIMS_BIN_DIR`, else `target/debug`); skips with the reason printed
 //! otherwise. Run them with `cargo xtask test` (one at a time).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ed25519_compact::{KeyPair, Seed};
-use sims_proto::msg::{
-    decode, encode, sign_proof, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput,
-    Registration, RegistrationReply, Sig, Status, TunnelRequest,
+use common::*;
+use sims_proto::msg::{OldBinding, Status, TunnelRequest};
+use sims_testbed::forge::{
+    key_in_status, keypair, redirect_proof, registration, result_for, tunnel_request, unix_now,
 };
+use sims_testbed::product::{tunnel_name, SIMS_MARK_RULE_PRIORITY, SIMS_RULE_PRIORITY};
 use sims_testbed::*;
-
-const TRAFFIC: &str = env!("CARGO_BIN_EXE_sims-traffic");
-/// Bound on registrations and relays to be established after a move.
-const T: Duration = Duration::from_secs(15);
-const RATE: u64 = 200_000;
-
-fn setup(opts: Options) -> Option<Testbed> {
-    if let Some(r) = skip_reason(true, Some(Path::new(TRAFFIC))) {
-        eprintln!("SKIPPED: {r}");
-        return None;
-    }
-    Some(Testbed::new(opts.traffic_bin(TRAFFIC)).expect("testbed setup"))
-}
-
-fn a() -> Ipv4Addr {
-    Ma::A.node_addr()
-}
-fn b() -> Ipv4Addr {
-    Ma::B.node_addr()
-}
-
-/// Bytes the receiving side has verified so far (client for down, server
-/// for up).
-fn received(tb: &Testbed, s: &Session) -> u64 {
-    match s.dir {
-        Dir::Down => s.last_progress().map(|p| p.bytes).unwrap_or(0),
-        Dir::Up => tb
-            .server_progress(&s.id)
-            .last()
-            .map(|p| p.bytes)
-            .unwrap_or(0),
-    }
-}
-
-/// Waits until the session's receiver got `more` bytes beyond now.
-fn wait_flowing(tb: &Testbed, s: &Session, more: u64, timeout: Duration) {
-    let base = received(tb, s);
-    wait_for(
-        &format!(
-            "session {} to carry {more} more bytes (from {base})",
-            s.label
-        ),
-        timeout,
-        Duration::from_millis(100),
-        || {
-            let n = received(tb, s);
-            if n >= base + more {
-                Ok(Some(n))
-            } else {
-                Err(format!("received {n} so far"))
-            }
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}\noutput:\n{}", s.output()));
-}
-
-fn assert_verified(r: &StreamResult, what: &str) {
-    assert!(
-        r.verified && !r.reset && r.error.is_none(),
-        "{what}: session not verified: {r:?}"
-    );
-    eprintln!(
-        "{what}: {} bytes verified, longest stall {:.0} ms",
-        r.bytes, r.max_gap_ms
-    );
-}
-
-/// No agent holds a binding or a SIMS route for `addr`.
-fn no_state_for(tb: &Testbed, addr: Ipv4Addr) -> Result<(), String> {
-    let a = addr.to_string();
-    for x in tb.opts.agents.clone() {
-        let st = tb.agent_status(x)?;
-        if let Some(b) = st.binding(&a) {
-            return Err(format!("{} still has a binding for {a}: {b:?}", x.id()));
-        }
-        let k = tb.agent_kernel_state(x)?;
-        let r = k.routes_for(&a);
-        if !r.is_empty() {
-            return Err(format!("{} still routes {a}: {r:?}", x.id()));
-        }
-    }
-    Ok(())
-}
-
-fn wait_no_state_for(tb: &Testbed, addr: Ipv4Addr, timeout: Duration) {
-    wait_for(
-        &format!("no binding or route for {addr} on any agent"),
-        timeout,
-        Duration::from_millis(100),
-        || no_state_for(tb, addr).map(Some),
-    )
-    .unwrap();
-}
-
-/// No agent holds any binding, and no SIMS rule, route (table 144 or
-/// proto 153), tunnel device or nft set element is left anywhere.
-fn no_sims_state(tb: &Testbed) -> Result<(), String> {
-    for x in tb.opts.agents.clone() {
-        let st = tb.agent_status(x)?;
-        if !st.bindings.is_empty() {
-            return Err(format!("{} still has bindings: {:?}", x.id(), st.bindings));
-        }
-        let k = tb.agent_kernel_state(x)?;
-        if !k.is_clean() {
-            return Err(format!("{}: {k:?}", x.id()));
-        }
-    }
-    Ok(())
-}
-
-/// [`no_sims_state`] within 5 s (tunnels linger 1 s after their last
-/// binding; a peer's side goes when its TunnelRelease arrives).
-fn wait_no_sims_state(tb: &Testbed, what: &str) {
-    wait_for(
-        &format!("no SIMS state {what}"),
-        Duration::from_secs(5),
-        Duration::from_millis(200),
-        || no_sims_state(tb).map(Some),
-    )
-    .unwrap();
-}
-
-fn wait_binding(tb: &Testbed, x: Ma, addr: Ipv4Addr, role: &str, peer: Ma) -> AgentBinding {
-    let a = addr.to_string();
-    let st = tb
-        .wait_agent(
-            x,
-            &format!("{role} binding {a} → {}", peer.id()),
-            T,
-            |s| {
-                s.binding(&a)
-                    .map(|b| b.role == role && b.peer == peer.id() && !b.pending)
-                    .unwrap_or(false)
-            },
-        )
-        .unwrap();
-    st.binding(&a).unwrap().clone()
-}
-
-fn stream(tb: &Testbed, dir: Dir, label: &str, bind: Ipv4Addr) -> Session {
-    tb.stream(
-        StreamSpec::new(dir, label)
-            .rate(RATE)
-            .duration_ms(90_000)
-            .bind(bind),
-    )
-    .unwrap_or_else(|e| panic!("open {label}: {e}"))
-}
-
-/// Moves the node to `to` and waits until it is there, with its DHCP
-/// address, and every address of `relayed` is relayed by its agents.
-fn move_relayed(tb: &mut Testbed, to: Ma, relayed: &[Ipv4Addr]) {
-    let m = tb.move_to(to).unwrap();
-    assert_eq!(m.addr, to.node_addr());
-    tb.wait_node_at(to, T).unwrap();
-    for addr in relayed {
-        tb.wait_node_binding(*addr, "relayed", T).unwrap();
-    }
-}
 
 /// Scenario 1: A → B mid-stream: both directions verified, no reset, stall reported.
 #[test]
@@ -462,134 +306,8 @@ fn s6a_no_agreement_no_relay_no_state() {
 //
 // In s6b the test itself plays the node (sims-node is started only at the
 // end): it registers with Ed25519 keys of its own and crafts registrations,
-// proofs and agent-to-agent requests with sims-proto.
-
-fn keypair(seed: u8) -> KeyPair {
-    KeyPair::from_seed(Seed::new([seed; 32]))
-}
-
-/// How agents show a node key in their status: its first 8 bytes in hex.
-fn key_in_status(k: &KeyPair) -> String {
-    k.pk[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn mn_mac() -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(MN_MAC.split(':')) {
-        *m = u8::from_str_radix(h, 16).expect("MN_MAC is hex");
-    }
-    mac
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// A Redirect proof (§5) of `cred` for `agent`, node address and seq,
-/// signed by `signer`.
-fn redirect_proof(
-    signer: &KeyPair,
-    cred: &Credential,
-    agent: &str,
-    node_addr: Ipv4Addr,
-    seq: u64,
-) -> Sig {
-    let input = ProofInput::new(ProofDomain::Redirect, cred, agent, node_addr.octets(), seq);
-    sign_proof(&signer.sk, &input).expect("proof input fits")
-}
-
-/// A Registration of node key `node` (with the node's real MAC) at `addr`.
-fn registration(
-    req_id: u32,
-    node: &KeyPair,
-    addr: Ipv4Addr,
-    seq: u64,
-    bindings: Vec<OldBinding>,
-) -> Vec<u8> {
-    let m = Message::Registration(Registration {
-        req_id,
-        node: *node.pk,
-        addr: addr.octets(),
-        mac: mn_mac(),
-        seq,
-        bindings: bindings.into_iter().collect(),
-    });
-    encode(&m, None).expect("registration fits").to_vec()
-}
-
-/// Sends a registration datagram from the node's namespace, from
-/// `addr`:4434 as sims-node does, to agent `x`'s LAN address, and returns
-/// the agent's answer (retransmitting like a node).
-fn register(
-    tb: &Testbed,
-    x: Ma,
-    addr: Ipv4Addr,
-    req_id: u32,
-    datagram: &[u8],
-) -> RegistrationReply {
-    tb.mn()
-        .udp_request(
-            SocketAddrV4::new(addr, SIMS_PORT),
-            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
-            datagram,
-            Duration::from_secs(1),
-            T,
-            |d, _| match decode(d) {
-                Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
-                _ => None,
-            },
-        )
-        .unwrap_or_else(|e| panic!("registration {req_id} to {}: {e}", x.id()))
-        .unwrap_or_else(|| panic!("{} did not answer registration {req_id}", x.id()))
-}
-
-/// The status of `addr` in a reply's results.
-fn result_for(r: &RegistrationReply, addr: Ipv4Addr) -> Option<Status> {
-    r.results
-        .iter()
-        .find(|b| b.addr == addr.octets())
-        .map(|b| b.status)
-}
-
-/// A TunnelRequest as `sender` would send it, tagged with `key`.
-fn tunnel_request(
-    key: &[u8; 32],
-    sender: &str,
-    boot: u32,
-    seq: u64,
-    unix_time: u64,
-    msg: TunnelRequest,
-) -> Vec<u8> {
-    let m = Message::TunnelRequest(Authed {
-        sender: sender.into(),
-        boot,
-        seq,
-        unix_time,
-        msg,
-    });
-    encode(&m, Some(key)).expect("tunnel request fits").to_vec()
-}
-
-fn counter(tb: &Testbed, x: Ma, name: &str) -> u64 {
-    tb.agent_status(x).unwrap().counter(name)
-}
-
-/// Neither agent holds a binding for `addr` right now (a refusal is
-/// answered after the current agent has removed its side).
-fn assert_no_binding(tb: &Testbed, addr: Ipv4Addr, what: &str) {
-    for x in tb.opts.agents.clone() {
-        let st = tb.agent_status(x).unwrap();
-        assert!(
-            st.binding(&addr.to_string()).is_none(),
-            "{what}: {} holds a binding for {addr}: {}",
-            x.id(),
-            st.raw
-        );
-    }
-}
+// proofs and agent-to-agent requests with the forging kit
+// (sims_testbed::forge).
 
 /// Scenario 6b: Forged and replayed proofs are refused and leave no state;
 /// the daemons keep serving.
@@ -676,10 +394,11 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     let visitor = wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
     assert_eq!(home.node, key_in_status(&k1));
     assert_eq!(visitor.node, key_in_status(&k1));
-    for (x, tunnel) in [(Ma::A, "sims-ma-b"), (Ma::B, "sims-ma-a")] {
+    for (x, peer) in [(Ma::A, Ma::B), (Ma::B, Ma::A)] {
+        let tunnel = tunnel_name(&peer.id());
         let k = tb.agent_kernel_state(x).unwrap();
         assert!(
-            k.tunnels.iter().any(|t| t == tunnel)
+            k.tunnels.contains(&tunnel)
                 && k.set_elements.iter().any(|e| e.contains(&a().to_string())),
             "{} carries 10.1.0.50 through {tunnel}: {k:?}",
             x.id()
@@ -960,9 +679,10 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
         let before = tb.agent_kernel_state(x).unwrap().rules;
         assert!(!before.is_empty(), "{}: no SIMS rules to flush", x.id());
         // What netifd does: every non-default rule goes.
-        for pref in ["1000", "1001"] {
+        for pref in [SIMS_RULE_PRIORITY, SIMS_MARK_RULE_PRIORITY] {
             let ns = tb.agent(x);
-            let del = ["rule", "del", "pref", pref];
+            let pref = pref.to_string();
+            let del = ["rule", "del", "pref", &pref];
             let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
             let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
         }
@@ -996,7 +716,7 @@ fn s10_reload_refuses_bad_config_and_keeps_bindings() {
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     let conf = tb.agent_dir(Ma::A).join("sims.conf");
     let good = std::fs::read_to_string(&conf).unwrap();
-    let bad = good.replace("option port '4434'", "option port 'forty'");
+    let bad = good.replace(&format!("option port '{SIMS_PORT}'"), "option port 'forty'");
     assert_ne!(good, bad);
     std::fs::write(&conf, &bad).unwrap();
     tb.signal_agent(Ma::A, libc::SIGHUP).unwrap();

@@ -1,0 +1,125 @@
+//! What a testbed is built with: [`Options`].
+
+use std::path::PathBuf;
+
+use super::Ma;
+
+/// Testbed construction options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Agents to create (default all three).
+    pub agents: Vec<Ma>,
+    /// Create `lanhost-a`, an ordinary host on LAN A (needs agent A).
+    pub lanhost: bool,
+    /// `(x, y)`: x's config has no `peer` section for y (and its firewall
+    /// does not open the WAN to y).
+    pub omit_peers: Vec<(Ma, Ma)>,
+    /// `sims-node --grace-ms`.
+    pub grace_ms: u64,
+    pub advert_interval_s: u32,
+    pub binding_lifetime_s: u32,
+    /// simsd's tunnel backend: `userspace`, `kernel`, `auto`, or `mixed`
+    /// (ma-a kernel ipip, the others userspace: Linux's ipip as the peer of
+    /// ours). Default: `SIMS_TESTBED_BACKEND`, else `userspace` (the
+    /// development hosts have no ipip; the VM suite runs kernel and mixed).
+    pub backend: String,
+    /// Start the CN's `sims-traffic serve`.
+    pub cn_server: bool,
+    /// Where simsd and sims-node live (default: `SIMS_BIN_DIR`, else
+    /// `<workspace>/target/debug`).
+    pub bin_dir: Option<PathBuf>,
+    /// The sims-traffic binary (default: `SIMS_TRAFFIC_BIN`, else bin_dir).
+    pub traffic_bin: Option<PathBuf>,
+    /// `RUST_LOG` for the daemons.
+    pub rust_log: String,
+    /// Free text shown in diagnostics (e.g. the test name).
+    pub label: String,
+    /// Extra sysctls for the node's namespace (`key=value`), applied after
+    /// setup; also taken from `SIMS_TESTBED_NODE_SYSCTLS` (comma-separated)
+    /// for experiments. The default is a stock Linux host.
+    pub node_sysctls: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            agents: Ma::ALL.to_vec(),
+            lanhost: false,
+            omit_peers: Vec::new(),
+            grace_ms: 1000,
+            advert_interval_s: 1,
+            binding_lifetime_s: 60,
+            backend: std::env::var("SIMS_TESTBED_BACKEND")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "userspace".into()),
+            cn_server: true,
+            bin_dir: None,
+            traffic_bin: None,
+            rust_log: "debug".into(),
+            label: String::new(),
+            node_sysctls: std::env::var("SIMS_TESTBED_NODE_SYSCTLS")
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.trim().is_empty())
+                        .map(|s| s.trim().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Options {
+    pub fn label(mut self, l: &str) -> Self {
+        self.label = l.into();
+        self
+    }
+    pub fn agents(mut self, a: &[Ma]) -> Self {
+        self.agents = a.to_vec();
+        self
+    }
+    pub fn lanhost(mut self) -> Self {
+        self.lanhost = true;
+        self
+    }
+    /// Neither x nor y lists the other as a peer.
+    pub fn no_agreement(mut self, x: Ma, y: Ma) -> Self {
+        self.omit_peers.push((x, y));
+        self.omit_peers.push((y, x));
+        self
+    }
+    pub fn grace_ms(mut self, ms: u64) -> Self {
+        self.grace_ms = ms;
+        self
+    }
+    pub fn traffic_bin(mut self, p: impl Into<PathBuf>) -> Self {
+        self.traffic_bin = Some(p.into());
+        self
+    }
+    pub fn backend(mut self, b: &str) -> Self {
+        self.backend = b.into();
+        self
+    }
+
+    /// The `option backend` agent `x` gets: `mixed` is kernel ipip on
+    /// ma-a and the userspace backend elsewhere.
+    pub fn backend_of(&self, x: Ma) -> &str {
+        match self.backend.as_str() {
+            "mixed" if x == Ma::A => "kernel",
+            "mixed" => "userspace",
+            b => b,
+        }
+    }
+
+    /// The tunnel device kind (`ip -d link`) simsd's backend makes for
+    /// agent `x`, when the backend is fixed (not `auto`).
+    pub fn tunnel_kind_of(&self, x: Ma) -> Option<&'static str> {
+        match self.backend_of(x) {
+            "kernel" => Some("ipip"),
+            "userspace" => Some("tun"),
+            _ => None,
+        }
+    }
+}
