@@ -1,7 +1,26 @@
 //! The daemons' option reader: the command line one word at a time, with
 //! `--name=value` taken apart and values parsed with a clear error.
 
+use std::process::ExitCode;
 use std::str::FromStr;
+
+/// A bad command line: the reason and the usage on stderr, exit status 2.
+pub fn usage_error(program: &str, reason: &str, usage: &str) -> ExitCode {
+    eprintln!("{program}: {reason}\n\n{usage}");
+    ExitCode::from(2)
+}
+
+/// The exit status of a daemon's run: failure, logged, if it ended on an
+/// error.
+pub fn exit_status(run: Result<(), String>) -> ExitCode {
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The command line after the program name, one word at a time, with
 /// `--name=value` taken apart.
@@ -21,6 +40,11 @@ impl Args {
             words: words.into_iter(),
             inline: None,
         }
+    }
+
+    /// The words of `line` split at whitespace (the daemons' tests).
+    pub fn from_line(line: &str) -> Args {
+        Args::new(line.split_whitespace().map(String::from).collect())
     }
 
     /// The next option or word. Err if the previous option was a switch

@@ -15,8 +15,7 @@ mod status;
 use std::path::Path;
 use std::process::ExitCode;
 
-use log::error;
-use sims_daemon::args::Args as Words;
+use sims_daemon::args::{exit_status, usage_error, Args as Words};
 use sims_daemon::{logger, status as status_socket};
 
 use client::{run, SOCKET_FILE};
@@ -85,10 +84,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
 fn main() -> ExitCode {
     let args = match parse_args(Words::from_env()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("sims-node: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error("sims-node", &e, USAGE),
     };
     logger::init_logger();
     let iface = match &args.cmd {
@@ -110,13 +106,12 @@ fn main() -> ExitCode {
         }
         Cmd::Run => args.iface.clone().unwrap_or_default(),
     };
-    match run(&iface, Path::new(&args.state_dir), args.grace_ms, args.port) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_status(run(
+        &iface,
+        Path::new(&args.state_dir),
+        args.grace_ms,
+        args.port,
+    ))
 }
 
 #[cfg(test)]
@@ -124,7 +119,7 @@ mod args_tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Args, String> {
-        parse_args(Words::new(s.split_whitespace().map(String::from).collect()))
+        parse_args(Words::from_line(s))
     }
 
     #[test]

@@ -11,8 +11,7 @@ mod status;
 use std::path::Path;
 use std::process::ExitCode;
 
-use log::error;
-use sims_daemon::args::Args as Words;
+use sims_daemon::args::{exit_status, usage_error, Args as Words};
 use sims_daemon::{logger, status as status_socket};
 
 const USAGE: &str = "\
@@ -70,10 +69,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
 fn main() -> ExitCode {
     let args = match parse_args(Words::from_env()) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("simsd: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return usage_error("simsd", &e, USAGE),
     };
     logger::init_logger();
     match args.cmd {
@@ -107,13 +103,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Cmd::Run => match daemon::run(&args.config, Path::new(&args.state_dir)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                error!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Run => exit_status(daemon::run(&args.config, Path::new(&args.state_dir))),
     }
 }
 
@@ -122,7 +112,7 @@ mod args_tests {
     use super::*;
 
     fn parse(s: &str) -> Result<Args, String> {
-        parse_args(Words::new(s.split_whitespace().map(String::from).collect()))
+        parse_args(Words::from_line(s))
     }
 
     #[test]
