@@ -33,28 +33,31 @@ pub struct KernelIds {
 
 impl Default for KernelIds {
     fn default() -> Self {
-        KernelIds {
-            table: defaults::TABLE,
-            rule_priority: defaults::RULE_PRIORITY,
-            route_protocol: defaults::ROUTE_PROTOCOL,
-            mark_base: defaults::MARK_BASE,
-        }
+        KernelIds::DEFAULT
     }
 }
 
 impl KernelIds {
+    /// The numbers of an unconfigured simsd.
+    pub const DEFAULT: KernelIds = KernelIds {
+        table: defaults::TABLE,
+        rule_priority: defaults::RULE_PRIORITY,
+        route_protocol: defaults::ROUTE_PROTOCOL,
+        mark_base: defaults::MARK_BASE,
+    };
+
     /// Peer `p`'s table: one default route into its tunnel.
-    pub fn peer_table(&self, p: usize) -> u32 {
+    pub const fn peer_table(&self, p: usize) -> u32 {
         self.table + 1 + p as u32
     }
 
     /// The mark of packets for peer `p`'s tunnel.
-    pub fn peer_mark(&self, p: usize) -> u32 {
+    pub const fn peer_mark(&self, p: usize) -> u32 {
         self.mark_base + 1 + p as u32
     }
 
     /// The priority of the per-peer `fwmark` rules.
-    pub fn peer_rule_priority(&self) -> u32 {
+    pub const fn peer_rule_priority(&self) -> u32 {
         self.rule_priority + 1
     }
 
