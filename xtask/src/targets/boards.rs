@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::toml::{self, Value};
+use super::toml::{self, Value};
+
+pub use sims_vm::Guest;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Linker {
@@ -16,7 +18,7 @@ pub enum Linker {
     Cc,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Board {
     pub file: PathBuf,
     pub name: String,
@@ -40,25 +42,6 @@ pub struct Board {
     /// The Debian guest of this architecture the agent scenarios run in
     /// (`vm_*` keys); None: no system-level tests for this board.
     pub guest: Option<Guest>,
-}
-
-/// A Debian system guest under `qemu_system -M qemu_machine`.
-#[derive(Clone, Debug)]
-pub struct Guest {
-    /// Debian's name of the architecture (`mipsel`, `arm64`).
-    pub debian_arch: String,
-    /// The kernel meta-package, e.g. `linux-image-4kc-malta`.
-    pub kernel_package: String,
-    /// The host package that brings `qemu_system`.
-    pub qemu_package: String,
-    /// `-cpu` for the system emulator, if not the machine's default.
-    pub cpu: Option<String>,
-    /// The serial console's device name (`ttyS0`, `ttyAMA0`).
-    pub console: String,
-    pub mem_mb: u32,
-    pub smp: u32,
-    /// The 9p protocol the guest mounts the share with.
-    pub p9_version: String,
 }
 
 const KEYS: &[&str] = &[
@@ -212,6 +195,16 @@ impl Board {
         })
     }
 
+    /// The board's system guest for the VM harness, if it has one.
+    pub fn vm_guest(&self) -> Option<sims_vm::Foreign> {
+        Some(sims_vm::Foreign {
+            board: self.name.clone(),
+            qemu: self.qemu_system.clone(),
+            machine: self.qemu_machine.clone(),
+            guest: self.guest.clone()?,
+        })
+    }
+
     /// Adds `-Zbuild-std-features=...` when the board has any.
     pub fn build_std_features_arg(&self, c: &mut std::process::Command) {
         if !self.build_std_features.is_empty() {
@@ -291,10 +284,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf()
+        crate::cargo::workspace()
     }
 
     fn boards() -> Vec<Board> {
