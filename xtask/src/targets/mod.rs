@@ -8,7 +8,6 @@
 
 pub mod boards;
 pub mod footprint;
-mod toml;
 pub mod toolchain;
 
 pub use boards::Board;
