@@ -99,21 +99,11 @@ pub fn build_test_bins(
             out.status
         ));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut v = Vec::new();
-    for l in text.lines() {
-        if !l.contains("\"reason\":\"compiler-artifact\"") || !l.contains("\"kind\":[\"test\"]") {
-            continue;
-        }
-        let (Some(name), Some(exe)) =
-            (json_str(l, "\"name\":\""), json_str(l, "\"executable\":\""))
-        else {
-            continue;
-        };
-        if targets.contains(&name.as_str()) {
-            v.push((name, PathBuf::from(exe)));
-        }
-    }
+    let v: Vec<(String, PathBuf)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(test_executable)
+        .filter(|(name, _)| targets.contains(&name.as_str()))
+        .collect();
     for t in targets {
         if !v.iter().any(|(n, _)| n == t) {
             return Err(format!("cargo named no executable for test target {t}"));
@@ -122,23 +112,25 @@ pub fn build_test_bins(
     Ok(v)
 }
 
-/// The first string value after `key` (which ends with the opening quote).
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let i = line.find(key)? + key.len();
-    let rest = &line[i..];
-    let mut out = String::new();
-    let mut chars = rest.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return Some(out),
-            '\\' => match chars.next()? {
-                'n' => out.push('\n'),
-                c => out.push(c),
-            },
-            c => out.push(c),
-        }
+/// A `compiler-artifact` message of a test target with an executable:
+/// (target name, executable).
+fn test_executable(line: &str) -> Option<(String, PathBuf)> {
+    let m: serde_json::Value = serde_json::from_str(line).ok()?;
+    if m["reason"] != "compiler-artifact" {
+        return None;
     }
-    None
+    let target = &m["target"];
+    if !target["kind"]
+        .as_array()?
+        .iter()
+        .any(|k| k.as_str() == Some("test"))
+    {
+        return None;
+    }
+    Some((
+        target["name"].as_str()?.to_string(),
+        PathBuf::from(m["executable"].as_str()?),
+    ))
 }
 
 #[cfg(test)]
@@ -148,14 +140,24 @@ mod tests {
     #[test]
     fn executables_come_from_cargo_json() {
         let l = r#"{"reason":"compiler-artifact","package_id":"x","target":{"kind":["test"],"crate_types":["bin"],"name":"scenarios","src_path":"/w/tests/tests/scenarios.rs"},"profile":{},"features":[],"filenames":["/w/target/debug/deps/scenarios-1"],"executable":"/w/target/debug/deps/scenarios-1","fresh":true}"#;
-        assert_eq!(json_str(l, "\"name\":\"").as_deref(), Some("scenarios"));
         assert_eq!(
-            json_str(l, "\"executable\":\"").as_deref(),
-            Some("/w/target/debug/deps/scenarios-1")
+            test_executable(l),
+            Some((
+                "scenarios".to_string(),
+                PathBuf::from("/w/target/debug/deps/scenarios-1")
+            ))
         );
+        let lib = l.replace(r#""kind":["test"]"#, r#""kind":["lib"]"#);
+        assert_eq!(test_executable(&lib), None);
+        let no_exe = l.replace(
+            r#""executable":"/w/target/debug/deps/scenarios-1""#,
+            r#""executable":null"#,
+        );
+        assert_eq!(test_executable(&no_exe), None);
         assert_eq!(
-            json_str(r#"{"executable":null}"#, "\"executable\":\""),
+            test_executable(r#"{"reason":"build-finished","success":true}"#),
             None
         );
+        assert_eq!(test_executable("not json"), None);
     }
 }
