@@ -1,4 +1,4 @@
-//! The guest's root: an uncompressed newc cpio (written here) holding
+//! The guest's root: an uncompressed newc cpio (the cpio crate) holding
 //! busybox, the tools and their libraries (the host's, through `ldd`, or a
 //! foreign sysroot's, through [`crate::elf`]), the closure of the listed
 //! modules with kmod's indexes, and tests/vm/init. Cached as
@@ -217,8 +217,10 @@ impl Tree {
         Ok(h.hex())
     }
 
-    /// Writes the tree as a newc cpio archive.
-    fn write_cpio(&self, out: &mut impl Write) -> std::io::Result<()> {
+    /// Writes the tree as a newc cpio archive (inode numbers from 2 in
+    /// path order, owner root, mtime 0: the same tree gives the same
+    /// bytes).
+    fn write_cpio<W: Write>(&self, mut out: W) -> std::io::Result<W> {
         let mut ino = 1u32;
         for (path, e) in &self.entries {
             ino += 1;
@@ -237,9 +239,20 @@ impl Tree {
                 Entry::Symlink(t) => (0o120777, t.as_bytes().to_vec(), (0, 0)),
                 Entry::CharDev(a, b) => (0o020600, Vec::new(), (*a, *b)),
             };
-            cpio_entry(out, ino, mode, path, &data, rdev)?;
+            let size = u32::try_from(data.len()).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{path}: too big"))
+            })?;
+            let mut w = cpio::newc::Builder::new(path)
+                .ino(ino)
+                .mode(mode)
+                .nlink(if mode & 0o170000 == 0o040000 { 2 } else { 1 })
+                .rdev_major(rdev.0)
+                .rdev_minor(rdev.1)
+                .write(out, size);
+            w.write_all(&data)?;
+            out = w.finish()?;
         }
-        cpio_entry(out, 0, 0, "TRAILER!!!", &[], (0, 0))
+        cpio::newc::trailer(out)
     }
 }
 
@@ -255,38 +268,6 @@ fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
-}
-
-fn cpio_entry(
-    out: &mut impl Write,
-    ino: u32,
-    mode: u32,
-    name: &str,
-    data: &[u8],
-    rdev: (u32, u32),
-) -> std::io::Result<()> {
-    let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-    let hdr = format!(
-        "070701{ino:08x}{mode:08x}{uid:08x}{gid:08x}{nlink:08x}{mtime:08x}{size:08x}{maj:08x}{min:08x}{rmaj:08x}{rmin:08x}{namesize:08x}{check:08x}",
-        uid = 0,
-        gid = 0,
-        mtime = 0,
-        size = data.len(),
-        maj = 0,
-        min = 0,
-        rmaj = rdev.0,
-        rmin = rdev.1,
-        namesize = name.len() + 1,
-        check = 0,
-    );
-    out.write_all(hdr.as_bytes())?;
-    out.write_all(name.as_bytes())?;
-    out.write_all(&[0])?;
-    let pad = |n: usize| (4 - n % 4) % 4;
-    out.write_all(&[0u8; 4][..pad(110 + name.len() + 1)])?;
-    out.write_all(data)?;
-    out.write_all(&[0u8; 4][..pad(data.len())])?;
-    Ok(())
 }
 
 /// Shared libraries (and the dynamic loader) `ldd` lists for a binary.
@@ -518,9 +499,8 @@ pub fn build(spec: &Spec, k: &Kernel, sysroot: Option<&Sysroot>) -> Result<PathB
     let tmp = path.with_extension("tmp");
     {
         let f = fs::File::create(&tmp).map_err(|e| setup(format!("{}: {e}", tmp.display())))?;
-        let mut w = std::io::BufWriter::new(f);
-        t.write_cpio(&mut w)
-            .and_then(|_| w.flush())
+        t.write_cpio(std::io::BufWriter::new(f))
+            .and_then(|mut w| w.flush())
             .map_err(|e| setup(format!("writing {}: {e}", tmp.display())))?;
     }
     fs::rename(&tmp, &path).map_err(|e| setup(e.to_string()))?;
@@ -574,8 +554,7 @@ mod tests {
                 "etc/sims-vm/modules"
             ]
         );
-        let mut out = Vec::new();
-        t.write_cpio(&mut out).unwrap();
+        let out = t.write_cpio(Vec::new()).unwrap();
         assert!(out.starts_with(b"070701"));
         assert_eq!(out.len() % 4, 0);
         let s = String::from_utf8_lossy(&out);
@@ -602,8 +581,7 @@ mod tests {
     fn cpio_bytes_are_the_newc_layout() {
         let mut t = Tree::default();
         t.data("a", "x", false);
-        let mut out = Vec::new();
-        t.write_cpio(&mut out).unwrap();
+        let out = t.write_cpio(Vec::new()).unwrap();
         let hex = |v: &[u32]| v.iter().map(|x| format!("{x:08x}")).collect::<String>();
         // ino, mode, uid, gid, nlink, mtime, size, dev, rdev, namesize, check
         let mut want = format!(
