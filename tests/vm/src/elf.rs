@@ -1,5 +1,5 @@
 //! `ldd` for foreign binaries: [`needed_libs`] reads `PT_INTERP` and
-//! `DT_NEEDED` from the ELF files (32/64 bit, either endianness)
+//! `DT_NEEDED` from the ELF files (32/64 bit, either endianness; goblin)
 //! and resolves them inside a sysroot, symlinks included.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -16,95 +16,17 @@ struct ElfDeps {
 }
 
 /// Reads `PT_INTERP` and `DT_NEEDED` from an ELF image of any class and
-/// byte order (no section headers needed).
+/// byte order (goblin; no section headers needed: the dynamic string
+/// table is found through the program headers).
 fn elf_deps(data: &[u8]) -> Result<ElfDeps, String> {
-    if data.len() < 52 || &data[..4] != b"\x7fELF" {
+    if !data.starts_with(b"\x7fELF") {
         return Err("not an ELF file".into());
     }
-    let is64 = match data[4] {
-        1 => false,
-        2 => true,
-        c => return Err(format!("bad ELF class {c}")),
-    };
-    let be = match data[5] {
-        1 => false,
-        2 => true,
-        d => return Err(format!("bad ELF data encoding {d}")),
-    };
-    let rd = |off: usize, n: usize| -> Result<u64, String> {
-        let b = data
-            .get(off..off + n)
-            .ok_or_else(|| format!("ELF truncated at {off}"))?;
-        let mut v = 0u64;
-        for i in 0..n {
-            let byte = if be { b[i] } else { b[n - 1 - i] };
-            v = (v << 8) | byte as u64;
-        }
-        Ok(v)
-    };
-    let word = if is64 { 8 } else { 4 };
-    let (phoff, phentsize, phnum) = if is64 {
-        (rd(32, 8)?, rd(54, 2)?, rd(56, 2)?)
-    } else {
-        (rd(28, 4)?, rd(42, 2)?, rd(44, 2)?)
-    };
-    // (type, offset, vaddr, filesz)
-    let mut phdrs = Vec::new();
-    for i in 0..phnum {
-        let p = (phoff + i * phentsize) as usize;
-        let ph = if is64 {
-            (rd(p, 4)?, rd(p + 8, 8)?, rd(p + 16, 8)?, rd(p + 32, 8)?)
-        } else {
-            (rd(p, 4)?, rd(p + 4, 4)?, rd(p + 8, 4)?, rd(p + 16, 4)?)
-        };
-        phdrs.push(ph);
-    }
-    let cstr = |off: usize| -> Result<String, String> {
-        let s = data.get(off..).ok_or("ELF string out of range")?;
-        let end = s
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or("unterminated string")?;
-        Ok(String::from_utf8_lossy(&s[..end]).into_owned())
-    };
-    let mut deps = ElfDeps::default();
-    const PT_LOAD: u64 = 1;
-    const PT_DYNAMIC: u64 = 2;
-    const PT_INTERP: u64 = 3;
-    if let Some(&(_, off, _, _)) = phdrs.iter().find(|p| p.0 == PT_INTERP) {
-        deps.interp = Some(cstr(off as usize)?);
-    }
-    let Some(&(_, dyn_off, _, dyn_size)) = phdrs.iter().find(|p| p.0 == PT_DYNAMIC) else {
-        return Ok(deps);
-    };
-    let mut needed_offs = Vec::new();
-    let mut strtab_vaddr = None;
-    let mut e = dyn_off as usize;
-    while e + 2 * word <= (dyn_off + dyn_size) as usize {
-        let tag = rd(e, word)?;
-        let val = rd(e + word, word)?;
-        match tag {
-            0 => break,
-            1 => needed_offs.push(val),
-            5 => strtab_vaddr = Some(val),
-            _ => {}
-        }
-        e += 2 * word;
-    }
-    if needed_offs.is_empty() {
-        return Ok(deps);
-    }
-    let strtab_vaddr = strtab_vaddr.ok_or("DT_NEEDED without DT_STRTAB")?;
-    let strtab = phdrs
-        .iter()
-        .filter(|p| p.0 == PT_LOAD)
-        .find(|p| strtab_vaddr >= p.2 && strtab_vaddr < p.2 + p.3)
-        .map(|p| strtab_vaddr - p.2 + p.1)
-        .ok_or("DT_STRTAB outside every PT_LOAD")?;
-    for n in needed_offs {
-        deps.needed.push(cstr((strtab + n) as usize)?);
-    }
-    Ok(deps)
+    let elf = goblin::elf::Elf::parse(data).map_err(|e| format!("bad ELF: {e}"))?;
+    Ok(ElfDeps {
+        interp: elf.interpreter.map(str::to_string),
+        needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
+    })
 }
 
 fn normalize_rel(p: &Path) -> String {
@@ -223,7 +145,8 @@ mod tests {
     use super::*;
 
     /// A minimal ELF: one PT_LOAD covering the file, PT_INTERP, PT_DYNAMIC
-    /// with two DT_NEEDED, in the given class and byte order.
+    /// with two DT_NEEDED (and DT_STRTAB, DT_STRSZ, as every linker
+    /// writes), in the given class and byte order.
     fn synth_elf(is64: bool, be: bool) -> Vec<u8> {
         let w = if is64 { 8 } else { 4 };
         let put = |buf: &mut Vec<u8>, off: usize, v: u64, n: usize| {
@@ -244,7 +167,7 @@ mod tests {
         let strtab = b"\0libc.so.6\0libm.so.6\0";
         let dyn_off = (strtab_off + strtab.len()).next_multiple_of(8);
         let vaddr_base = 0x400000u64;
-        let mut b = vec![0u8; dyn_off + 4 * 2 * w];
+        let mut b = vec![0u8; dyn_off + 5 * 2 * w];
         b[..4].copy_from_slice(b"\x7fELF");
         b[4] = if is64 { 2 } else { 1 };
         b[5] = if be { 2 } else { 1 };
@@ -261,24 +184,28 @@ mod tests {
         let ph = |b: &mut Vec<u8>, i: usize, t: u64, off: u64, vaddr: u64, size: u64| {
             let p = phoff + i * phentsize;
             put(b, p, t, 4);
+            // p_filesz and p_memsz alike.
             if is64 {
                 put(b, p + 8, off, 8);
                 put(b, p + 16, vaddr, 8);
                 put(b, p + 32, size, 8);
+                put(b, p + 40, size, 8);
             } else {
                 put(b, p + 4, off, 4);
                 put(b, p + 8, vaddr, 4);
                 put(b, p + 16, size, 4);
+                put(b, p + 20, size, 4);
             }
         };
         ph(&mut b, 0, 1, 0, vaddr_base, total);
         ph(&mut b, 1, 3, interp_off as u64, 0, interp.len() as u64);
-        ph(&mut b, 2, 2, dyn_off as u64, 0, (4 * 2 * w) as u64);
+        ph(&mut b, 2, 2, dyn_off as u64, 0, (5 * 2 * w) as u64);
         b[interp_off..interp_off + interp.len()].copy_from_slice(interp);
         b[strtab_off..strtab_off + strtab.len()].copy_from_slice(strtab);
         let dyns = [
             (1u64, 1u64),
             (5, vaddr_base + strtab_off as u64),
+            (10, strtab.len() as u64),
             (1, 11),
             (0, 0),
         ];
@@ -325,9 +252,8 @@ mod tests {
             err.contains("not an ELF") || err.contains("libm.so.6"),
             "{err}"
         );
-        // Real (minimal) libraries: ELF without program headers.
-        let mut lib = vec![0u8; 52];
-        lib[..6].copy_from_slice(b"\x7fELF\x01\x01");
+        // Real (minimal) libraries, with the same needs (already met).
+        let lib = synth_elf(false, false);
         fs::write(root.join(t).join("libc.so.6"), &lib).unwrap();
         fs::write(root.join(t).join("libm.so.6"), &lib).unwrap();
         fs::write(root.join(t).join("ld-2.36.so"), &lib).unwrap();
