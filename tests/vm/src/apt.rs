@@ -6,8 +6,8 @@
 //! * [`Apt`] has its own `Dir::State` (empty dpkg status, so the host's
 //!   installed packages play no part), `Dir::Cache`, a
 //!   `Dir::Etc::sourcelist` rewritten from the host's sources (one-line
-//!   `.list` and deb822 `.sources` both read; written as deb822 with
-//!   `Architectures: <arch>` and `Targets: Packages`), and
+//!   `.list` read here, deb822 `.sources` with deb822-lossless; written
+//!   as deb822 with `Architectures: <arch>` and `Targets: Packages`), and
 //!   `APT::Architecture(s)` set to the foreign arch. Every apt command gets
 //!   it through `APT_CONFIG`, with `LC_ALL=C` (apt-cache translates
 //!   "Depends:").
@@ -95,32 +95,27 @@ fn parse_one_line(text: &str) -> Vec<Source> {
     v
 }
 
-/// deb822 format (`*.sources`): paragraphs of `Field: value`,
-/// continuation lines start with white space, `#` lines are comments.
-fn parse_deb822(text: &str) -> Vec<Source> {
-    let mut paragraphs: Vec<Vec<(String, String)>> = vec![Vec::new()];
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        if line.trim().is_empty() {
-            if paragraphs.last().is_some_and(|p| !p.is_empty()) {
-                paragraphs.push(Vec::new());
-            }
-            continue;
-        }
-        let cur = paragraphs.last_mut().expect("never empty");
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, val)) = cur.last_mut() {
-                val.push('\n');
-                val.push_str(line);
-            }
-            continue;
-        }
-        if let Some((k, val)) = line.split_once(':') {
-            cur.push((k.trim().to_string(), val.trim().to_string()));
-        }
-    }
+/// deb822 format (`*.sources`), read with deb822-lossless; a malformed
+/// file is an error (apt refuses it too). A multi-line value (an inline
+/// `Signed-By` key) is kept as continuation lines, `"\n line1\n line2"`,
+/// which [`render_sources`] writes back after `Field:`.
+fn parse_deb822(text: &str) -> Result<Vec<Source>, String> {
+    let doc: deb822_lossless::Deb822 = text.parse().map_err(|e| format!("{e}"))?;
+    let paragraphs: Vec<Vec<(String, String)>> = doc
+        .paragraphs()
+        .map(|p| {
+            p.items()
+                .map(|(k, val)| {
+                    let val = if val.contains('\n') {
+                        val.split('\n').map(|l| format!("\n {l}")).collect()
+                    } else {
+                        val.trim().to_string()
+                    };
+                    (k.trim().to_string(), val)
+                })
+                .collect()
+        })
+        .collect();
     let mut v = Vec::new();
     for p in paragraphs.into_iter().filter(|p| !p.is_empty()) {
         let get = |name: &str| {
@@ -167,7 +162,7 @@ fn parse_deb822(text: &str) -> Vec<Source> {
             v.push(s);
         }
     }
-    v
+    Ok(v)
 }
 
 /// The sources for `arch`, as one deb822 file: sources restricted to
@@ -219,11 +214,11 @@ fn render_sources(sources: &[Source], arch: &str) -> String {
 fn host_sources() -> Result<Vec<Source>, String> {
     let parse = |p: &Path| -> Result<Vec<Source>, String> {
         let text = io(fs::read_to_string(p), p)?;
-        Ok(if p.extension().is_some_and(|x| x == "sources") {
-            parse_deb822(&text)
+        if p.extension().is_some_and(|x| x == "sources") {
+            parse_deb822(&text).map_err(|e| format!("{}: {e}", p.display()))
         } else {
-            parse_one_line(&text)
-        })
+            Ok(parse_one_line(&text))
+        }
     };
     if let Some(f) = std::env::var_os("SIMS_FOREIGN_SOURCES").filter(|f| !f.is_empty()) {
         return parse(Path::new(&f));
@@ -592,7 +587,7 @@ Components: main
 
     #[test]
     fn deb822_sources_are_parsed() {
-        let v = parse_deb822(HOST_DEB822);
+        let v = parse_deb822(HOST_DEB822).unwrap();
         assert_eq!(v.len(), 3, "{v:#?}");
         assert_eq!(v[0].uris, ["http://deb.debian.org/debian"]);
         assert_eq!(v[0].suites, ["bookworm", "bookworm-updates"]);
@@ -639,7 +634,7 @@ Components: main
 
     #[test]
     fn sources_are_rewritten_for_the_foreign_arch() {
-        let mut v = parse_deb822(HOST_DEB822);
+        let mut v = parse_deb822(HOST_DEB822).unwrap();
         v.extend(parse_one_line(
             "deb [arch=amd64,mipsel] http://m.example/d bookworm main\n\
              deb cdrom:[Debian]/ bookworm main\n",
@@ -660,7 +655,7 @@ Components: main
         assert!(paras[2].contains("URIs: http://m.example/d\n"));
         assert!(paras[2].contains("Architectures: mipsel\n"));
         // The output reads back as the same sources (deb822 round trip).
-        let back = parse_deb822(&out);
+        let back = parse_deb822(&out).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[0].suites, ["bookworm", "bookworm-updates"]);
         assert_eq!(back[1].fields[0], v[1].fields[0]);
@@ -772,5 +767,14 @@ plain-alt
             kernel_version_from_depends(out, "linux-image-amd64").as_deref(),
             Some("6.1.0-56-amd64")
         );
+    }
+
+    #[test]
+    fn malformed_deb822_is_an_error() {
+        assert!(parse_deb822("Types: deb\nURIs: http://a\nnonsense line\n").is_err());
+        // Comments inside a paragraph, tabs and lower-case names are fine.
+        let v = parse_deb822("types: deb\n# x: y\nuris:\thttp://a/b\nsuites: s1\n  s2\n").unwrap();
+        assert_eq!(v[0].uris, ["http://a/b"]);
+        assert_eq!(v[0].suites, ["s1", "s2"]);
     }
 }
