@@ -24,7 +24,12 @@ fn elf_deps(data: &[u8]) -> Result<ElfDeps, String> {
     }
     let elf = goblin::elf::Elf::parse(data).map_err(|e| format!("bad ELF: {e}"))?;
     Ok(ElfDeps {
-        interp: elf.interpreter.map(str::to_string),
+        // goblin's interpreter is PT_INTERP's p_filesz bytes less one NUL;
+        // mipsel's libc.so.6 pads the segment with more: the C string ends
+        // at the first NUL.
+        interp: elf
+            .interpreter
+            .map(|s| s.split('\0').next().unwrap_or(s).to_string()),
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
     })
 }
@@ -162,7 +167,8 @@ mod tests {
         let phentsize = if is64 { 56 } else { 32 };
         let phoff = ehsize;
         let interp_off = phoff + 3 * phentsize;
-        let interp = b"/lib/ld.so.1\0";
+        // Padded with NULs past the string, as in Debian mipsel's libc.so.6.
+        let interp = b"/lib/ld.so.1\0\0\0\0";
         let strtab_off = interp_off + interp.len();
         let strtab = b"\0libc.so.6\0libm.so.6\0";
         let dyn_off = (strtab_off + strtab.len()).next_multiple_of(8);
