@@ -310,14 +310,20 @@ fn module_closure(k: &Kernel, m: &str) -> std::result::Result<Vec<String>, Strin
         .args(["-S", &k.version, "--show-depends", m]);
     let out = output(c)?;
     let base = k.root.join("lib").join("modules").join(&k.version);
+    parse_show_depends(&out, &base).map_err(|e| format!("{m}: {e}"))
+}
+
+/// The `insmod <path> [options]` lines of `modprobe --show-depends`, as
+/// paths relative to `base` (the kernel's modules dir); `builtin ...`
+/// lines name nothing to load.
+fn parse_show_depends(out: &str, base: &Path) -> std::result::Result<Vec<String>, String> {
     let mut v = Vec::new();
     for l in out.lines() {
         if let Some(p) = l.trim().strip_prefix("insmod ") {
-            let p = p.split_whitespace().next().unwrap_or("");
-            let p = Path::new(p);
+            let p = Path::new(p.split_whitespace().next().unwrap_or(""));
             let r = p
-                .strip_prefix(&base)
-                .map_err(|_| format!("{m}: module outside the tree: {}", p.display()))?;
+                .strip_prefix(base)
+                .map_err(|_| format!("module outside the tree: {}", p.display()))?;
             v.push(r.to_string_lossy().into_owned());
         }
     }
@@ -593,5 +599,19 @@ mod tests {
             hex(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 11, 0])
         ));
         assert_eq!(String::from_utf8_lossy(&out), want);
+    }
+
+    #[test]
+    fn show_depends_gives_module_files_in_load_order() {
+        let base = Path::new("/c/kernel/6.1/root/lib/modules/6.1");
+        let out = "builtin crc32c\n\
+            insmod /c/kernel/6.1/root/lib/modules/6.1/kernel/net/ipv4/tunnel4.ko \n\
+            insmod /c/kernel/6.1/root/lib/modules/6.1/kernel/net/ipv4/ipip.ko log_ecn_error=0\n";
+        assert_eq!(
+            parse_show_depends(out, base).unwrap(),
+            ["kernel/net/ipv4/tunnel4.ko", "kernel/net/ipv4/ipip.ko"]
+        );
+        assert!(parse_show_depends("insmod /elsewhere/x.ko\n", base).is_err());
+        assert_eq!(parse_show_depends("", base).unwrap(), Vec::<String>::new());
     }
 }
