@@ -1,6 +1,6 @@
 #!/bin/sh
 # simsd's own peak RSS (VmHWM), for `cargo xtask bench footprint`
-# (xtask/src/footprint.rs): idle, then restarted on a saved state of N
+# (xtask/src/targets/footprint.rs): idle, then restarted on a saved state of N
 # visitor bindings (written by sims-proto's footprint example), which simsd
 # restores and installs in the kernel (routes, nft set elements, neighbour
 # entries, the peer's tunnel). Runs in a network namespace of its own on

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use sims_vm::host::{apt_install, is_root};
+
 /// (a program that must exist, the Debian package that brings it)
 const TESTBED: &[(&str, &str)] = &[
     ("/usr/sbin/ip", "iproute2"),
@@ -22,7 +24,7 @@ pub fn ensure_testbed_packages() -> Result<(), String> {
     ensure(TESTBED)
 }
 
-pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
+fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
     let missing: Vec<&str> = wanted
         .iter()
         .filter(|(p, _)| !present(p))
@@ -31,8 +33,7 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!(
             "warning: missing {} and not root: namespace tests will skip",
             missing.join(", ")
@@ -41,37 +42,6 @@ pub fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
     }
     eprintln!("==> installing {}", missing.join(" "));
     apt_install(&missing)
-}
-
-/// `apt-get install` the packages (through sudo when not root),
-/// refreshing the lists first if the install fails on stale ones.
-pub fn apt_install(pkgs: &[&str]) -> Result<(), String> {
-    let run = |args: &[&str]| -> Result<(), String> {
-        let mut c = if crate::is_root() {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let st = c
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("apt-get: {e}"))?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(format!("apt-get {} failed ({st})", args.join(" ")))
-        }
-    };
-    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
-    install.extend(pkgs.iter().copied());
-    if run(&install).is_err() {
-        run(&["update", "-qq"])?;
-        run(&install)?;
-    }
-    Ok(())
 }
 
 /// rustfmt and clippy, which the lint step of `cargo xtask test` runs.

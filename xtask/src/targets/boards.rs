@@ -1,10 +1,13 @@
-//! `board-configs/*.toml`: one file per OpenWrt target family, the only
-//! place that knows anything about a router target (triple, toolchain,
-//! flags, linker, package architecture, emulators). See docs/TARGETS.md.
+//! `board-configs/*.toml` (read with the toml crate into [`Board`]): one
+//! file per OpenWrt target family, the only place that knows anything
+//! about a router target (triple, toolchain, flags, linker, package
+//! architecture, emulators). See docs/TARGETS.md.
 
 use std::path::{Path, PathBuf};
 
-use crate::toml::{self, Value};
+use serde::Deserialize;
+
+pub use sims_vm::Guest;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Linker {
@@ -16,7 +19,7 @@ pub enum Linker {
     Cc,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Board {
     pub file: PathBuf,
     pub name: String,
@@ -42,94 +45,71 @@ pub struct Board {
     pub guest: Option<Guest>,
 }
 
-/// A Debian system guest under `qemu_system -M qemu_machine`.
-#[derive(Clone, Debug)]
-pub struct Guest {
-    /// Debian's name of the architecture (`mipsel`, `arm64`).
-    pub debian_arch: String,
-    /// The kernel meta-package, e.g. `linux-image-4kc-malta`.
-    pub kernel_package: String,
-    /// The host package that brings `qemu_system`.
-    pub qemu_package: String,
-    /// `-cpu` for the system emulator, if not the machine's default.
-    pub cpu: Option<String>,
-    /// The serial console's device name (`ttyS0`, `ttyAMA0`).
-    pub console: String,
-    pub mem_mb: u32,
-    pub smp: u32,
-    /// The 9p protocol the guest mounts the share with.
-    pub p9_version: String,
+/// A board file as written: every key, typed; unknown keys are errors.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    openwrt_target: String,
+    openwrt_arch: String,
+    endian: String,
+    rust_target: String,
+    toolchain: String,
+    #[serde(default)]
+    build_std: bool,
+    build_std_features: Option<Vec<String>>,
+    rustflags: Option<Vec<String>>,
+    release_rustflags: Option<Vec<String>>,
+    linker: String,
+    zig_target: Option<String>,
+    zig_cpu: Option<String>,
+    qemu_user: String,
+    qemu_cpu: String,
+    qemu_system: String,
+    qemu_machine: String,
+    vm_debian_arch: Option<String>,
+    vm_kernel_package: Option<String>,
+    vm_qemu_package: Option<String>,
+    vm_cpu: Option<String>,
+    vm_smp: Option<i64>,
+    vm_console: Option<String>,
+    vm_mem_mb: Option<i64>,
+    #[serde(rename = "vm_9p_version")]
+    vm_p9_version: Option<String>,
 }
-
-const KEYS: &[&str] = &[
-    "name",
-    "openwrt_target",
-    "openwrt_arch",
-    "endian",
-    "rust_target",
-    "toolchain",
-    "build_std",
-    "build_std_features",
-    "rustflags",
-    "release_rustflags",
-    "linker",
-    "zig_target",
-    "zig_cpu",
-    "qemu_user",
-    "qemu_cpu",
-    "qemu_system",
-    "qemu_machine",
-    "vm_debian_arch",
-    "vm_kernel_package",
-    "vm_qemu_package",
-    "vm_cpu",
-    "vm_smp",
-    "vm_console",
-    "vm_mem_mb",
-    "vm_9p_version",
-];
 
 impl Board {
     pub fn parse(file: &Path, text: &str) -> Result<Board, String> {
         let what = file.display();
-        let entries = toml::parse(text).map_err(|e| format!("{what}: {e}"))?;
-        for e in &entries {
-            if !e.table.is_empty() {
-                return Err(format!("{what}: line {}: no tables here", e.line));
+        let r: Raw = toml::from_str(text).map_err(|e| format!("{what}: {e}"))?;
+        let string = |k: &str, v: &str| -> Result<String, String> {
+            if v.is_empty() {
+                Err(format!("{what}: `{k}` must be a non-empty string"))
+            } else {
+                Ok(v.to_string())
             }
-            if !KEYS.contains(&e.key.as_str()) {
-                return Err(format!("{what}: line {}: unknown key `{}`", e.line, e.key));
-            }
-        }
-        let get = |k: &str| entries.iter().find(|e| e.key == k).map(|e| &e.value);
-        let string = |k: &str| -> Result<String, String> {
-            match get(k) {
-                Some(Value::Str(s)) if !s.is_empty() => Ok(s.clone()),
-                Some(_) => Err(format!("{what}: `{k}` must be a non-empty string")),
+        };
+        let required = |k: &str, v: &Option<String>| -> Result<String, String> {
+            match v {
+                Some(v) => string(k, v),
                 None => Err(format!("{what}: `{k}` is missing")),
             }
         };
-        let list = |k: &str| -> Result<Vec<String>, String> {
-            match get(k) {
-                None => Ok(Vec::new()),
-                Some(Value::Array(v)) => v
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
-                            .map(str::to_string)
-                            .ok_or_else(|| {
-                                format!("{what}: `{k}` items must be strings without spaces")
-                            })
-                    })
-                    .collect(),
-                Some(_) => Err(format!("{what}: `{k}` must be an array of strings")),
+        let list = |k: &str, v: &Option<Vec<String>>| -> Result<Vec<String>, String> {
+            let v = v.clone().unwrap_or_default();
+            if v.iter()
+                .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+            {
+                return Err(format!(
+                    "{what}: `{k}` items must be strings without spaces"
+                ));
             }
+            Ok(v)
         };
-        let linker = match string("linker")?.as_str() {
+        let linker = match r.linker.as_str() {
             "zig" => Linker::Zig {
-                target: string("zig_target")?,
-                cpu: string("zig_cpu")?,
+                target: required("zig_target", &r.zig_target)?,
+                cpu: required("zig_cpu", &r.zig_cpu)?,
             },
             "rust-lld" => Linker::RustLld,
             "cc" => Linker::Cc,
@@ -140,75 +120,90 @@ impl Board {
             }
         };
         if linker == Linker::RustLld || linker == Linker::Cc {
-            for k in ["zig_target", "zig_cpu"] {
-                if get(k).is_some() {
+            for (k, v) in [("zig_target", &r.zig_target), ("zig_cpu", &r.zig_cpu)] {
+                if v.is_some() {
                     return Err(format!("{what}: `{k}` without `linker = \"zig\"`"));
                 }
             }
         }
-        let big_endian = match string("endian")?.as_str() {
+        let big_endian = match r.endian.as_str() {
             "big" => true,
             "little" => false,
             other => return Err(format!("{what}: endian `{other}`: big or little")),
         };
-        let build_std = match get("build_std") {
-            Some(Value::Bool(b)) => *b,
-            None => false,
-            Some(_) => return Err(format!("{what}: `build_std` must be true or false")),
-        };
-        let toolchain = string("toolchain")?;
-        if build_std && !toolchain.starts_with("nightly") {
+        let toolchain = string("toolchain", &r.toolchain)?;
+        if r.build_std && !toolchain.starts_with("nightly") {
             return Err(format!("{what}: build_std needs a nightly toolchain"));
         }
-        let build_std_features = list("build_std_features")?;
-        if !build_std && !build_std_features.is_empty() {
+        let build_std_features = list("build_std_features", &r.build_std_features)?;
+        if !r.build_std && !build_std_features.is_empty() {
             return Err(format!("{what}: build_std_features without build_std"));
         }
-        let guest = match get("vm_kernel_package") {
+        let guest = match &r.vm_kernel_package {
             None => {
-                if let Some(e) = entries.iter().find(|e| e.key.starts_with("vm_")) {
-                    return Err(format!(
-                        "{what}: line {}: `{}` without `vm_kernel_package`",
-                        e.line, e.key
-                    ));
+                let any_vm = [
+                    ("vm_debian_arch", r.vm_debian_arch.is_some()),
+                    ("vm_qemu_package", r.vm_qemu_package.is_some()),
+                    ("vm_cpu", r.vm_cpu.is_some()),
+                    ("vm_smp", r.vm_smp.is_some()),
+                    ("vm_console", r.vm_console.is_some()),
+                    ("vm_mem_mb", r.vm_mem_mb.is_some()),
+                    ("vm_9p_version", r.vm_p9_version.is_some()),
+                ];
+                if let Some((k, _)) = any_vm.iter().find(|(_, set)| *set) {
+                    return Err(format!("{what}: `{k}` without `vm_kernel_package`"));
                 }
                 None
             }
-            Some(_) => Some(Guest {
-                debian_arch: string("vm_debian_arch")?,
-                kernel_package: string("vm_kernel_package")?,
-                qemu_package: string("vm_qemu_package")?,
-                cpu: get("vm_cpu").map(|_| string("vm_cpu")).transpose()?,
-                console: string("vm_console")?,
-                mem_mb: match get("vm_mem_mb") {
-                    Some(Value::Int(n)) if (64..=4096).contains(n) => *n as u32,
+            Some(kernel_package) => Some(Guest {
+                debian_arch: required("vm_debian_arch", &r.vm_debian_arch)?,
+                kernel_package: string("vm_kernel_package", kernel_package)?,
+                qemu_package: required("vm_qemu_package", &r.vm_qemu_package)?,
+                cpu: r
+                    .vm_cpu
+                    .as_deref()
+                    .map(|c| string("vm_cpu", c))
+                    .transpose()?,
+                console: required("vm_console", &r.vm_console)?,
+                mem_mb: match r.vm_mem_mb {
+                    Some(n) if (64..=4096).contains(&n) => n as u32,
                     _ => return Err(format!("{what}: `vm_mem_mb` must be 64..4096")),
                 },
-                smp: match get("vm_smp") {
-                    Some(Value::Int(n)) if (1..=8).contains(n) => *n as u32,
+                smp: match r.vm_smp {
+                    Some(n) if (1..=8).contains(&n) => n as u32,
                     _ => return Err(format!("{what}: `vm_smp` must be 1..8")),
                 },
-                p9_version: string("vm_9p_version")?,
+                p9_version: required("vm_9p_version", &r.vm_p9_version)?,
             }),
         };
         Ok(Board {
             file: file.to_path_buf(),
-            name: string("name")?,
-            openwrt_target: string("openwrt_target")?,
-            openwrt_arch: string("openwrt_arch")?,
+            name: string("name", &r.name)?,
+            openwrt_target: string("openwrt_target", &r.openwrt_target)?,
+            openwrt_arch: string("openwrt_arch", &r.openwrt_arch)?,
             big_endian,
-            rust_target: string("rust_target")?,
+            rust_target: string("rust_target", &r.rust_target)?,
             toolchain,
-            build_std,
+            build_std: r.build_std,
             build_std_features,
-            rustflags: list("rustflags")?,
-            release_rustflags: list("release_rustflags")?,
+            rustflags: list("rustflags", &r.rustflags)?,
+            release_rustflags: list("release_rustflags", &r.release_rustflags)?,
             linker,
-            qemu_user: string("qemu_user")?,
-            qemu_cpu: string("qemu_cpu")?,
-            qemu_system: string("qemu_system")?,
-            qemu_machine: string("qemu_machine")?,
+            qemu_user: string("qemu_user", &r.qemu_user)?,
+            qemu_cpu: string("qemu_cpu", &r.qemu_cpu)?,
+            qemu_system: string("qemu_system", &r.qemu_system)?,
+            qemu_machine: string("qemu_machine", &r.qemu_machine)?,
             guest,
+        })
+    }
+
+    /// The board's system guest for the VM harness, if it has one.
+    pub fn vm_guest(&self) -> Option<sims_vm::Foreign> {
+        Some(sims_vm::Foreign {
+            board: self.name.clone(),
+            qemu: self.qemu_system.clone(),
+            machine: self.qemu_machine.clone(),
+            guest: self.guest.clone()?,
         })
     }
 
@@ -291,10 +286,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf()
+        crate::cargo::workspace()
     }
 
     fn boards() -> Vec<Board> {
@@ -354,26 +346,17 @@ mod tests {
     #[test]
     fn cross_toml_agrees_with_board_configs() {
         let text = std::fs::read_to_string(root().join("Cross.toml")).unwrap();
-        let entries = toml::parse(&text).unwrap();
+        let cross: toml::Table = toml::from_str(&text).unwrap();
+        let targets = cross["target"].as_table().expect("[target.*] tables");
         let boards = boards();
-        let cross_triples: BTreeSet<&str> = entries
-            .iter()
-            .filter_map(|e| e.table.strip_prefix("target."))
-            .map(|t| t.strip_suffix(".env").unwrap_or(t))
-            .collect();
+        let cross_triples: BTreeSet<&str> = targets.keys().map(String::as_str).collect();
         let board_triples: BTreeSet<&str> = boards.iter().map(|b| b.rust_target.as_str()).collect();
         assert_eq!(cross_triples, board_triples, "Cross.toml vs board-configs/");
         for b in &boards {
-            let table = format!("target.{}", b.rust_target);
-            let get = |t: &str, k: &str| {
-                entries
-                    .iter()
-                    .find(|e| e.table == t && e.key == k)
-                    .map(|e| e.value.clone())
-            };
+            let t = &targets[&b.rust_target];
             assert_eq!(
-                get(&table, "build-std"),
-                Some(Value::Bool(b.build_std)),
+                t.get("build-std").and_then(toml::Value::as_bool),
+                Some(b.build_std),
                 "{}: build-std",
                 b.rust_target
             );
@@ -383,13 +366,13 @@ mod tests {
                 "qemu-user"
             };
             assert_eq!(
-                get(&table, "runner"),
-                Some(Value::Str(runner.into())),
+                t.get("runner").and_then(toml::Value::as_str),
+                Some(runner),
                 "{}: runner",
                 b.rust_target
             );
-            let pass: Vec<String> = match get(&format!("{table}.env"), "passthrough") {
-                Some(Value::Array(v)) => v
+            let pass: Vec<String> = match t.get("env").and_then(|e| e.get("passthrough")) {
+                Some(toml::Value::Array(v)) => v
                     .iter()
                     .filter_map(|x| x.as_str().map(str::to_string))
                     .collect(),

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::boards::Board;
-use crate::targets::Targets;
-use crate::{vm, vmtest};
+use sims_vm::host::is_root;
+use sims_vm::{Share, Spec};
+
+use super::{Board, Targets};
+use crate::cargo::workspace;
 
 pub const BINDINGS: usize = 1000;
 /// simsd on mipsel, stripped.
@@ -221,12 +223,12 @@ fn simsd_line(out: &str, what: &str) -> Result<u64, String> {
 /// in the board's guest VM. QEMU user mode cannot run simsd (no
 /// NETLINK_NETFILTER), so a board without either has no such figure.
 fn simsd_rss(b: &Board, simsd: &Path, work: &Path) -> Result<(u64, u64), String> {
-    let ws = crate::workspace();
-    let script = ws.join("tests/vm/footprint.sh");
+    let ws = workspace();
+    let script = sims_vm::script("footprint.sh");
     let conf = work.join("sims.conf");
     std::fs::write(&conf, footprint_config()).map_err(|e| format!("{}: {e}", conf.display()))?;
     let out = if b.runs_natively() {
-        if !crate::is_root() {
+        if !is_root() {
             return Err("needs root (network namespace)".into());
         }
         let ns = format!("sims-fp-{}", std::process::id());
@@ -262,9 +264,11 @@ fn simsd_rss(b: &Board, simsd: &Path, work: &Path) -> Result<(u64, u64), String>
         }
         text
     } else {
-        let f = vm::Foreign::of(b).ok_or("no guest VM for this board (vm_* keys)")?;
-        let mut spec = vm::Spec::for_guest(&ws, PathBuf::new(), "run.sh", f);
-        let share = vmtest::Share::new(&spec.cache, "footprint")?;
+        let f = b
+            .vm_guest()
+            .ok_or("no guest VM for this board (vm_* keys)")?;
+        let mut spec = Spec::for_guest(&ws, PathBuf::new(), "run.sh", f);
+        let share = Share::new(&spec.cache, "footprint")?;
         spec.share = share.dir.clone();
         spec.echo = std::env::var_os("SIMS_VM_VERBOSE").is_some();
         spec.timeout = Duration::from_secs(600);
@@ -284,7 +288,7 @@ fn simsd_rss(b: &Board, simsd: &Path, work: &Path) -> Result<(u64, u64), String>
                  /mnt/host/simsd.state /tmp/fp {BINDINGS}\n"
             ),
         )?;
-        let out = vm::run(&spec).map_err(|e| e.to_string())?;
+        let out = sims_vm::run(&spec).map_err(|e| e.to_string())?;
         out.console.join("\n")
     };
     for l in out.lines().filter(|l| l.starts_with("footprint-simsd")) {

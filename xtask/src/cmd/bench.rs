@@ -1,47 +1,55 @@
-//! Benchmarks that need the VM (xtask/src/vm.rs): `bench vm-delay` (the
-//! handover benchmark under netem WAN delay) and `bench dataplane` (the
-//! data-plane ratios over kernel ipip), plus their guest side, `xtask guest
-//! ...`, which tests/vm/bench.sh runs inside the VM with the binaries of the
-//! share (there is no cargo in the guest).
+//! `cargo xtask bench ...`: `handover` (namespaces on the host),
+//! `footprint` (router targets), and the benchmarks that need the VM,
+//! `vm-delay` (the handover benchmark under netem WAN delay) and
+//! `dataplane` (the data-plane ratios over kernel ipip), plus their guest
+//! side, `xtask guest ...`, which tests/vm/bench.sh runs inside the VM with
+//! the binaries of the share (there is no cargo in the guest).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sims_testbed::dataplane::{run_dataplane_bench, DataplaneOptions};
 use sims_testbed::harness::{run_handover_bench, BenchOptions};
+use sims_vm::host::is_root;
 
-use crate::vmtest;
+use crate::cargo::{build_bins, workspace};
+use crate::{opts, targets};
 
-/// Values of `--name V` / `--name=V` options (defaults given); `--debug`
-/// is allowed as a switch; anything else is an error.
-pub fn opts(args: &[String], known: &[(&str, &str)]) -> Result<Vec<String>, String> {
-    let mut vals: Vec<String> = known.iter().map(|(_, d)| d.to_string()).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--debug" {
-            continue;
-        }
-        let (name, inline) = match a.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let Some(i) = known.iter().position(|(n, _)| *n == name) else {
-            return Err(format!("unknown option {a}"));
-        };
-        vals[i] = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))?,
-        };
+/// `cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]`:
+/// N alternating moves measured with `sims-traffic probe`; the last line
+/// is `handover median_ms=<x> p99_ms=<y> moves=<n>`.
+pub fn handover(args: &[String]) -> Result<(), String> {
+    let o = opts::parse(args, &["--debug"], &["--moves", "--delay-ms"])?;
+    let moves = o.num("--moves", 20)? as usize;
+    let delay_ms = o.num("--delay-ms", 0)?;
+    if moves == 0 {
+        return Err("--moves must be at least 1".into());
     }
-    Ok(vals)
+    if !is_root() {
+        return Err("the benchmark builds network namespaces: run it as root".into());
+    }
+    // --debug: quick check of the harness with debug binaries (the figures
+    // that count come from the release build).
+    let bin_dir = build_bins(!o.has("--debug"))?;
+    run_handover_bench(&BenchOptions {
+        traffic_bin: bin_dir.join("sims-traffic"),
+        bin_dir,
+        moves,
+        rate: 200_000,
+        delay_ms,
+    })
+    .map(|_| ())
 }
 
-pub fn num(name: &str, v: &str) -> Result<u64, String> {
-    v.parse()
-        .map_err(|_| format!("{name} needs a number, not {v:?}"))
+/// `cargo xtask bench footprint [--target <triple>]...`: sizes and peak
+/// RSS per router target (every one by default).
+pub fn footprint(args: &[String]) -> Result<(), String> {
+    let mut wanted = opts::parse(args, &["--all"], &["--target"])?.targets();
+    if wanted.is_empty() {
+        wanted.push("--all".into());
+    }
+    let boards = targets::chosen(&wanted)?;
+    targets::footprint::run(&mut targets::targets(), &boards)
 }
 
 /// A `key=value` number in a whitespace-separated line.
@@ -67,18 +75,32 @@ fn slope(points: &[(f64, f64)]) -> f64 {
     }
 }
 
+/// Boots once and runs `cmds` in the VM with this xtask binary as the
+/// guest's side (`xtask guest ...`; there is no cargo in the guest).
+fn guest_commands(
+    bins: &Path,
+    what: &str,
+    cmds: &[String],
+    timeout: Duration,
+) -> Result<sims_vm::Outcome, String> {
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    sims_vm::suite::run_guest_commands(&workspace(), bins, (&me, "xtask"), what, cmds, timeout)
+}
+
 /// `cargo xtask bench vm-delay`: one boot, one testbed per delay.
-pub fn cmd_bench_vm_delay(args: &[String]) -> Result<(), String> {
-    let v = opts(args, &[("--moves", "20"), ("--delays", "0,10,40")])?;
-    let moves = num("--moves", &v[0])?;
-    let delays: Vec<u64> = v[1]
+pub fn vm_delay(args: &[String]) -> Result<(), String> {
+    let o = opts::parse(args, &["--debug"], &["--moves", "--delays"])?;
+    let moves = o.num("--moves", 20)?;
+    let delays: Vec<u64> = o
+        .value("--delays")
+        .unwrap_or("0,10,40")
         .split(',')
-        .map(|d| num("--delays", d.trim()))
+        .map(|d| opts::num("--delays", d.trim()))
         .collect::<Result<_, _>>()?;
     if moves == 0 || delays.is_empty() {
         return Err("--moves must be at least 1 and --delays name at least one delay".into());
     }
-    let bins = crate::build_bins(!args.iter().any(|a| a == "--debug"))?;
+    let bins = build_bins(!o.has("--debug"))?;
     let cmds: Vec<String> = delays
         .iter()
         .map(|d| {
@@ -88,7 +110,7 @@ pub fn cmd_bench_vm_delay(args: &[String]) -> Result<(), String> {
         })
         .collect();
     let timeout = Duration::from_secs(600 + 60 * moves * delays.len() as u64);
-    let out = vmtest::run_guest_commands(&crate::workspace(), &bins, "vm-delay", &cmds, timeout)?;
+    let out = guest_commands(&bins, "vm-delay", &cmds, timeout)?;
     let rows: Vec<(f64, f64, f64)> = out
         .console
         .iter()
@@ -134,18 +156,18 @@ pub fn cmd_bench_vm_delay(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask bench dataplane`: the ratios, measured in the VM.
-pub fn cmd_bench_dataplane(args: &[String]) -> Result<(), String> {
-    let v = opts(args, &[("--pairs", "8")])?;
-    let pairs = num("--pairs", &v[0])?;
+pub fn dataplane(args: &[String]) -> Result<(), String> {
+    let o = opts::parse(args, &["--debug"], &["--pairs"])?;
+    let pairs = o.num("--pairs", 8)?;
     if pairs == 0 {
         return Err("--pairs must be at least 1".into());
     }
-    let bins = crate::build_bins(!args.iter().any(|a| a == "--debug"))?;
+    let bins = build_bins(!o.has("--debug"))?;
     let cmds = vec![format!(
         "/mnt/host/bin/xtask guest bench-dataplane --bin-dir /mnt/host/bin --pairs {pairs}"
     )];
     let timeout = Duration::from_secs(900 + 120 * pairs);
-    let out = vmtest::run_guest_commands(&crate::workspace(), &bins, "dataplane", &cmds, timeout)?;
+    let out = guest_commands(&bins, "dataplane", &cmds, timeout)?;
     let last = out
         .console
         .iter()
@@ -157,23 +179,20 @@ pub fn cmd_bench_dataplane(args: &[String]) -> Result<(), String> {
 }
 
 /// `xtask guest bench-handover|bench-dataplane ...`, inside the VM.
-pub fn cmd_guest(args: &[String]) -> Result<(), String> {
+pub fn guest(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("bench-handover") => {
-            let v = opts(
+            let o = opts::parse(
                 &args[1..],
-                &[
-                    ("--bin-dir", "/mnt/host/bin"),
-                    ("--moves", "10"),
-                    ("--delay-ms", "0"),
-                ],
+                &["--debug"],
+                &["--bin-dir", "--moves", "--delay-ms"],
             )?;
-            let bin_dir = PathBuf::from(&v[0]);
-            let delay_ms = num("--delay-ms", &v[2])?;
+            let bin_dir = PathBuf::from(o.value("--bin-dir").unwrap_or("/mnt/host/bin"));
+            let delay_ms = o.num("--delay-ms", 0)?;
             let r = run_handover_bench(&BenchOptions {
                 traffic_bin: bin_dir.join("sims-traffic"),
                 bin_dir,
-                moves: num("--moves", &v[1])? as usize,
+                moves: o.num("--moves", 10)? as usize,
                 rate: 200_000,
                 delay_ms,
             })?;
@@ -186,14 +205,11 @@ pub fn cmd_guest(args: &[String]) -> Result<(), String> {
             Ok(())
         }
         Some("bench-dataplane") => {
-            let v = opts(
-                &args[1..],
-                &[("--bin-dir", "/mnt/host/bin"), ("--pairs", "8")],
-            )?;
-            let bin_dir = PathBuf::from(&v[0]);
-            let mut o = DataplaneOptions::new(bin_dir.clone(), bin_dir.join("sims-traffic"));
-            o.pairs = num("--pairs", &v[1])? as usize;
-            let r = run_dataplane_bench(&o)?;
+            let o = opts::parse(&args[1..], &["--debug"], &["--bin-dir", "--pairs"])?;
+            let bin_dir = PathBuf::from(o.value("--bin-dir").unwrap_or("/mnt/host/bin"));
+            let mut d = DataplaneOptions::new(bin_dir.clone(), bin_dir.join("sims-traffic"));
+            d.pairs = o.num("--pairs", 8)? as usize;
+            let r = run_dataplane_bench(&d)?;
             println!(
                 "dataplane relayed_vs_direct={:.3} new_10k_vs_0={:.3}",
                 r.relayed_vs_direct,
@@ -210,16 +226,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_and_fields() {
-        let a: Vec<String> = ["--moves", "3", "--debug", "--delays=0,5"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            opts(&a, &[("--moves", "10"), ("--delays", "0,10,40")]).unwrap(),
-            ["3", "0,5"]
-        );
-        assert!(opts(&a, &[("--moves", "10")]).is_err());
+    fn fields_and_slope() {
         assert_eq!(
             field(
                 "vm-delay delay_ms=10 median_ms=31.50 p99_ms=40",

@@ -1,6 +1,7 @@
-//! Router targets: toolchain set-up, release builds and tests under QEMU
-//! user mode, all driven by `board-configs/*.toml` (see boards.rs and
-//! docs/TARGETS.md).
+//! A router target's toolchain: set-up, release builds and tests under
+//! QEMU user mode, all driven by its board config (see boards.rs and
+//! docs/TARGETS.md). It builds and runs; what a command does with the
+//! results (the VM suite, the footprint) is the caller's.
 //!
 //! * installs what a board needs and is missing: its rustup toolchain,
 //!   the target's std (`rustup target add`) or `rust-src` for build-std,
@@ -19,10 +20,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::boards::{Board, Linker};
+use sims_vm::host::{apt_install, which};
+
+use super::boards::{Board, Linker};
+use crate::cargo::status;
 
 /// The firmware crates whose unit and protocol tests run on every target.
-pub const TEST_PACKAGES: &[&str] = &["sims-proto", "sims-linux", "simsd", "sims-node"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "sims-proto",
+    "sims-linux",
+    "sims-daemon",
+    "simsd",
+    "sims-node",
+];
 /// The zig (PyPI `ziglang`) that links the zig boards: pinned, since zig
 /// supplies the C library (musl crt, libc.a, malloc) linked into simsd.
 pub const ZIG_VERSION: &str = "0.17.1";
@@ -47,28 +57,6 @@ fn output(c: &mut Command) -> Option<String> {
     o.status
         .success()
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-/// Runs `c`; Err names `step` if it cannot start or fails.
-pub fn status(step: &str, c: &mut Command) -> Result<(), String> {
-    let st = c
-        .status()
-        .map_err(|e| format!("{step}: cannot run {c:?}: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!("{step} failed ({st})"))
-    }
-}
-
-/// `name` in PATH, as an absolute path.
-pub fn which(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        return Some(PathBuf::from(name)).filter(|p| p.is_file());
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Writes `text` to `path` as an executable script, unless it is already
@@ -198,7 +186,7 @@ impl Targets {
             |py: &Path| output(Command::new(py).args(["-m", "pip", "--version"])).is_some();
         if !which("python3").is_some_and(|py| has_pip(&py)) && self.once("apt pip".into()) {
             println!("==> apt-get install python3-pip (zig comes from PyPI)");
-            crate::deps::apt_install(&["python3", "python3-pip"])?;
+            apt_install(&["python3", "python3-pip"])?;
         }
         let py = which("python3").ok_or("python3 not found: zig comes from PyPI (`ziglang`)")?;
         let version = |py: &Path| {
@@ -238,7 +226,7 @@ impl Targets {
         }
         if self.once("apt qemu-user-static".into()) {
             println!("==> apt-get install qemu-user-static (for {})", b.qemu_user);
-            if let Err(e) = crate::deps::apt_install(&["qemu-user-static"]) {
+            if let Err(e) = apt_install(&["qemu-user-static"]) {
                 println!("    {e}");
             }
         }
@@ -492,7 +480,7 @@ impl Targets {
     // ---- test --------------------------------------------------------
 
     /// `cargo test --target <triple>` with the board's test settings.
-    fn test_cargo(&mut self, b: &Board) -> Result<Command, String> {
+    pub fn test_cargo(&mut self, b: &Board) -> Result<Command, String> {
         let mut c = self.cargo(b, false)?;
         c.args(["test", "--target", &b.rust_target]);
         if b.build_std {
@@ -536,16 +524,9 @@ impl Targets {
         status(&format!("unit tests {}", b.rust_target), &mut c)
     }
 
-    /// The testbed's scenario tests and sims-traffic for a board (test
-    /// profile, as `unit_tests` builds them), to run in its system guest:
-    /// (test target name, executable) pairs and the sims-traffic binary.
-    pub fn guest_test_bins(
-        &mut self,
-        b: &Board,
-        tests: &[&str],
-    ) -> Result<(Vec<(String, PathBuf)>, PathBuf), String> {
-        let c = self.test_cargo(b)?;
-        let bins = crate::vmtest::build_test_bins(c, tests, false)?;
+    /// `sims-traffic` as the board's test cargo builds it (with the
+    /// testbed's test binaries, for its system guest).
+    pub fn traffic_bin(&self, b: &Board) -> Result<PathBuf, String> {
         let traffic = self
             .cargo_dir(b)
             .join(&b.rust_target)
@@ -554,7 +535,7 @@ impl Targets {
         if !traffic.is_file() {
             return Err(format!("{} was not built", self.rel(&traffic)));
         }
-        Ok((bins, traffic))
+        Ok(traffic)
     }
 
     /// Runs each release binary with `--version` (as OpenWrt's packages

@@ -1,0 +1,6 @@
+//! The commands of `cargo xtask`, one file per family; main.rs dispatches.
+
+pub mod bench;
+pub mod build;
+pub mod demo;
+pub mod test;
