@@ -10,25 +10,36 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use sims_proto::ipv4::{Ipv4Header, PROTO_IPIP};
+use smoltcp::wire::{IpProtocol, Ipv4Packet};
 
 use crate::sys;
 
 const TTL: libc::c_int = 64;
+const PROTO_IPIP: u8 = 4;
 
 pub struct RawIpip {
     fd: OwnedFd,
 }
 
-/// Validates an outer IPv4 header (`sims_proto::ipv4`, the one header
-/// view); returns the outer source and where the inner packet is in `pkt`.
+/// Validates an outer IPv4 header (smoltcp's `wire::Ipv4Packet`, the one
+/// IPv4 view, as in simsd's offload completion); returns the outer source
+/// and where the inner packet is in `pkt`.
 pub fn parse_outer(pkt: &[u8]) -> io::Result<(Ipv4Addr, Range<usize>)> {
     let bad = |what| io::Error::new(io::ErrorKind::InvalidData, what);
-    let h = Ipv4Header::parse(pkt).map_err(|e| bad(e.as_str()))?;
-    if h.protocol != PROTO_IPIP {
+    // new_checked: the fixed header is there, header length <= total
+    // length <= bytes. Version and IHL >= 5 are ours to check.
+    let ip = Ipv4Packet::new_checked(pkt).map_err(|_| bad("bad outer header or total length"))?;
+    if ip.version() != 4 {
+        return Err(bad("outer header is not IPv4"));
+    }
+    let (header_len, total_len) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+    if header_len < 20 {
+        return Err(bad("bad outer header length"));
+    }
+    if ip.next_header() != IpProtocol::from(PROTO_IPIP) {
         return Err(bad("outer protocol is not ipip"));
     }
-    Ok((h.src, h.payload()))
+    Ok((ip.src_addr(), header_len..total_len))
 }
 
 impl RawIpip {
@@ -156,5 +167,24 @@ mod tests {
         bad = p.clone();
         bad[2..4].copy_from_slice(&10u16.to_be_bytes());
         assert!(parse_outer(&bad).is_err());
+        assert_eq!(
+            parse_outer(&bad).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Garbage: an error or a range inside the bytes, never a panic.
+        let mut x = 0x1234_5678u32;
+        for len in 0..64 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Ok((_, inner)) = parse_outer(&bytes) {
+                let _ = &bytes[inner];
+            }
+        }
     }
 }

@@ -16,7 +16,6 @@ extern crate std;
 
 pub mod agent;
 pub mod driver;
-pub mod ipv4;
 pub mod msg;
 pub mod node;
 pub mod persist;

@@ -16,92 +16,82 @@
 //! checksum is neither partial nor correct is left alone: the end host
 //! drops it, as it should.
 
-use sims_proto::ipv4::{Ipv4Header, PROTO_TCP as TCP, PROTO_UDP as UDP};
+//! The IPv4, TCP and UDP views and their checksums are smoltcp's `wire`
+//! module (the one IPv4 view, as in sims-linux's raw ipip socket); what is
+//! ours is when to complete and how to split, and the partial sum we
+//! recognise (smoltcp 0.12 does not export its pseudo-header sum).
 
-/// One's-complement sum of big-endian 16-bit words (odd length padded).
-fn sum16(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-    }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
-    }
-    acc
-}
+use core::net::Ipv4Addr;
 
-fn fold(mut acc: u32) -> u16 {
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, TcpPacket, TcpSeqNumber, UdpPacket};
+
+/// What the kernel leaves in a CHECKSUM_PARTIAL field: the folded,
+/// uncomplemented pseudo-header sum.
+fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, len: usize) -> u16 {
+    let (s, d) = (src.octets(), dst.octets());
+    let words = [
+        u16::from_be_bytes([s[0], s[1]]),
+        u16::from_be_bytes([s[2], s[3]]),
+        u16::from_be_bytes([d[0], d[1]]),
+        u16::from_be_bytes([d[2], d[3]]),
+        u16::from(u8::from(proto)),
+        len as u16,
+    ];
+    let mut acc: u32 = words.iter().map(|&w| u32::from(w)).sum();
     while acc >> 16 != 0 {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u16
 }
 
-/// Header facts of an unfragmented IPv4 packet: (ihl, total length,
-/// protocol), from the one IPv4 header view.
-fn ipv4(pkt: &[u8]) -> Option<(usize, usize, u8)> {
-    let h = Ipv4Header::parse(pkt).ok()?;
-    if h.is_fragment() {
+/// An unfragmented IPv4 packet (version 4, IHL >= 5, sane total length),
+/// trimmed to its total length (link-layer padding is not part of it).
+fn ipv4(pkt: &[u8]) -> Option<Ipv4Packet<&[u8]>> {
+    let ip = Ipv4Packet::new_checked(pkt).ok()?;
+    if ip.version() != 4 || ip.header_len() < 20 {
         return None;
     }
-    Some((h.header_len, h.total_len, h.protocol))
-}
-
-fn pseudo_sum(pkt: &[u8], proto: u8, l4_len: usize) -> u32 {
-    let acc = sum16(&pkt[12..20], 0);
-    acc.wrapping_add(u32::from(proto))
-        .wrapping_add(l4_len as u32)
-}
-
-/// Offset of the checksum field in the transport header, if there is a
-/// whole one.
-fn csum_offset(proto: u8, l4: &[u8]) -> Option<usize> {
-    match proto {
-        TCP if l4.len() >= 20 => Some(16),
-        UDP if l4.len() >= 8 => Some(6),
-        _ => None,
+    // Fragments (offset or MF set) carry no whole transport segment.
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return None;
     }
-}
-
-/// The full transport checksum of `pkt` (its checksum field counted as 0).
-fn transport_checksum(pkt: &[u8], ihl: usize, total: usize, proto: u8, off: usize) -> u16 {
-    let l4 = &pkt[ihl..total];
-    let mut acc = pseudo_sum(pkt, proto, l4.len());
-    acc = sum16(&l4[..off], acc);
-    acc = sum16(&l4[off + 2..], acc);
-    let c = !fold(acc);
-    if proto == UDP && c == 0 {
-        0xffff
-    } else {
-        c
-    }
+    Ipv4Packet::new_checked(&pkt[..usize::from(ip.total_len())]).ok()
 }
 
 /// Completes a TCP/UDP checksum that holds only the pseudo-header sum (as
 /// the kernel leaves it for the device). Returns whether it did.
 pub fn complete_partial_checksum(pkt: &mut [u8]) -> bool {
-    let Some((ihl, total, proto)) = ipv4(pkt) else {
+    let Some(ip) = ipv4(pkt) else {
         return false;
     };
-    let Some(off) = csum_offset(proto, &pkt[ihl..total]) else {
-        return false;
-    };
-    let at = ihl + off;
-    let have = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
-    let partial = fold(pseudo_sum(pkt, proto, total - ihl));
-    if have != partial || (proto == UDP && have == 0) {
-        return false;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let (ihl, total, proto) = (
+        usize::from(ip.header_len()),
+        usize::from(ip.total_len()),
+        ip.next_header(),
+    );
+    // What the kernel leaves in the field: the folded pseudo-header sum.
+    let partial = |len: usize| pseudo_header_sum(src, dst, proto, len);
+    let (src, dst) = (IpAddress::Ipv4(src), IpAddress::Ipv4(dst));
+    let l4 = &mut pkt[ihl..total];
+    match proto {
+        IpProtocol::Tcp => match TcpPacket::new_checked(l4) {
+            Ok(mut t) if t.checksum() == partial(t.as_ref().len()) => {
+                t.fill_checksum(&src, &dst);
+                true
+            }
+            _ => false,
+        },
+        IpProtocol::Udp => match UdpPacket::new_checked(l4) {
+            // 0 means "no checksum" in UDP: nothing to complete.
+            Ok(mut u) if u.checksum() != 0 && u.checksum() == partial(usize::from(u.len())) => {
+                u.fill_checksum(&src, &dst);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
     }
-    let c = transport_checksum(pkt, ihl, total, proto, off);
-    pkt[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    true
-}
-
-fn set_ip_checksum(h: &mut [u8]) {
-    h[10] = 0;
-    h[11] = 0;
-    let c = !fold(sum16(h, 0));
-    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Splits an IPv4/TCP packet longer than `max` bytes into segments of at
@@ -110,42 +100,40 @@ fn set_ip_checksum(h: &mut [u8]) {
 /// only, full checksums. None if `pkt` is not such a packet (not TCP, no
 /// payload to split, or headers that leave no room).
 pub fn segment_tcp(pkt: &[u8], max: usize) -> Option<Vec<Vec<u8>>> {
-    let (ihl, total, proto) = ipv4(pkt)?;
-    if proto != TCP || total <= max || total < ihl + 20 {
+    let ip = ipv4(pkt)?;
+    let total = usize::from(ip.total_len());
+    if ip.next_header() != IpProtocol::Tcp || total <= max {
         return None;
     }
-    let thl = usize::from(pkt[ihl + 12] >> 4) * 4;
-    if thl < 20 || ihl + thl > total {
-        return None;
-    }
-    let hdr = ihl + thl;
+    let ihl = usize::from(ip.header_len());
+    // new_checked: 20 <= data offset <= the segment.
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    let hdr = ihl + usize::from(tcp.header_len());
     let mss = max.checked_sub(hdr).filter(|&m| m > 0)?;
-    let payload = &pkt[hdr..total];
-    let seq0 = u32::from_be_bytes([pkt[ihl + 4], pkt[ihl + 5], pkt[ihl + 6], pkt[ihl + 7]]);
-    let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
-    let flags = pkt[ihl + 13];
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    let (seq0, id0) = (tcp.seq_number(), ip.ident());
+    let (fin, psh, cwr) = (tcp.fin(), tcp.psh(), tcp.cwr());
+    let payload = tcp.payload();
     let n = payload.len().div_ceil(mss);
     let mut out = Vec::with_capacity(n);
     for (i, chunk) in payload.chunks(mss).enumerate() {
         let mut s = Vec::with_capacity(hdr + chunk.len());
         s.extend_from_slice(&pkt[..hdr]);
         s.extend_from_slice(chunk);
-        let len = s.len() as u16;
-        s[2..4].copy_from_slice(&len.to_be_bytes());
-        s[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        set_ip_checksum(&mut s[..ihl]);
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        s[ihl + 4..ihl + 8].copy_from_slice(&seq.to_be_bytes());
-        let mut f = flags;
-        if i + 1 < n {
-            f &= !(0x01 | 0x08); // FIN, PSH
-        }
-        if i > 0 {
-            f &= !0x80; // CWR
-        }
-        s[ihl + 13] = f;
-        let c = transport_checksum(&s, ihl, s.len(), TCP, 16);
-        s[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
+        let mut ip = Ipv4Packet::new_unchecked(&mut s[..]);
+        ip.set_total_len((hdr + chunk.len()) as u16);
+        ip.set_ident(id0.wrapping_add(i as u16));
+        ip.fill_checksum();
+        let mut t = TcpPacket::new_unchecked(&mut s[ihl..]);
+        t.set_seq_number(TcpSeqNumber(seq0.0.wrapping_add((i * mss) as i32)));
+        let last = i + 1 == n;
+        t.set_fin(fin && last);
+        t.set_psh(psh && last);
+        t.set_cwr(cwr && i == 0);
+        t.fill_checksum(&src, &dst);
         out.push(s);
     }
     Some(out)
@@ -154,6 +142,52 @@ pub fn segment_tcp(pkt: &[u8], max: usize) -> Option<Vec<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An independent RFC 1071 reference, so the tests do not check
+    // smoltcp against itself.
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+
+    /// One's-complement sum of big-endian 16-bit words (odd length padded).
+    fn sum16(data: &[u8], mut acc: u32) -> u32 {
+        let mut chunks = data.chunks_exact(2);
+        for c in &mut chunks {
+            acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        }
+        if let [last] = chunks.remainder() {
+            acc = acc.wrapping_add(u32::from(*last) << 8);
+        }
+        acc
+    }
+
+    fn fold(mut acc: u32) -> u16 {
+        while acc >> 16 != 0 {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    fn pseudo_sum(pkt: &[u8], proto: u8, l4_len: usize) -> u32 {
+        sum16(&pkt[12..20], 0)
+            .wrapping_add(u32::from(proto))
+            .wrapping_add(l4_len as u32)
+    }
+
+    fn set_ip_checksum(h: &mut [u8]) {
+        h[10] = 0;
+        h[11] = 0;
+        let c = !fold(sum16(h, 0));
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+
+    /// The full transport checksum of `pkt` (its checksum field counted as 0).
+    fn transport_checksum(pkt: &[u8], ihl: usize, total: usize, proto: u8, off: usize) -> u16 {
+        let l4 = &pkt[ihl..total];
+        let mut acc = pseudo_sum(pkt, proto, l4.len());
+        acc = sum16(&l4[..off], acc);
+        acc = sum16(&l4[off + 2..], acc);
+        !fold(acc)
+    }
 
     /// An IPv4/TCP packet 10.0.0.1:1000 → 10.0.0.2:2000 with `payload`,
     /// full checksums.
@@ -175,8 +209,10 @@ mod tests {
     }
 
     fn valid(p: &[u8]) -> bool {
-        let (ihl, total, proto) = ipv4(p).unwrap();
-        let off = csum_offset(proto, &p[ihl..total]).unwrap();
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        let proto = p[9];
+        let off = if proto == TCP { 16 } else { 6 };
         let l4 = &p[ihl..total];
         fold(sum16(l4, pseudo_sum(p, proto, l4.len()))) == 0xffff
             && fold(sum16(&p[..ihl], 0)) == 0xffff
