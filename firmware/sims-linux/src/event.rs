@@ -2,17 +2,18 @@
 //! signals as a file descriptor, and `poll(2)`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::time::{clock_gettime, ClockId};
 
 /// Milliseconds on CLOCK_MONOTONIC (survives daemon restarts, not reboots).
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    clock_gettime(ClockId::CLOCK_MONOTONIC).map_or(0, |ts| {
+        ts.tv_sec() as u64 * 1000 + ts.tv_nsec() as u64 / 1_000_000
+    })
 }
 
 /// Seconds since the Unix epoch.
@@ -25,29 +26,17 @@ pub fn unix_s() -> u64 {
 
 /// SIGTERM, SIGINT and SIGHUP delivered through a signalfd.
 pub struct Signals {
-    fd: OwnedFd,
+    fd: SignalFd,
 }
 
 impl Signals {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: plain libc calls on a local sigset.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-                libc::sigaddset(&mut set, s);
-            }
-            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Signals {
-                fd: OwnedFd::from_raw_fd(fd),
-            })
-        }
+        let set: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP]
+            .into_iter()
+            .collect();
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        Ok(Signals { fd })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -56,19 +45,9 @@ impl Signals {
 
     /// The next pending signal number, if any.
     pub fn next(&self) -> Option<i32> {
-        // SAFETY: reading one signalfd_siginfo into a zeroed struct.
-        unsafe {
-            let mut info: libc::signalfd_siginfo = std::mem::zeroed();
-            let n = libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                std::mem::size_of::<libc::signalfd_siginfo>(),
-            );
-            if n as usize == std::mem::size_of::<libc::signalfd_siginfo>() {
-                Some(info.ssi_signo as i32)
-            } else {
-                None
-            }
+        match self.fd.read_signal() {
+            Ok(Some(info)) => Some(info.ssi_signo as i32),
+            _ => None,
         }
     }
 }
@@ -76,26 +55,21 @@ impl Signals {
 /// Wait until one of `fds` is readable or `timeout_ms` passes; returns the
 /// readable ones' positions.
 pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<usize>> {
-    let mut p: Vec<libc::pollfd> = fds
+    let mut p: Vec<PollFd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        // SAFETY: the caller's descriptors are open for this call (a
+        // closed one would come back POLLNVAL, never memory unsafety).
+        .map(|&fd| PollFd::new(unsafe { BorrowedFd::borrow_raw(fd) }, PollFlags::POLLIN))
         .collect();
-    // SAFETY: p is a valid array of p.len() pollfds.
-    let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(Vec::new());
-        }
-        return Err(e);
+    let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
+    match poll(&mut p, timeout) {
+        Ok(_) => {}
+        Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
     }
     Ok(p.iter()
         .enumerate()
-        .filter(|(_, x)| x.revents != 0)
+        .filter(|(_, x)| x.revents().is_some_and(|r| !r.is_empty()))
         .map(|(i, _)| i)
         .collect())
 }

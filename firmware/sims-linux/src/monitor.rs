@@ -10,7 +10,7 @@ use crate::netlink::{
     parse_addr, parse_link, parse_route, parse_rule, AddrInfo, LinkInfo, Route, Rule, RTM_DELADDR,
     RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
 };
-use crate::nlmsg::{messages, NlMsg, NlSocket};
+use crate::nlmsg::{messages, NlMsg, NlSocket, SockProtocol};
 
 const RTMGRP_LINK: u32 = 0x1;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
@@ -59,7 +59,7 @@ pub(crate) fn decode(m: &NlMsg) -> io::Result<Option<Event>> {
 impl Monitor {
     pub fn open() -> io::Result<Self> {
         let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
-        let sock = NlSocket::open(libc::NETLINK_ROUTE, groups, true)?;
+        let sock = NlSocket::open(SockProtocol::NetlinkRoute, groups, true)?;
         sock.add_membership(RTNLGRP_IPV4_RULE)?;
         sock.set_rcvbuf(RCVBUF);
         Ok(Monitor {

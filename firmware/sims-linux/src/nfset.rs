@@ -6,7 +6,9 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use crate::nlmsg::{Msg, NlSocket, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
+use crate::nlmsg::{
+    Msg, NlSocket, SockProtocol, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -91,7 +93,7 @@ pub struct NfSet {
 impl NfSet {
     pub fn open() -> io::Result<Self> {
         Ok(NfSet {
-            sock: NlSocket::open(libc::NETLINK_NETFILTER, 0, false)?,
+            sock: NlSocket::open(SockProtocol::NetlinkNetFilter, 0, false)?,
         })
     }
 

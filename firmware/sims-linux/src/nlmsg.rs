@@ -3,14 +3,19 @@
 //! attributes, and a socket doing request/ack and dump exchanges.
 //! Netlink headers and integer attributes are host byte order.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::mem;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use libc::c_int;
 
-use crate::sys;
+use nix::errno::Errno;
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockType};
+use nix::sys::time::TimeVal;
+use nix::{setsockopt_impl, sockopt_impl};
+
+pub(crate) use nix::sys::socket::SockProtocol;
 
 pub(crate) const NLMSG_HDRLEN: usize = 16;
 pub(crate) const NLMSG_NOOP: u16 = 1;
@@ -37,6 +42,17 @@ const SOL_NETLINK: c_int = 270;
 const NETLINK_ADD_MEMBERSHIP: c_int = 1;
 const NETLINK_CAP_ACK: c_int = 10;
 const NETLINK_EXT_ACK: c_int = 11;
+
+// Netlink's own options, which nix does not define.
+sockopt_impl!(NetlinkExtAck, SetOnly, SOL_NETLINK, NETLINK_EXT_ACK, bool);
+sockopt_impl!(NetlinkCapAck, SetOnly, SOL_NETLINK, NETLINK_CAP_ACK, bool);
+sockopt_impl!(
+    NetlinkAddMembership,
+    SetOnly,
+    SOL_NETLINK,
+    NETLINK_ADD_MEMBERSHIP,
+    u32
+);
 
 /// Receive buffer: the kernel caps dump skbs at 32 KiB, so this never truncates.
 const RECV_BUF: usize = 64 * 1024;
@@ -305,31 +321,19 @@ pub(crate) struct NlSocket {
 }
 
 impl NlSocket {
-    pub(crate) fn open(proto: c_int, groups: u32, nonblocking: bool) -> io::Result<Self> {
-        let ty = libc::SOCK_RAW | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-        let fd = sys::socket(libc::AF_NETLINK, ty, proto)?;
-        // SAFETY: sockaddr_nl is plain old data; all-zero is valid.
-        let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        sa.nl_groups = groups;
-        // SAFETY: sa is a valid sockaddr_nl.
-        sys::cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        })?;
+    pub(crate) fn open(proto: SockProtocol, groups: u32, nonblocking: bool) -> io::Result<Self> {
+        let mut flags = SockFlag::SOCK_CLOEXEC;
+        if nonblocking {
+            flags |= SockFlag::SOCK_NONBLOCK;
+        }
+        let fd = socket::socket(AddressFamily::Netlink, SockType::Raw, flags, proto)?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, groups))?;
         // Nice to have (error text, small acks); old kernels lack them.
-        let _ = sys::setsockopt_int(&fd, SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        let _ = sys::setsockopt_int(&fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        let _ = socket::setsockopt(&fd, NetlinkExtAck, &true);
+        let _ = socket::setsockopt(&fd, NetlinkCapAck, &true);
         if !nonblocking {
             // The kernel always answers; the timeout only guards against a wedged daemon.
-            let tv = libc::timeval {
-                tv_sec: 5,
-                tv_usec: 0,
-            };
-            sys::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+            socket::setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
         }
         Ok(NlSocket {
             fd,
@@ -343,18 +347,14 @@ impl NlSocket {
     }
 
     pub(crate) fn add_membership(&self, group: u32) -> io::Result<()> {
-        sys::setsockopt_int(
-            &self.fd,
-            SOL_NETLINK,
-            NETLINK_ADD_MEMBERSHIP,
-            group as c_int,
-        )
+        Ok(socket::setsockopt(&self.fd, NetlinkAddMembership, &group)?)
     }
 
     /// Grows the receive buffer (forced when privileged) so event bursts fit.
     pub(crate) fn set_rcvbuf(&self, bytes: c_int) {
-        if sys::setsockopt_int(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes).is_err() {
-            let _ = sys::setsockopt_int(&self.fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes);
+        let bytes = bytes as usize;
+        if socket::setsockopt(&self.fd, sockopt::RcvBufForce, &bytes).is_err() {
+            let _ = socket::setsockopt(&self.fd, sockopt::RcvBuf, &bytes);
         }
     }
 
@@ -364,21 +364,10 @@ impl NlSocket {
     }
 
     pub(crate) fn send(&self, data: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_nl is plain old data; nl_pid 0 addresses the kernel.
-        let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // nl_pid 0 addresses the kernel.
+        let sa = NetlinkAddr::new(0, 0);
         loop {
-            // SAFETY: data and sa are valid for the given lengths.
-            let r = sys::cvt_size(unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    data.as_ptr().cast(),
-                    data.len(),
-                    0,
-                    (&sa as *const libc::sockaddr_nl).cast(),
-                    mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            });
+            let r = socket::sendto(self.fd.as_raw_fd(), data, &sa, MsgFlags::empty());
             match r {
                 Ok(n) if n == data.len() => return Ok(()),
                 Ok(_) => {
@@ -387,8 +376,8 @@ impl NlSocket {
                         "short netlink send",
                     ))
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -396,31 +385,24 @@ impl NlSocket {
     /// Receives one datagram from the kernel; returns the filled part of the buffer.
     pub(crate) fn recv(&mut self) -> io::Result<&[u8]> {
         loop {
-            // SAFETY: sockaddr_nl is plain old data.
-            let mut sa: libc::sockaddr_nl = unsafe { mem::zeroed() };
-            let mut salen = mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
             // MSG_TRUNC makes the return value the real length, so truncation is detectable.
-            // SAFETY: buf, sa and salen are valid for writing.
-            let r = sys::cvt_size(unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    libc::MSG_TRUNC,
-                    (&mut sa as *mut libc::sockaddr_nl).cast(),
-                    &mut salen,
-                )
-            });
-            let n = match r {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let r = socket::recvmsg::<NetlinkAddr>(
+                self.fd.as_raw_fd(),
+                &mut [IoSliceMut::new(&mut self.buf)],
+                None,
+                MsgFlags::MSG_TRUNC,
+            )
+            .map(|m| (m.bytes, m.address.map_or(u32::MAX, |a| a.pid())));
+            let (n, pid) = match r {
+                Ok(r) => r,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             };
             if n > self.buf.len() {
                 return Err(invalid("netlink datagram truncated"));
             }
             // Only the kernel (port 0) may talk to us.
-            if sa.nl_pid != 0 {
+            if pid != 0 {
                 continue;
             }
             return Ok(&self.buf[..n]);

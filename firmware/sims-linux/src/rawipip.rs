@@ -5,17 +5,27 @@
 //! and return the outer source and the inner packet.
 
 use std::io;
-use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use nix::sys::socket::{self, sockopt, MsgFlags, SockaddrIn};
+use nix::{setsockopt_impl, sockopt_impl};
 use smoltcp::wire::{IpProtocol, Ipv4Packet};
 
 use crate::sys;
 
 const TTL: libc::c_int = 64;
 const PROTO_IPIP: u8 = 4;
+
+// nix has no IP_MTU_DISCOVER setter.
+sockopt_impl!(
+    IpMtuDiscover,
+    SetOnly,
+    libc::IPPROTO_IP,
+    libc::IP_MTU_DISCOVER,
+    libc::c_int
+);
 
 pub struct RawIpip {
     fd: OwnedFd,
@@ -46,21 +56,25 @@ impl RawIpip {
     /// Opens the socket, bound to `bind_local` if given (then only packets
     /// to that address arrive, and it is the outer source).
     pub fn open(bind_local: Option<Ipv4Addr>) -> io::Result<Self> {
-        let fd = sys::socket(
-            libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK,
-            libc::c_int::from(PROTO_IPIP),
-        )?;
+        // nix's SockProtocol has no IPPROTO_IPIP: the socket itself is libc.
+        // SAFETY: plain syscall; the fd is owned from here on.
+        let fd = sys::cvt(unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(PROTO_IPIP),
+            )
+        })?;
+        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // DF on every packet, oversize sends fail with EMSGSIZE: like ipip pmtudisc.
-        sys::setsockopt_int(
-            &fd,
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            libc::IP_PMTUDISC_DO,
-        )?;
-        sys::setsockopt_int(&fd, libc::IPPROTO_IP, libc::IP_TTL, TTL)?;
+        socket::setsockopt(&fd, IpMtuDiscover, &libc::IP_PMTUDISC_DO)?;
+        socket::setsockopt(&fd, sockopt::Ipv4Ttl, &TTL)?;
         if let Some(local) = bind_local {
-            sys::bind_in(&fd, SocketAddrV4::new(local, 0))?;
+            socket::bind(
+                fd.as_raw_fd(),
+                &SockaddrIn::from(SocketAddrV4::new(local, 0)),
+            )?;
         }
         Ok(RawIpip { fd })
     }
@@ -71,18 +85,8 @@ impl RawIpip {
 
     /// Sends `inner` (a whole IPv4 packet) to `remote`; WouldBlock if the socket buffer is full.
     pub fn send(&self, inner: &[u8], remote: Ipv4Addr) -> io::Result<()> {
-        let sa = sys::sockaddr_in(SocketAddrV4::new(remote, 0));
-        // SAFETY: inner and sa are valid for the given lengths.
-        let n = sys::cvt_size(unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                inner.as_ptr().cast(),
-                inner.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        })?;
+        let sa = SockaddrIn::from(SocketAddrV4::new(remote, 0));
+        let n = socket::sendto(self.fd.as_raw_fd(), inner, &sa, MsgFlags::empty())?;
         if n != inner.len() {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "short raw send"));
         }
@@ -95,15 +99,7 @@ impl RawIpip {
     /// malformed or truncated packet (drop it and go on).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(Ipv4Addr, Range<usize>)> {
         // MSG_TRUNC returns the real length, so a truncated packet is detected.
-        // SAFETY: buf is valid for writing buf.len() bytes.
-        let n = sys::cvt_size(unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        })?;
+        let n = socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_TRUNC)?;
         if n > buf.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -6,7 +6,9 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::nlmsg::{get_u16, get_u8, invalid, Msg, NlSocket, NLM_F_DUMP, NLM_F_REQUEST};
+use crate::nlmsg::{
+    get_u16, get_u8, invalid, Msg, NlSocket, SockProtocol, NLM_F_DUMP, NLM_F_REQUEST,
+};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// inet_diag_msg: family, state, timer, retrans, sockid(48), 5 x u32.
@@ -83,7 +85,7 @@ pub(crate) fn parse(p: &[u8]) -> io::Result<Option<TcpSock>> {
 
 /// TCP sessions (not listening, TIME_WAIT or closed) whose local address is in `addrs`.
 pub fn tcp_sockets(addrs: &[Ipv4Addr]) -> io::Result<Vec<TcpSock>> {
-    let mut sock = NlSocket::open(libc::NETLINK_SOCK_DIAG, 0, false)?;
+    let mut sock = NlSocket::open(SockProtocol::NetlinkSockDiag, 0, false)?;
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let found = sock.dump(

@@ -1,8 +1,14 @@
 //! UDP control sockets: options that std::net can't set (SO_BINDTODEVICE,
-//! SO_REUSEADDR before bind), applied with libc before binding.
+//! SO_REUSEADDR before bind), applied before binding.
 
-use std::io;
+use std::ffi::OsString;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, SockaddrIn,
+};
 
 use crate::sys;
 
@@ -16,18 +22,24 @@ pub fn bind_udp(
     broadcast: bool,
     reuse: bool,
 ) -> io::Result<UdpSocket> {
-    let fd = sys::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK, 0)?;
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     if reuse {
-        sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     }
     if broadcast {
-        sys::setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_BROADCAST, 1)?;
+        socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
     }
     if let Some(dev) = device {
-        let name = sys::ifname_buf(dev)?;
-        sys::setsockopt(&fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, &name)?;
+        // The kernel silently truncates a long name: refuse it here.
+        sys::ifname_buf(dev)?;
+        socket::setsockopt(&fd, sockopt::BindToDevice, &OsString::from(dev))?;
     }
-    sys::bind_in(&fd, addr)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(addr))?;
     Ok(UdpSocket::from(fd))
 }
 
@@ -41,12 +53,6 @@ pub fn send_from(
     dst: SocketAddrV4,
     src: std::net::Ipv4Addr,
 ) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut to = sys::sockaddr_in(dst);
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
     let info = libc::in_pktinfo {
         ipi_ifindex: 0,
         ipi_spec_dst: libc::in_addr {
@@ -54,28 +60,11 @@ pub fn send_from(
         },
         ipi_addr: libc::in_addr { s_addr: 0 },
     };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) };
-    let mut cbuf = vec![0u8; space as usize];
-    // SAFETY: msghdr is plain data; every pointer in it outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut to as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.len() as _;
-    // SAFETY: the control buffer has room for one in_pktinfo header.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if c.is_null() {
-            return Err(io::Error::other("no room for IP_PKTINFO"));
-        }
-        (*c).cmsg_level = libc::IPPROTO_IP;
-        (*c).cmsg_type = libc::IP_PKTINFO;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
-        let n = libc::sendmsg(sock.as_raw_fd(), &msg, 0);
-        sys::cvt_size(n)
-    }
+    Ok(socket::sendmsg(
+        sock.as_raw_fd(),
+        &[IoSlice::new(data)],
+        &[ControlMessage::Ipv4PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&SockaddrIn::from(dst)),
+    )?)
 }

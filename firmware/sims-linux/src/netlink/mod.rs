@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
 
 use crate::nlmsg::{
-    Msg, NlMsg, NlSocket, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    Msg, NlMsg, NlSocket, SockProtocol, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 
 mod codec;
@@ -203,7 +203,7 @@ const DUMP: u16 = NLM_F_REQUEST | NLM_F_DUMP;
 impl Netlink {
     pub fn open() -> io::Result<Self> {
         Ok(Netlink {
-            sock: NlSocket::open(libc::NETLINK_ROUTE, 0, false)?,
+            sock: NlSocket::open(SockProtocol::NetlinkRoute, 0, false)?,
         })
     }
 
