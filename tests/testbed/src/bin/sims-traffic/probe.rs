@@ -2,13 +2,13 @@
 //! then sends UDP probes from the old one until one is echoed.
 
 use std::io::{self, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use sims_testbed::traffic::mono_ns;
 
-use crate::sockets::{set_int_opt, sockaddr_in, wait_readable};
+use crate::sockets::{bind_freebind, wait_readable};
 use crate::{Opts, Res};
 
 /// IPv4 addresses (with prefix length) on `iface`.
@@ -90,19 +90,7 @@ pub(crate) fn probe(args: &[String]) -> Res<i32> {
     }
     // SAFETY: we own fd.
     let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-    set_int_opt(fd, libc::SOL_IP, libc::IP_FREEBIND, 1).map_err(|e| e.to_string())?;
-    let sa = sockaddr_in(SocketAddrV4::new(bind, 0));
-    // SAFETY: valid sockaddr_in.
-    let r = unsafe {
-        libc::bind(
-            fd,
-            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(format!("bind {bind}: {}", io::Error::last_os_error()));
-    }
+    bind_freebind(fd, bind).map_err(|e| format!("bind {bind}: {e}"))?;
     println!("ready bind={bind} iface={iface}");
     let _ = io::stdout().flush();
 

@@ -30,6 +30,25 @@ pub(crate) fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
     sa
 }
 
+/// Binds `fd` to `ip` (any port) even if `ip` is not (or no longer) on an
+/// interface: an old address a moved node still uses.
+pub(crate) fn bind_freebind(fd: i32, ip: Ipv4Addr) -> io::Result<()> {
+    set_int_opt(fd, libc::SOL_IP, libc::IP_FREEBIND, 1)?;
+    let sa = sockaddr_in(SocketAddrV4::new(ip, 0));
+    // SAFETY: sa is a valid sockaddr_in.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 pub(crate) fn set_int_opt(fd: i32, level: i32, opt: i32, v: i32) -> io::Result<()> {
     // SAFETY: valid fd, pointer to a live i32 of the given size.
     let r = unsafe {
@@ -68,19 +87,7 @@ pub(crate) fn tcp_connect(
     // SAFETY: we own fd; TcpStream closes it on drop (also on error paths).
     let stream = unsafe { TcpStream::from_raw_fd(fd) };
     if let Some(ip) = bind {
-        set_int_opt(fd, libc::SOL_IP, libc::IP_FREEBIND, 1)?;
-        let sa = sockaddr_in(SocketAddrV4::new(ip, 0));
-        // SAFETY: sa is a valid sockaddr_in.
-        let r = unsafe {
-            libc::bind(
-                fd,
-                &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        bind_freebind(fd, ip)?;
     }
     let sa = sockaddr_in(to);
     // SAFETY: sa is a valid sockaddr_in.
