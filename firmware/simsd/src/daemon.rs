@@ -207,7 +207,9 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
     let mut buf = vec![0u8; 65_536];
+    // Reused every turn of the loop: no allocation per wakeup.
     let mut slots: Vec<(Slot, RawFd)> = Vec::new();
+    let mut fds: Vec<RawFd> = Vec::new();
     loop {
         let now_ms = event::now_ms();
         let next = d
@@ -226,7 +228,8 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
         ]);
         slots.extend(d.dp.raw_fd().map(|fd| (Slot::RawIpip, fd)));
         slots.extend(d.dp.tun_fds().into_iter().map(|(p, fd)| (Slot::Tun(p), fd)));
-        let fds: Vec<RawFd> = slots.iter().map(|(_, fd)| *fd).collect();
+        fds.clear();
+        fds.extend(slots.iter().map(|(_, fd)| *fd));
         let ready = event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))?;
         for i in ready {
             let Some(&(slot, _)) = slots.get(i) else {
