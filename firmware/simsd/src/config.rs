@@ -184,6 +184,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     };
     let mut id = None;
     let mut endpoint = None;
+    // Every enabled prefix with its line and owner (None: this agent,
+    // Some(i): peer i), and every id with its line, for the checks
+    // across sections at the end.
+    let mut all_prefixes: Vec<(Prefix, usize, Option<usize>)> = Vec::new();
+    let mut ids: Vec<(AgentId, usize)> = Vec::new();
     let mut cfg = Config {
         agent: AgentConfig::new(AgentId::new(), Ipv4Addr::UNSPECIFIED),
         lan_ifname: "br-lan".into(),
@@ -196,7 +201,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let r: Result<(), String> = (|| {
             let ac = &mut cfg.agent;
             match k.as_str() {
-                "id" => id = Some(agent_id(v)?),
+                "id" => id = Some((agent_id(v)?, *line)),
                 "provider" => {
                     ac.provider.clear();
                     ac.provider
@@ -209,10 +214,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                             .map_err(|_| format!("endpoint '{v}' is not an IPv4 address"))?,
                     )
                 }
-                "lan_prefix" => ac.lan_prefixes.push(
-                    v.parse::<Prefix>()
-                        .map_err(|e| format!("lan_prefix '{v}': {e}"))?,
-                ),
+                "lan_prefix" => {
+                    let p = prefix(v)?;
+                    ac.lan_prefixes.push(p);
+                    all_prefixes.push((p, *line, None));
+                }
                 "lan_ifname" => cfg.lan_ifname = ifname(v)?,
                 "wan_ifname" => cfg.wan_ifname = ifname(v)?,
                 "port" => ac.port = num(k, v)?,
@@ -250,7 +256,9 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         })();
         r.map_err(|e| err(*line, e))?;
     }
-    cfg.agent.id = id.ok_or_else(|| err(a.line, "agent section has no 'id'".into()))?;
+    let (own_id, id_line) = id.ok_or_else(|| err(a.line, "agent section has no 'id'".into()))?;
+    cfg.agent.id = own_id.clone();
+    ids.push((own_id, id_line));
     cfg.agent.endpoint =
         endpoint.ok_or_else(|| err(a.line, "agent section has no 'endpoint'".into()))?;
     if cfg.agent.lan_prefixes.is_empty() {
@@ -275,17 +283,14 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         for (k, v, line, _) in &s.options {
             let r: Result<(), String> = (|| {
                 match k.as_str() {
-                    "id" => pid = Some(agent_id(v)?),
+                    "id" => pid = Some((agent_id(v)?, *line)),
                     "endpoint" => {
                         pend = Some(
                             v.parse::<Ipv4Addr>()
                                 .map_err(|_| format!("endpoint '{v}' is not an IPv4 address"))?,
                         )
                     }
-                    "lan_prefix" => prefixes.push(
-                        v.parse::<Prefix>()
-                            .map_err(|e| format!("lan_prefix '{v}': {e}"))?,
-                    ),
+                    "lan_prefix" => prefixes.push((prefix(v)?, *line)),
                     "key" => {
                         key = Some(
                             hex32(v).ok_or("key must be 64 hexadecimal characters (32 bytes)")?,
@@ -304,28 +309,81 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             continue;
         }
         let name = s.name.as_deref().unwrap_or("peer");
-        let id = pid.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'id'")))?;
-        if id == cfg.agent.id || cfg.agent.peers.iter().any(|p| p.id == id) {
-            return Err(err(s.line, format!("peer id '{id}' is not unique")));
-        }
+        let (id, id_line) = pid.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'id'")))?;
+        ids.push((id.clone(), id_line));
         let endpoint =
             pend.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'endpoint'")))?;
         let key = key.ok_or_else(|| err(s.line, format!("peer '{name}' has no 'key'")))?;
         if prefixes.is_empty() {
             return Err(err(s.line, format!("peer '{name}' has no 'lan_prefix'")));
         }
+        let owner = Some(cfg.agent.peers.len());
+        all_prefixes.extend(prefixes.iter().map(|&(p, l)| (p, l, owner)));
         cfg.agent.peers.push(PeerConfig {
             id,
             endpoint,
             port,
-            prefixes,
+            prefixes: prefixes.into_iter().map(|(p, _)| p).collect(),
             key,
         });
     }
     if cfg.agent.peers.len() > 250 {
         return Err(err(0, "more than 250 peers".into()));
     }
+    // Across sections: the later of two clashing options is the one named.
+    if let Some((l, e)) = first_clash(&ids, |i| i.1, |a, b| a.0 == b.0) {
+        let ((id, line), (_, earlier)) = (&ids[l], &ids[e]);
+        return Err(err(
+            *line,
+            format!("peer id '{id}' is not unique (also on line {earlier})"),
+        ));
+    }
+    if let Some((l, e)) = first_clash(&all_prefixes, |p| p.1, |a, b| overlaps(a.0, b.0)) {
+        let owner = |o: Option<usize>| match o {
+            None => "this agent".to_string(),
+            Some(i) => format!("peer '{}'", cfg.agent.peers[i].id),
+        };
+        let ((p, line, o), (q, lq, oq)) = (all_prefixes[l], all_prefixes[e]);
+        return Err(err(
+            line,
+            format!(
+                "lan_prefix '{p}' of {} overlaps '{q}' of {} (line {lq}): \
+                 no address may be in two prefixes",
+                owner(o),
+                owner(oq)
+            ),
+        ));
+    }
     Ok(cfg)
+}
+
+fn prefix(v: &str) -> Result<Prefix, String> {
+    v.parse().map_err(|e| format!("lan_prefix '{v}': {e}"))
+}
+
+/// Whether two prefixes share an address (one contains the other).
+fn overlaps(a: Prefix, b: Prefix) -> bool {
+    a.contains(b.addr) || b.contains(a.addr)
+}
+
+/// The first two of `items` that `clash`, in file order (`line` gives an
+/// item's line): the later one's index, then the earlier one's.
+fn first_clash<T>(
+    items: &[T],
+    line: impl Fn(&T) -> usize,
+    clash: impl Fn(&T, &T) -> bool,
+) -> Option<(usize, usize)> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| line(&items[i]));
+    for (n, &later) in order.iter().enumerate() {
+        if let Some(&earlier) = order[..n]
+            .iter()
+            .find(|&&e| clash(&items[e], &items[later]))
+        {
+            return Some((later, earlier));
+        }
+    }
+    None
 }
 
 fn ifname(v: &str) -> Result<String, String> {
@@ -425,11 +483,78 @@ config peer 'ma_b'
         let long_id = GOOD.replace("'ma-b'", "'a-very-long-id'");
         assert!(error_of(&long_id).contains(":12: id"));
         let dup = GOOD.replace("'ma-b'", "'ma-a'");
-        assert!(error_of(&dup).contains("not unique"));
+        assert_eq!(
+            error_of(&dup),
+            "/etc/config/sims:12: peer id 'ma-a' is not unique (also on line 3)"
+        );
         assert!(error_of("option id x").contains(":1: option outside"));
         assert!(error_of("").contains("no 'config agent'"));
         let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
         assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));
+    }
+
+    /// A second peer, `ma-c`, from line 17 (its lan_prefix on line 20).
+    fn with_peer_c(text: &str, prefix: &str) -> String {
+        format!(
+            "{text}\nconfig peer 'ma_c'\n\toption id 'ma-c'\n\toption endpoint '100.64.3.2'\n\
+             \tlist lan_prefix '{prefix}'\n\toption key '{}'\n",
+            "5a".repeat(32)
+        )
+    }
+
+    #[test]
+    fn duplicate_ids_name_the_later_line() {
+        let c = with_peer_c(GOOD, "10.3.0.0/24").replace("'ma-c'", "'ma-b'");
+        assert_eq!(
+            error_of(&c),
+            "/etc/config/sims:18: peer id 'ma-b' is not unique (also on line 12)"
+        );
+        // A disabled peer's id may repeat an enabled one's.
+        let off = c.replace(
+            "\toption id 'ma-b'\n\toption endpoint '100.64.3.2'",
+            "\toption enabled '0'\n\toption id 'ma-b'\n\toption endpoint '100.64.3.2'",
+        );
+        assert_eq!(parse(&off, "t").unwrap().agent.peers.len(), 1);
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused_at_the_later_line() {
+        let ours = GOOD.replace(
+            "list lan_prefix '10.2.0.0/24'",
+            "list lan_prefix '10.1.0.128/25'",
+        );
+        assert_eq!(
+            error_of(&ours),
+            "/etc/config/sims:14: lan_prefix '10.1.0.128/25' of peer 'ma-b' overlaps \
+             '10.1.0.0/24' of this agent (line 6): no address may be in two prefixes"
+        );
+        let wider = GOOD.replace(
+            "list lan_prefix '10.2.0.0/24'",
+            "list lan_prefix '10.0.0.0/8'",
+        );
+        assert!(error_of(&wider).starts_with("/etc/config/sims:14: lan_prefix '10.0.0.0/8' of peer 'ma-b' overlaps '10.1.0.0/24' of this agent (line 6)"));
+        let peers = with_peer_c(GOOD, "10.2.0.7");
+        assert!(error_of(&peers).starts_with(
+            "/etc/config/sims:20: lan_prefix '10.2.0.7/32' of peer 'ma-c' overlaps '10.2.0.0/24' of peer 'ma-b' (line 14)"
+        ));
+        let twice = GOOD.replace(
+            "\tlist lan_prefix '10.1.0.0/24'\n",
+            "\tlist lan_prefix '10.1.0.0/24'\n\tlist lan_prefix '10.1.0.0/24'\n",
+        );
+        assert!(error_of(&twice).starts_with(
+            "/etc/config/sims:7: lan_prefix '10.1.0.0/24' of this agent overlaps '10.1.0.0/24' of this agent (line 6)"
+        ));
+        // The agent section after the peers: its own option is the later one.
+        let (agent, peer) = GOOD.split_at(GOOD.find("# the B operator").unwrap());
+        let late = format!("{peer}\n{}", agent.replace("10.1.0.0/24", "10.2.0.0/16"));
+        assert!(error_of(&late).starts_with(
+            "/etc/config/sims:13: lan_prefix '10.2.0.0/16' of this agent overlaps '10.2.0.0/24' of peer 'ma-b' (line 5)"
+        ), "{}", error_of(&late));
+        // Disabled peers are not checked; adjacent prefixes do not overlap.
+        let off = with_peer_c(GOOD, "10.2.0.0/24") + "\toption enabled '0'\n";
+        assert_eq!(parse(&off, "t").unwrap().agent.peers.len(), 1);
+        let next = with_peer_c(GOOD, "10.2.1.0/24");
+        assert_eq!(parse(&next, "t").unwrap().agent.peers.len(), 2);
     }
 
     #[test]
