@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn ruleset_has_one_rule_per_peer_and_the_leak_guard() {
-        let text = "config agent\n option id ma-a\n option endpoint 100.64.1.2\n list lan_prefix 10.1.0.0/24\n option lan_ifname br-lan\n option wan_ifname wan\nconfig peer\n option id ma-b\n option endpoint 100.64.2.2\n list lan_prefix 10.2.0.0/24\n option key 0000000000000000000000000000000000000000000000000000000000000000\n";
+        let text = "config agent\n option id ma-a\n option endpoint 100.64.1.2\n list lan_prefix 10.1.0.0/24\n option lan_ifname br-lan\n option wan_ifname wan\nconfig peer\n option id ma-b\n option endpoint 100.64.2.2\n list lan_prefix 10.2.0.0/24\n option key 6b1d9e3f0a5c7b2e4d8f1a3c5e7b9d0f2a4c6e8b0d1f3a5c7e9b2d4f6a8c0e1f\n";
         let cfg = crate::config::parse(text, "t").unwrap();
         let r = ruleset(&cfg);
         assert!(r.contains("iifname \"br-lan\" ip saddr @out_0 meta mark set 0x51530001"));
