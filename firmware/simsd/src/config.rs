@@ -140,6 +140,42 @@ fn hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Keys printed as examples: the one in docs/CONFIG.md §4 and the byte
+/// sequence 00 01 … 1f of test vectors. Anyone can read them, so a peer
+/// configured with one is open to anyone.
+const EXAMPLE_KEYS: [&str; 2] = [
+    "f5642a19c56e5f7a847fb2f478376cb73930683cce46c11db9b0cc288481eeaa",
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+];
+
+/// A peer's `key`: 64 hex digits, neither all zeros nor an example key.
+fn peer_key(v: &str) -> Result<[u8; 32], String> {
+    let k = hex32(v).ok_or("key must be 64 hexadecimal characters (32 bytes)")?;
+    let weak = if k == [0; 32] {
+        "all zeros"
+    } else if EXAMPLE_KEYS.iter().any(|e| hex32(e) == Some(k)) {
+        "the example key from the documentation, known to anyone"
+    } else {
+        return Ok(k);
+    };
+    Err(format!(
+        "key is {weak}: generate one with 'simsd keygen' and give it to the peer's operator"
+    ))
+}
+
+/// `simsd keygen`'s output: a new key from the kernel's CSPRNG, as 64
+/// lower-case hex digits and a newline. Never a fallback: no key if the
+/// random source fails.
+pub fn keygen() -> Result<String, String> {
+    let mut k = [0u8; 32];
+    sims_linux::random_bytes(&mut k).map_err(|e| format!("cannot read random bytes: {e}"))?;
+    Ok(key_line(&k))
+}
+
+fn key_line(k: &[u8; 32]) -> String {
+    format!("{}\n", sims_daemon::json::hex(k))
+}
+
 /// Agent and peer ids name tunnel devices `sims-<id>` (15 bytes at most).
 fn agent_id(s: &str) -> Result<AgentId, String> {
     let ok = !s.is_empty()
@@ -291,11 +327,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                         )
                     }
                     "lan_prefix" => prefixes.push((prefix(v)?, *line)),
-                    "key" => {
-                        key = Some(
-                            hex32(v).ok_or("key must be 64 hexadecimal characters (32 bytes)")?,
-                        )
-                    }
+                    "key" => key = Some(peer_key(v)?),
                     "port" => port = num(k, v)?,
                     "enabled" => enabled = v != "0",
                     "provider" | "description" => {}
@@ -448,7 +480,7 @@ config peer 'ma_b'
 \toption id 'ma-b'
 \toption endpoint '100.64.2.2'
 \tlist lan_prefix '10.2.0.0/24'
-\toption key '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f'
+\toption key '3c8e1f0a9d27b4c6e5f8a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6'
 ";
 
     #[test]
@@ -459,7 +491,8 @@ config peer 'ma_b'
         assert_eq!(c.agent.advert_interval_ms, 500);
         assert_eq!(c.backend, Backend::Userspace);
         assert_eq!(c.agent.peers.len(), 1);
-        assert_eq!(c.agent.peers[0].key[31], 0x1f);
+        assert_eq!(c.agent.peers[0].key[0], 0x3c);
+        assert_eq!(c.agent.peers[0].key[31], 0xf6);
         assert_eq!(c.agent.peers[0].endpoint, Ipv4Addr::new(100, 64, 2, 2));
     }
 
@@ -469,7 +502,7 @@ config peer 'ma_b'
 
     #[test]
     fn errors_name_file_line_and_reason() {
-        let bad_key = GOOD.replace("1c1d1e1f'", "1c1d1e'");
+        let bad_key = GOOD.replace("d4e5f6'", "d4e5'");
         assert_eq!(
             error_of(&bad_key),
             "/etc/config/sims:15: key must be 64 hexadecimal characters (32 bytes)"
@@ -555,6 +588,75 @@ config peer 'ma_b'
         assert_eq!(parse(&off, "t").unwrap().agent.peers.len(), 1);
         let next = with_peer_c(GOOD, "10.2.1.0/24");
         assert_eq!(parse(&next, "t").unwrap().agent.peers.len(), 2);
+    }
+
+    fn with_key(key: &str) -> String {
+        let good = "3c8e1f0a9d27b4c6e5f8a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6";
+        GOOD.replace(good, key)
+    }
+
+    #[test]
+    fn zero_and_example_keys_are_refused() {
+        assert_eq!(
+            error_of(&with_key(&"0".repeat(64))),
+            "/etc/config/sims:15: key is all zeros: generate one with 'simsd keygen' \
+             and give it to the peer's operator"
+        );
+        for k in EXAMPLE_KEYS {
+            for k in [k.to_string(), k.to_uppercase()] {
+                assert_eq!(
+                    error_of(&with_key(&k)),
+                    "/etc/config/sims:15: key is the example key from the documentation, \
+                     known to anyone: generate one with 'simsd keygen' and give it to the \
+                     peer's operator"
+                );
+            }
+        }
+        // Refused in a disabled peer too: its options are still parsed.
+        let off = with_key(&"0".repeat(64)) + "\toption enabled '0'\n";
+        assert!(error_of(&off).starts_with("/etc/config/sims:15: key is all zeros"));
+    }
+
+    /// Every 64-hex-digit word in the documentation is an example key, and
+    /// each is refused: a key added to the docs must be added to EXAMPLE_KEYS.
+    #[test]
+    fn every_key_in_the_docs_is_refused() {
+        let docs = [
+            include_str!("../../../README.md"),
+            include_str!("../../../docs/CONFIG.md"),
+            include_str!("../../../docs/ARCHITECTURE.md"),
+            include_str!("../../../docs/PROTOCOL.md"),
+            include_str!("../../../docs/TESTBED.md"),
+            include_str!("../../../docs/TARGETS.md"),
+            include_str!("../../../docs/BENCHMARKS.md"),
+        ];
+        let mut found = 0;
+        for text in docs {
+            for w in text.split(|c: char| !c.is_ascii_hexdigit()) {
+                if w.len() == 64 {
+                    found += 1;
+                    assert!(peer_key(w).is_err(), "documented key {w} is accepted");
+                }
+            }
+        }
+        assert!(found >= 2, "docs/CONFIG.md §4 shows the example key twice");
+    }
+
+    #[test]
+    fn keygen_prints_64_lower_case_hex_digits() {
+        let mut k = [0u8; 32];
+        k[0] = 0xab;
+        k[31] = 0x01;
+        let line = key_line(&k);
+        assert_eq!(line.len(), 65);
+        assert!(line.starts_with("ab00") && line.ends_with("0001\n"));
+        let (a, b) = (keygen().unwrap(), keygen().unwrap());
+        assert_ne!(a, b);
+        for line in [a, b] {
+            let hex = line.strip_suffix('\n').unwrap();
+            assert!(hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+            assert!(peer_key(hex).is_ok(), "{hex} is refused");
+        }
     }
 
     #[test]

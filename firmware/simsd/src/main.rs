@@ -15,7 +15,7 @@ use sims_daemon::args::{exit_status, usage_error, Args as Words};
 use sims_daemon::{logger, status as status_socket};
 
 const USAGE: &str = "\
-Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | check]
+Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | check | keygen]
 
 SIMS Mobility Agent.
 
@@ -28,6 +28,7 @@ Options:
 Commands:
   status [--json]       show the running daemon's bindings, peers, counters
   check                 check the config file and exit
+  keygen                print a new random peer key (64 hex digits)
 ";
 
 #[derive(PartialEq)]
@@ -35,6 +36,7 @@ enum Cmd {
     Run,
     Status { json: bool },
     Check,
+    Keygen,
     Version,
     Help,
 }
@@ -59,6 +61,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             ("--state-dir", _) => args.state_dir = a.value(&w)?,
             ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
             ("check", Cmd::Run) => args.cmd = Cmd::Check,
+            ("keygen", Cmd::Run) => args.cmd = Cmd::Keygen,
             ("--json", Cmd::Status { json }) => *json = true,
             _ => return Err(format!("unexpected argument '{w}'")),
         }
@@ -103,6 +106,16 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Keygen => match config::keygen() {
+            Ok(key) => {
+                print!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("simsd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Run => exit_status(daemon::run(&args.config, Path::new(&args.state_dir))),
     }
 }
@@ -135,5 +148,20 @@ mod args_tests {
             "unexpected argument 'status'"
         );
         assert_eq!(parse("-c").err().unwrap(), "-c needs a value");
+        assert!(parse("keygen").unwrap().cmd == Cmd::Keygen);
+        assert!(parse("-c /tmp/x keygen").unwrap().cmd == Cmd::Keygen);
+        assert_eq!(
+            parse("keygen check").err().unwrap(),
+            "unexpected argument 'check'"
+        );
+        assert_eq!(
+            parse("check keygen").err().unwrap(),
+            "unexpected argument 'keygen'"
+        );
+        assert_eq!(
+            parse("keygen --json").err().unwrap(),
+            "unexpected argument '--json'"
+        );
+        assert!(USAGE.contains("| keygen]") && USAGE.contains("\n  keygen "));
     }
 }
