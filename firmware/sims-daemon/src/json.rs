@@ -3,7 +3,10 @@
 
 use std::fmt::Write;
 
-/// `s` as a JSON string, quoted and escaped.
+/// `s` as a JSON string, quoted and escaped: `"` and `\`, and as `\uNNNN`
+/// every control character (C0, DEL, C1) and every character that hides
+/// or reorders text (`crate::is_unsafe`), so a report shown on a terminal
+/// shows what it holds.
 pub fn q(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
@@ -11,7 +14,9 @@ pub fn q(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
+            // Controls, and what hides or reorders text on a terminal
+            // (all in the BMP, so one \uNNNN each).
+            c if crate::is_unsafe(c) => {
                 let _ = write!(o, "\\u{:04x}", c as u32);
             }
             c => o.push(c),
@@ -39,6 +44,10 @@ mod tests {
         assert_eq!(q("ma-a"), "\"ma-a\"");
         assert_eq!(q("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\u000ad\\u0001\"");
         assert_eq!(q("café"), "\"café\"");
+        assert_eq!(
+            q("a\u{7f}\u{9b}b\u{202e}c\u{2028}"),
+            "\"a\\u007f\\u009bb\\u202ec\\u2028\""
+        );
         assert_eq!(hex(&[0, 0xab, 0x10]), "00ab10");
     }
 }

@@ -28,3 +28,21 @@ pub fn random_u32() -> u32 {
     let _ = sims_linux::random_bytes(&mut b);
     u32::from_ne_bytes(b)
 }
+
+/// Whether `c` is never written as it is, in log lines (`logger`) nor in
+/// JSON strings (`json`): controls (C0, DEL, C1), and the
+/// invisible characters that reorder or hide text (bidi marks, embeddings,
+/// overrides and isolates; zero-width characters; line and paragraph
+/// separators; the byte-order mark; interlinear annotations).
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
+}

@@ -123,24 +123,7 @@ impl Log for StderrLog {
     }
 }
 
-/// Whether `c` is written escaped: controls (C0, DEL, C1), and the
-/// invisible characters that reorder or hide text (bidi marks, embeddings,
-/// overrides and isolates; zero-width characters; line and paragraph
-/// separators; the byte-order mark; interlinear annotations).
-fn is_unsafe(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061c}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
-}
-
-/// `s` appended to `out` with unsafe characters (`is_unsafe`) as `\xNN`
+/// `s` appended to `out` with unsafe characters (`crate::is_unsafe`) as `\xNN`
 /// (ASCII) or `\u{NNNN}`. Backslashes are kept as they are.
 fn escape_into(out: &mut String, s: &str) {
     if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -148,7 +131,7 @@ fn escape_into(out: &mut String, s: &str) {
         return;
     }
     for c in s.chars() {
-        if !is_unsafe(c) {
+        if !crate::is_unsafe(c) {
             out.push(c);
         } else if c.is_ascii() {
             let _ = write!(out, "\\x{:02x}", c as u32);

@@ -4,45 +4,129 @@
 use std::fmt::Write as _;
 
 use sims_daemon::json::{hex, q};
+use sims_proto::node::Node;
 
 use crate::client::Client;
 
 impl Client {
-    /// The report on the status socket (quoted: interface and agent
-    /// names come from outside).
+    /// The report on the status socket.
     pub fn status_json(&self) -> String {
-        let mut s = String::new();
-        let _ = write!(
-            s,
-            "{{\"iface\":{},\"node\":\"{}\",\"current\":",
-            q(&self.iface.name),
-            hex(&self.node.key()[..8])
-        );
-        match self.node.current() {
-            Some(c) => {
-                let agent = self.node.agent().map(|a| a.id.as_str()).unwrap_or("");
-                let _ = write!(
-                    s,
-                    "{{\"addr\":\"{c}\",\"agent\":{},\"registered\":{}}}",
-                    q(agent),
-                    self.node.is_registered()
-                );
-            }
-            None => s.push_str("null"),
-        }
-        s.push_str(",\"bindings\":[");
-        for (i, b) in self.node.bindings().iter().enumerate() {
+        status_json(&self.iface.name, &self.node)
+    }
+}
+
+/// The report of `node` on interface `iface`. Every string is quoted with
+/// `q`: the agent's id and the bindings' issuers come from the network,
+/// the interface's name from the command line.
+fn status_json(iface: &str, node: &Node) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{{\"iface\":{},\"node\":\"{}\",\"current\":",
+        q(iface),
+        hex(&node.key()[..8])
+    );
+    match node.current() {
+        Some(c) => {
+            let agent = node.agent().map(|a| a.id.as_str()).unwrap_or("");
             let _ = write!(
                 s,
-                "{}{{\"addr\":\"{}\",\"issuer\":{},\"state\":\"{}\",\"sockets\":{}}}",
-                if i > 0 { "," } else { "" },
-                b.addr(),
-                q(&b.cred.issuer),
-                b.state.as_str(),
-                b.sockets
+                "{{\"addr\":\"{c}\",\"agent\":{},\"registered\":{}}}",
+                q(agent),
+                node.is_registered()
             );
         }
-        s.push_str("]}");
-        s
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"bindings\":[");
+    for (i, b) in node.bindings().iter().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"addr\":\"{}\",\"issuer\":{},\"state\":\"{}\",\"sockets\":{}}}",
+            if i > 0 { "," } else { "" },
+            b.addr(),
+            q(&b.cred.issuer),
+            b.state.as_str(),
+            b.sockets
+        );
+    }
+    s.push_str("]}");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use sims_proto::msg::{
+        self, Advertisement, Credential, Message, Registration, RegistrationReply,
+    };
+    use sims_proto::node::{Action, NodeConfig};
+    use sims_proto::{AgentId, Now, Status};
+
+    use super::*;
+
+    /// A hostile agent's id: quote, backslash, newline, ESC, C1 CSI, bidi
+    /// override (16 bytes, the most an id holds).
+    const EVIL: &str = "a\"\\\n\u{1b}\u{9b}\u{202e}z";
+
+    fn now() -> Now {
+        Now { ms: 0, unix_s: 0 }
+    }
+
+    #[test]
+    fn strings_from_the_network_are_escaped() {
+        let mut node = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
+        let mut out = Vec::new();
+        let addr = Ipv4Addr::new(10, 1, 0, 50);
+        node.set_address(now(), Some(addr), &mut out);
+        let agent = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 1), 4434);
+        let advert = Message::Advertisement(Advertisement {
+            agent: AgentId::from(EVIL),
+            provider: msg::Provider::from("p\n"),
+            endpoint: [100, 64, 1, 2],
+            boot: 1,
+            seq: 1,
+            lifetime_s: 15,
+        });
+        out.clear();
+        node.handle_datagram(now(), agent, &msg::encode(&advert, None).unwrap(), &mut out);
+        // The node registers; the agent answers with a credential it issued.
+        let req_id = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Send { data, .. } => match msg::decode(data) {
+                    Ok(Message::Registration(Registration { req_id, .. })) => Some(req_id),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap();
+        let reply = Message::RegistrationReply(RegistrationReply {
+            req_id,
+            status: Status::Ok,
+            cred: Some(Credential {
+                addr: addr.octets(),
+                issuer: AgentId::from(EVIL),
+                serial: 1,
+            }),
+            lifetime_s: 300,
+            results: Default::default(),
+        });
+        node.handle_datagram(now(), agent, &msg::encode(&reply, None).unwrap(), &mut out);
+        assert_eq!(node.bindings().len(), 1);
+
+        let json = status_json("wl\"an0", &node);
+        let escaped = "\"a\\\"\\\\\\u000a\\u001b\\u009b\\u202ez\"";
+        assert!(json.starts_with("{\"iface\":\"wl\\\"an0\""), "{json}");
+        assert!(
+            json.contains(&format!("\"agent\":{escaped},\"registered\":true")),
+            "{json}"
+        );
+        assert!(json.contains(&format!("\"issuer\":{escaped},")), "{json}");
+        assert!(
+            !json.contains(|c: char| c.is_control() || c == '\u{202e}'),
+            "{json}"
+        );
     }
 }
