@@ -399,23 +399,28 @@ fn overlaps(a: Prefix, b: Prefix) -> bool {
 }
 
 /// The first two of `items` that `clash`, in file order (`line` gives an
-/// item's line): the later one's index, then the earlier one's.
+/// item's line, one item a line): the later one's index, then the earlier
+/// one's, for the smallest later line and then the smallest earlier one.
+/// Quadratic, without sorting: a few hundred items at most, and a sort
+/// costs simsd kilobytes.
 fn first_clash<T>(
     items: &[T],
     line: impl Fn(&T) -> usize,
     clash: impl Fn(&T, &T) -> bool,
 ) -> Option<(usize, usize)> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| line(&items[i]));
-    for (n, &later) in order.iter().enumerate() {
-        if let Some(&earlier) = order[..n]
-            .iter()
-            .find(|&&e| clash(&items[e], &items[later]))
-        {
-            return Some((later, earlier));
+    let key = |(l, e): (usize, usize)| (line(&items[l]), line(&items[e]));
+    let mut first: Option<(usize, usize)> = None;
+    for (l, later) in items.iter().enumerate() {
+        for (e, earlier) in items.iter().enumerate() {
+            if line(earlier) < line(later)
+                && clash(earlier, later)
+                && first.is_none_or(|f| key((l, e)) < key(f))
+            {
+                first = Some((l, e));
+            }
         }
     }
-    None
+    first
 }
 
 fn ifname(v: &str) -> Result<String, String> {
