@@ -21,12 +21,13 @@ pub fn now() -> Now {
     }
 }
 
-/// A random u32 from the kernel's CSPRNG (request ids, serial seeds); 0 if
-/// it cannot be read, which only makes ids predictable, never wrong.
-pub fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    let _ = sims_linux::random_bytes(&mut b);
-    u32::from_ne_bytes(b)
+/// 32 bytes from the kernel's CSPRNG: the seed of a state machine's ids,
+/// serials, nonces and cookie key. A daemon that cannot get them does not
+/// start: predictable values would let a guest forge answers.
+pub fn random_seed() -> Result<[u8; 32], String> {
+    let mut b = [0u8; 32];
+    sims_linux::random_bytes(&mut b).map_err(|e| format!("random: {e}"))?;
+    Ok(b)
 }
 
 /// Whether `c` is never written as it is, in log lines (`logger`) nor in

@@ -2,12 +2,13 @@
 //! SO_REUSEADDR before bind), applied before binding.
 
 use std::ffi::OsString;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use nix::sys::socket::{
-    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, SockaddrIn,
+    self, sockopt, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, SockaddrIn,
 };
 
 use crate::sys;
@@ -67,4 +68,39 @@ pub fn send_from(
         MsgFlags::empty(),
         Some(&SockaddrIn::from(dst)),
     )?)
+}
+
+/// Ask the kernel to report each datagram's destination address (for
+/// [`recv_with_dst`]).
+pub fn want_dst(sock: &UdpSocket) -> io::Result<()> {
+    Ok(socket::setsockopt(sock, sockopt::Ipv4PacketInfo, &true)?)
+}
+
+/// Receive one datagram: its length, source, and the destination address
+/// of its IP header (`None` if the kernel gave none: [`want_dst`] not set).
+/// A node tells by it a datagram to its current address from one that
+/// reached it through a held old address.
+pub fn recv_with_dst(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddrV4, Option<std::net::Ipv4Addr>)> {
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = socket::recvmsg::<SockaddrIn>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )?;
+    let src = msg
+        .address
+        .map(SocketAddrV4::from)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no source address"))?;
+    let mut dst = None;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+            dst = Some(std::net::Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
+        }
+    }
+    Ok((msg.bytes, src, dst))
 }

@@ -3,7 +3,7 @@
 //! held addresses), the interface watched over rtnetlink, sockets on old
 //! addresses counted through sock_diag, and its identity saved.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -144,6 +144,7 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
     let sock =
         udp::bind_udp(any, Some(iface), true, true).map_err(|e| format!("bind {any}: {e}"))?;
+    udp::want_dst(&sock).map_err(|e| format!("IP_PKTINFO: {e}"))?;
     let mut seed = [0u8; 32];
     sims_linux::random_bytes(&mut seed).map_err(|e| format!("random: {e}"))?;
     let cfg = NodeConfig {
@@ -152,13 +153,13 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
         ..NodeConfig::default()
     };
     let mac = link.mac.unwrap_or_default();
-    let req_seed = u32::from_ne_bytes([seed[0], seed[1], seed[2], seed[3]]);
+    let random = sims_daemon::random_seed()?;
     // The identity and credentials of a previous run (a restart, not a
     // reboot: the state dir is a tmpfs): its held addresses are still on
     // the interface, and with them its relayed sessions.
     let state_file = dir.join("sims-node.state");
     let node = match std::fs::read(&state_file) {
-        Ok(data) => match Node::restore(cfg.clone(), &data, mac, req_seed) {
+        Ok(data) => match Node::restore(cfg.clone(), &data, mac, random) {
             Some(n) => {
                 info!(
                     "restored the node's identity and {} addresses from {}",
@@ -169,10 +170,10 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
             }
             None => {
                 warn!("{} unreadable; a new identity", state_file.display());
-                Node::new(cfg, seed, mac, req_seed)
+                Node::new(cfg, seed, mac, random)
             }
         },
-        Err(_) => Node::new(cfg, seed, mac, req_seed),
+        Err(_) => Node::new(cfg, seed, mac, random),
     };
     let mut c = Client {
         state_file,
@@ -212,12 +213,12 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
                 2 => status.serve(|| c.status_json()),
                 _ => {
                     for _ in 0..64 {
-                        let Ok((n, SocketAddr::V4(src))) = c.sock.recv_from(&mut buf) else {
+                        let Ok((n, src, Some(dst))) = udp::recv_with_dst(&c.sock, &mut buf) else {
                             break;
                         };
                         let mut acts = Vec::new();
                         c.node
-                            .handle_datagram(sims_daemon::now(), src, &buf[..n], &mut acts);
+                            .handle_datagram(sims_daemon::now(), src, dst, &buf[..n], &mut acts);
                         c.execute(acts);
                     }
                 }

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use sims_proto::agent::{Action, Agent, AgentConfig, EmptyLan, Now, PeerConfig};
 use sims_proto::msg::{
     self, AgentId, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput, Registration,
-    Status, TunnelReply,
+    Solicitation, Status, TunnelReply,
 };
 use sims_proto::Prefix;
 
@@ -191,7 +191,7 @@ fn main() -> ExitCode {
         ms: 1_000,
         unix_s: 1_700_000_000,
     };
-    let mut agent = Agent::new(cfg, 1_000, 7);
+    let mut agent = Agent::new(cfg, [7; 32]);
     let mut out: Vec<Action> = Vec::with_capacity(16);
     agent.handle_timeout(now, &mut out);
     out.clear();
@@ -214,7 +214,7 @@ fn main() -> ExitCode {
         let cred = Credential {
             addr: old.octets(),
             issuer: AgentId::from("ma-b"),
-            serial: i as u32 + 1,
+            serial: i as u64 + 1,
         };
         let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-a", cur.octets(), 1);
         let Some(proof) = msg::sign_proof(&kp.sk, &input) else {
@@ -226,16 +226,36 @@ fn main() -> ExitCode {
             cred: cred.clone(),
             proof,
         });
+        // The node solicits first: the answer brings its cookie.
+        let src = SocketAddrV4::new(cur, sims_proto::DEFAULT_PORT);
+        let sol = Message::Solicitation(Solicitation {
+            nonce: i as u64 + 1,
+            node: *kp.pk,
+        });
+        let data = msg::encode(&sol, None).expect("solicitation encodes");
+        agent.handle_datagram(now, src, true, &data, &lan, &mut out);
+        let cookie = out.iter().find_map(|a| match a {
+            Action::Send { data, .. } => match msg::decode(data) {
+                Ok(Message::Advertisement(a)) => a.solicited.map(|s| s.cookie),
+                _ => None,
+            },
+            _ => None,
+        });
+        out.clear();
+        let Some(cookie) = cookie else {
+            eprintln!("solicitation {i}: no cookie");
+            return ExitCode::FAILURE;
+        };
         let reg = Message::Registration(Registration {
-            req_id: i as u32 + 1,
+            req_id: i as u64 + 1,
             node: *kp.pk,
             addr: cur.octets(),
             mac: [2, 0, 0, 0, (i >> 8) as u8, i as u8],
             seq: 1,
+            cookie,
             bindings,
         });
         let data = msg::encode(&reg, None).expect("registration encodes");
-        let src = SocketAddrV4::new(cur, sims_proto::DEFAULT_PORT);
         agent.handle_datagram(now, src, true, &data, &lan, &mut out);
         // The agent's TunnelRequest to the peer, answered as the peer would.
         let req_id = out.iter().find_map(|a| match a {
@@ -252,9 +272,9 @@ fn main() -> ExitCode {
         };
         let reply = Message::TunnelReply(Authed {
             sender: AgentId::from("ma-b"),
-            boot: 2_000,
+            instance: 2_000,
             seq: i as u64 + 1,
-            unix_time: now.unix_s,
+            echo: 0,
             msg: TunnelReply {
                 req_id,
                 addr: old.octets(),

@@ -2,7 +2,7 @@
 //! Mobile Node, in the sans-IO style of quinn-proto. Events go in (a
 //! datagram, a timer, an address change, a socket census); actions come out
 //! (send this datagram, install that binding). No sockets, clocks, netlink
-//! or randomness inside: time and random values are inputs, so the whole
+//! or entropy inside: time and a random seed are inputs, so the whole
 //! protocol is testable without root and fuzzable.
 //!
 //! `no_std` with `alloc`: tables are `BTreeMap`s whose size is checked
@@ -16,15 +16,17 @@ extern crate std;
 
 pub mod agent;
 pub mod driver;
+pub mod limit;
 pub mod msg;
 pub mod node;
 pub mod persist;
 pub mod prefix;
+pub mod prf;
 pub mod retry;
 pub mod wire;
 
 pub use driver::{Now, Sink};
-pub use msg::{AgentId, Credential, Message, NodeKey, Status};
+pub use msg::{AgentId, Cookie, Credential, Message, NodeKey, Status};
 pub use prefix::Prefix;
 
 /// Default UDP port of the SIMS control protocol.

@@ -16,6 +16,9 @@ pub type AgentId = heapless::String<16>;
 pub type Provider = heapless::String<32>;
 /// A node's identity: its Ed25519 public key.
 pub type NodeKey = [u8; 32];
+/// A return-routability cookie: the agent sends it to an address, and only
+/// a host that receives that address's packets can present it back.
+pub type Cookie = [u8; 16];
 /// Most old bindings one registration carries.
 pub const MAX_OLD_BINDINGS: usize = 8;
 
@@ -80,6 +83,9 @@ pub enum Status {
     Timeout = 7,
     /// Malformed or inconsistent request.
     BadRequest = 8,
+    /// The cookie is missing, stale or for another address or key: the
+    /// node solicits again for a fresh one.
+    BadCookie = 9,
 }
 
 /// A credential: agent `issuer` gave address `addr` to the node whose key
@@ -89,7 +95,8 @@ pub enum Status {
 pub struct Credential {
     pub addr: [u8; 4],
     pub issuer: AgentId,
-    pub serial: u32,
+    /// Random, so nobody can predict the credential an agent will issue.
+    pub serial: u64,
 }
 
 impl Credential {
@@ -147,14 +154,30 @@ pub struct Advertisement {
     pub agent: AgentId,
     pub provider: Provider,
     pub endpoint: [u8; 4],
-    pub boot: u32,
+    /// Random per run of the agent: a node that sees a new one registers
+    /// again.
+    pub instance: u64,
     pub seq: u32,
     pub lifetime_s: u16,
+    /// Only in the unicast answer to a solicitation.
+    pub solicited: Option<Solicited>,
+}
+
+/// What the answer to a solicitation adds: the solicitation's nonce (so
+/// the node knows the answer is to it) and a cookie for the solicitor's
+/// address and key.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Solicited {
+    pub nonce: u64,
+    pub cookie: Cookie,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Solicitation {
-    pub nonce: u32,
+    /// Random per solicitation.
+    pub nonce: u64,
+    /// The key the cookie in the answer is for.
+    pub node: NodeKey,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
@@ -165,11 +188,13 @@ pub struct OldBinding {
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Registration {
-    pub req_id: u32,
+    pub req_id: u64,
     pub node: NodeKey,
     pub addr: [u8; 4],
     pub mac: [u8; 6],
     pub seq: u64,
+    /// From the agent's last answer to this node at `addr`.
+    pub cookie: Cookie,
     pub bindings: heapless::Vec<OldBinding, MAX_OLD_BINDINGS>,
 }
 
@@ -181,33 +206,36 @@ pub struct BindingResult {
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct RegistrationReply {
-    pub req_id: u32,
+    pub req_id: u64,
     pub status: Status,
     pub cred: Option<Credential>,
     pub lifetime_s: u16,
     pub results: heapless::Vec<BindingResult, MAX_OLD_BINDINGS>,
+    /// A fresh cookie for the next registration or release.
+    pub cookie: Option<Cookie>,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Release {
-    pub req_id: u32,
+    pub req_id: u64,
     pub node: NodeKey,
     pub cred: Credential,
     pub node_addr: [u8; 4],
     pub seq: u64,
+    pub cookie: Cookie,
     pub proof: Sig,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct ReleaseReply {
-    pub req_id: u32,
+    pub req_id: u64,
     pub addr: [u8; 4],
     pub status: Status,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct TunnelRequest {
-    pub req_id: u32,
+    pub req_id: u64,
     pub node: NodeKey,
     pub cred: Credential,
     pub node_addr: [u8; 4],
@@ -218,7 +246,7 @@ pub struct TunnelRequest {
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TunnelReply {
-    pub req_id: u32,
+    pub req_id: u64,
     pub addr: [u8; 4],
     pub status: Status,
     pub lifetime_s: u16,
@@ -226,25 +254,36 @@ pub struct TunnelReply {
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TunnelRelease {
-    pub req_id: u32,
+    pub req_id: u64,
     pub addr: [u8; 4],
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub struct TunnelReleaseReply {
-    pub req_id: u32,
+    pub req_id: u64,
     pub addr: [u8; 4],
     pub status: Status,
 }
 
+/// A peer's answer to a request it could not yet tell from a replay (it
+/// came from a run of the sender it has not heard from): send it again
+/// with `echo` = `nonce`.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerChallenge {
+    pub req_id: u64,
+    pub nonce: u64,
+}
+
 /// The envelope of every agent-to-agent message: who sent it, in which run
-/// of its daemon (`boot`), a per-run sequence number, and its wall clock.
+/// of its daemon (`instance`, random per start), a per-run sequence
+/// number, and the receiver's latest challenge nonce (`echo`, 0 if none).
+/// No wall clock: freshness comes from the receiver's own nonce (§6).
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Authed<T> {
     pub sender: AgentId,
-    pub boot: u32,
+    pub instance: u64,
     pub seq: u64,
-    pub unix_time: u64,
+    pub echo: u64,
     pub msg: T,
 }
 
@@ -262,6 +301,7 @@ pub enum Message {
     TunnelReply(Authed<TunnelReply>),
     TunnelRelease(Authed<TunnelRelease>),
     TunnelReleaseReply(Authed<TunnelReleaseReply>),
+    PeerChallenge(Authed<PeerChallenge>),
 }
 
 impl Message {
@@ -277,6 +317,7 @@ impl Message {
             Message::TunnelReply(_) => MsgType::TunnelReply,
             Message::TunnelRelease(_) => MsgType::TunnelRelease,
             Message::TunnelReleaseReply(_) => MsgType::TunnelReleaseReply,
+            Message::PeerChallenge(_) => MsgType::PeerChallenge,
         }
     }
 
@@ -287,6 +328,7 @@ impl Message {
             Message::TunnelReply(a) => Some(&a.sender),
             Message::TunnelRelease(a) => Some(&a.sender),
             Message::TunnelReleaseReply(a) => Some(&a.sender),
+            Message::PeerChallenge(a) => Some(&a.sender),
             _ => None,
         }
     }
@@ -327,6 +369,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         MsgType::TunnelReply => Message::TunnelReply(de(body)?),
         MsgType::TunnelRelease => Message::TunnelRelease(de(body)?),
         MsgType::TunnelReleaseReply => Message::TunnelReleaseReply(de(body)?),
+        MsgType::PeerChallenge => Message::PeerChallenge(de(body)?),
     })
 }
 
@@ -373,6 +416,7 @@ pub fn encode(msg: &Message, key: Option<&[u8; 32]>) -> Option<Datagram> {
         Message::TunnelReply(m) => postcard::to_slice(m, body),
         Message::TunnelRelease(m) => postcard::to_slice(m, body),
         Message::TunnelReleaseReply(m) => postcard::to_slice(m, body),
+        Message::PeerChallenge(m) => postcard::to_slice(m, body),
     }
     .ok()?
     .len();
@@ -471,12 +515,16 @@ mod tests {
             agent: id("ma-a"),
             provider: Provider::from("alpha"),
             endpoint: [100, 64, 1, 2],
-            boot: 7,
+            instance: 7,
             seq: 1,
             lifetime_s: 15,
+            solicited: Some(Solicited {
+                nonce: 9,
+                cookie: [3; 16],
+            }),
         });
         let d = encode(&m, None).unwrap();
-        assert_eq!(&d[0..6], b"SIMS\x01\x01");
+        assert_eq!(&d[0..6], b"SIMS\x02\x01");
         assert_eq!(decode(&d).unwrap(), m);
     }
 
@@ -485,9 +533,9 @@ mod tests {
         let key = [7u8; 32];
         let m = Message::TunnelRelease(Authed {
             sender: id("ma-b"),
-            boot: 1,
+            instance: 1,
             seq: 2,
-            unix_time: 3,
+            echo: 3,
             msg: TunnelRelease {
                 req_id: 4,
                 addr: [10, 1, 0, 50],
@@ -532,9 +580,12 @@ mod tests {
 
     #[test]
     fn trailing_body_bytes_rejected() {
-        let m = Message::Solicitation(Solicitation { nonce: 1 });
+        let m = Message::Solicitation(Solicitation {
+            nonce: 1,
+            node: [0; 32],
+        });
         let d = encode(&m, None).unwrap();
-        let mut longer = [0u8; 32];
+        let mut longer = [0u8; 64];
         longer[..d.len()].copy_from_slice(&d);
         let n = d.len() + 1;
         longer[6..8].copy_from_slice(&((n - HEADER_LEN) as u16).to_be_bytes());

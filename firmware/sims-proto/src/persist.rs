@@ -8,6 +8,9 @@
 //! (its body is that of version 1), so an upgraded daemon restores what
 //! the old one saved. A later layout bumps its kind's version and reads the
 //! older ones; a file from a newer version is refused, never misread.
+//! From version 2 the file ends in a checksum (the first 8 bytes of the
+//! SHA-256 of everything before it): a file damaged on flash is refused
+//! whole instead of being half read.
 
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -25,13 +28,23 @@ impl Kind {
     /// The layout this build writes.
     pub fn current_version(self) -> u8 {
         match self {
-            Kind::Agent => 1,
-            Kind::Node => 1,
+            Kind::Agent => 2,
+            Kind::Node => 2,
         }
     }
 }
 
 pub const HEADER_LEN: usize = 6;
+/// The checksum at the end of files of version 2 and later.
+pub const CHECKSUM_LEN: usize = 8;
+
+fn checksum(data: &[u8]) -> [u8; CHECKSUM_LEN] {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(data);
+    let mut c = [0u8; CHECKSUM_LEN];
+    c.copy_from_slice(&h[..CHECKSUM_LEN]);
+    c
+}
 
 /// Builds a state file element by element.
 pub struct Writer {
@@ -53,7 +66,9 @@ impl Writer {
         }
     }
 
-    pub fn finish(self) -> Vec<u8> {
+    pub fn finish(mut self) -> Vec<u8> {
+        let c = checksum(&self.out);
+        self.out.extend_from_slice(&c);
         self.out
     }
 }
@@ -67,6 +82,8 @@ pub enum Refused {
     NewerVersion(u8),
     /// Truncated or damaged.
     Damaged,
+    /// The checksum does not match: damaged.
+    BadChecksum,
 }
 
 /// Reads a state file's body element by element. Copy: keep one to come
@@ -91,7 +108,22 @@ impl<'a> Reader<'a> {
         if *version > kind.current_version() {
             return Err(Refused::NewerVersion(*version));
         }
-        Ok((*version, Reader { rest: body }))
+        if *version < 2 {
+            return Ok((*version, Reader { rest: body }));
+        }
+        let Some(split) = data.len().checked_sub(CHECKSUM_LEN) else {
+            return Err(Refused::Damaged);
+        };
+        let (covered, sum) = data.split_at(split);
+        if split < HEADER_LEN || checksum(covered)[..] != *sum {
+            return Err(Refused::BadChecksum);
+        }
+        Ok((
+            *version,
+            Reader {
+                rest: &covered[HEADER_LEN..],
+            },
+        ))
     }
 
     pub fn take<T: Deserialize<'a>>(&mut self) -> Option<T> {
@@ -119,26 +151,40 @@ mod tests {
         let mut w = Writer::new(Kind::Node);
         w.put(&7u32);
         let data = w.finish();
-        assert_eq!(&data[..HEADER_LEN], b"SIMSN\x01");
+        assert_eq!(&data[..HEADER_LEN], b"SIMSN\x02");
+        assert_eq!(data.len(), HEADER_LEN + 1 + CHECKSUM_LEN);
         let (v, mut r) = Reader::open(&data, Kind::Node).unwrap();
-        assert_eq!((v, r.take::<u32>()), (1, Some(7)));
+        assert_eq!((v, r.take::<u32>()), (2, Some(7)));
         assert!(r.is_empty());
+        // Any flipped bit or cut is refused by the checksum.
+        for i in HEADER_LEN * 8..data.len() * 8 {
+            let mut bad = data.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(Reader::open(&bad, Kind::Node).is_err(), "bit {i}");
+        }
+        for cut in HEADER_LEN..data.len() {
+            assert!(Reader::open(&data[..cut], Kind::Node).is_err());
+        }
         assert_eq!(
             Reader::open(&data, Kind::Agent).err(),
             Some(Refused::OtherKind)
         );
         let mut newer = data.clone();
-        newer[5] = 2;
+        newer[5] = 3;
         assert_eq!(
             Reader::open(&newer, Kind::Node).err(),
-            Some(Refused::NewerVersion(2))
+            Some(Refused::NewerVersion(3))
         );
         assert_eq!(
             Reader::open(b"SIMSN", Kind::Node).err(),
             Some(Refused::Damaged)
         );
-        // No header: the layout before headers (version 0).
-        let (v, mut r) = Reader::open(&data[HEADER_LEN..], Kind::Node).unwrap();
+        // Version 1 (no checksum) and no header (version 0) still open.
+        let mut v1 = data[..HEADER_LEN + 1].to_vec();
+        v1[5] = 1;
+        let (v, mut r) = Reader::open(&v1, Kind::Node).unwrap();
+        assert_eq!((v, r.take::<u32>()), (1, Some(7)));
+        let (v, mut r) = Reader::open(&v1[HEADER_LEN..], Kind::Node).unwrap();
         assert_eq!((v, r.take::<u32>()), (0, Some(7)));
     }
 }

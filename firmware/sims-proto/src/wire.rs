@@ -12,8 +12,10 @@
 
 /// Datagram magic, ASCII "SIMS".
 pub const MAGIC: [u8; 4] = *b"SIMS";
-/// The only protocol version this implementation speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this implementation speaks. Version 1 (before
+/// the security redesign: predictable ids, clock-based replay checks, no
+/// return-routability cookie) is refused and counted (`rx_old_version`).
+pub const VERSION: u8 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 8;
 /// Length of the agent-to-agent authentication tag.
@@ -45,6 +47,7 @@ pub enum MsgType {
     TunnelReply = 0x12,
     TunnelRelease = 0x13,
     TunnelReleaseReply = 0x14,
+    PeerChallenge = 0x15,
 }
 
 impl MsgType {
@@ -60,6 +63,7 @@ impl MsgType {
             0x12 => Self::TunnelReply,
             0x13 => Self::TunnelRelease,
             0x14 => Self::TunnelReleaseReply,
+            0x15 => Self::PeerChallenge,
             _ => return None,
         })
     }
@@ -191,7 +195,7 @@ mod tests {
     fn byte_layout_is_big_endian() {
         let mut b = [0u8; 8];
         emit_header(&mut b, MsgType::TunnelRequest, 0x102).unwrap();
-        assert_eq!(&b[0..8], &[b'S', b'I', b'M', b'S', 1, 0x11, 0x01, 0x02]);
+        assert_eq!(&b[0..8], &[b'S', b'I', b'M', b'S', 2, 0x11, 0x01, 0x02]);
     }
 
     #[test]
@@ -210,10 +214,10 @@ mod tests {
             Some(WireError::BadLength)
         );
         let mut bad = b;
-        bad[4] = 2;
+        bad[4] = 1;
         assert_eq!(
             Packet::new_checked(&bad[..11]).err(),
-            Some(WireError::BadVersion(2))
+            Some(WireError::BadVersion(1))
         );
         bad = b;
         bad[0] = b'X';

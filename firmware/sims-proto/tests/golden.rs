@@ -11,9 +11,9 @@
 
 use sims_proto::msg::{
     decode, encode, proof_bytes, sign_proof, verify_proof, verify_tag, Advertisement, AgentId,
-    Authed, BindingResult, Credential, Message, OldBinding, ProofDomain, ProofInput, Provider,
-    Registration, RegistrationReply, Release, ReleaseReply, Sig, Solicitation, Status,
-    TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, PROOF_CONTEXT,
+    Authed, BindingResult, Credential, Message, OldBinding, PeerChallenge, ProofDomain, ProofInput,
+    Provider, Registration, RegistrationReply, Release, ReleaseReply, Sig, Solicitation, Solicited,
+    Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, PROOF_CONTEXT,
 };
 
 const GOLDEN: &str = include_str!("golden/messages.hex");
@@ -37,7 +37,7 @@ fn cred() -> Credential {
     Credential {
         addr: [10, 1, 0, 50],
         issuer: id("ma-a"),
-        serial: 0x8123_4567,
+        serial: 0x8123_4567_89ab_cdef,
     }
 }
 
@@ -62,9 +62,9 @@ fn sig() -> Sig {
 fn envelope<T>(msg: T) -> Authed<T> {
     Authed {
         sender: id("ma-b"),
-        boot: 0x6543_2101,
+        instance: 0x6543_2101_0f1e_2d3c,
         seq: 0x0000_0102_0304_0506,
-        unix_time: 1_700_000_123,
+        echo: 0x1122_3344_5566_7788,
         msg,
     }
 }
@@ -78,23 +78,31 @@ fn messages() -> Vec<(&'static str, Message)> {
                 agent: id("ma-a"),
                 provider: Provider::from("Alpha Net"),
                 endpoint: [100, 64, 1, 2],
-                boot: 0x6543_2100,
+                instance: 0x6543_2100_0f1e_2d3c,
                 seq: 0x0001_0203,
                 lifetime_s: 0x0f0e,
+                solicited: Some(Solicited {
+                    nonce: 0xdead_beef_0bad_f00d,
+                    cookie: *b"cookie-of-16-byt",
+                }),
             }),
         ),
         (
             "solicitation",
-            Message::Solicitation(Solicitation { nonce: 0xdead_beef }),
+            Message::Solicitation(Solicitation {
+                nonce: 0xdead_beef_0bad_f00d,
+                node,
+            }),
         ),
         (
             "registration",
             Message::Registration(Registration {
-                req_id: 0x1234_5678,
+                req_id: 0x1234_5678_9abc_def0,
                 node,
                 addr: [10, 2, 0, 77],
                 mac: [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30],
                 seq: 0x0102_0304_0506_0708,
+                cookie: *b"cookie-of-16-byt",
                 bindings: heapless::Vec::from_slice(&[OldBinding {
                     cred: cred(),
                     proof: sig(),
@@ -105,12 +113,12 @@ fn messages() -> Vec<(&'static str, Message)> {
         (
             "registration_reply",
             Message::RegistrationReply(RegistrationReply {
-                req_id: 0x1234_5678,
+                req_id: 0x1234_5678_9abc_def0,
                 status: Status::Ok,
                 cred: Some(Credential {
                     addr: [10, 2, 0, 77],
                     issuer: id("ma-b"),
-                    serial: 0x0a0b_0c0d,
+                    serial: 0x0a0b_0c0d_0e0f_1011,
                 }),
                 lifetime_s: 300,
                 results: heapless::Vec::from_slice(&[
@@ -124,23 +132,25 @@ fn messages() -> Vec<(&'static str, Message)> {
                     },
                 ])
                 .unwrap(),
+                cookie: Some(*b"next-cookie-16-b"),
             }),
         ),
         (
             "release",
             Message::Release(Release {
-                req_id: 0x7fff_fffe,
+                req_id: 0x7fff_fffe_0000_0001,
                 node,
                 cred: cred(),
                 node_addr: [10, 2, 0, 77],
                 seq: 0x0102_0304_0506_0709,
+                cookie: *b"next-cookie-16-b",
                 proof: sig(),
             }),
         ),
         (
             "release_reply",
             Message::ReleaseReply(ReleaseReply {
-                req_id: 0x7fff_fffe,
+                req_id: 0x7fff_fffe_0000_0001,
                 addr: [10, 1, 0, 50],
                 status: Status::Replay,
             }),
@@ -148,7 +158,7 @@ fn messages() -> Vec<(&'static str, Message)> {
         (
             "tunnel_request",
             Message::TunnelRequest(envelope(TunnelRequest {
-                req_id: 0x0102_0304,
+                req_id: 0x0102_0304_0506_0708,
                 node,
                 cred: cred(),
                 node_addr: [10, 2, 0, 77],
@@ -160,7 +170,7 @@ fn messages() -> Vec<(&'static str, Message)> {
         (
             "tunnel_reply",
             Message::TunnelReply(envelope(TunnelReply {
-                req_id: 0x0102_0304,
+                req_id: 0x0102_0304_0506_0708,
                 addr: [10, 1, 0, 50],
                 status: Status::NoCapacity,
                 lifetime_s: 0xfffe,
@@ -169,16 +179,23 @@ fn messages() -> Vec<(&'static str, Message)> {
         (
             "tunnel_release",
             Message::TunnelRelease(envelope(TunnelRelease {
-                req_id: 0xfedc_ba98,
+                req_id: 0xfedc_ba98_7654_3210,
                 addr: [10, 1, 0, 50],
             })),
         ),
         (
             "tunnel_release_reply",
             Message::TunnelReleaseReply(envelope(TunnelReleaseReply {
-                req_id: 0xfedc_ba98,
+                req_id: 0xfedc_ba98_7654_3210,
                 addr: [10, 1, 0, 50],
                 status: Status::UnknownCredential,
+            })),
+        ),
+        (
+            "peer_challenge",
+            Message::PeerChallenge(envelope(PeerChallenge {
+                req_id: 0x0102_0304_0506_0708,
+                nonce: 0x0f0e_0d0c_0b0a_0908,
             })),
         ),
     ]

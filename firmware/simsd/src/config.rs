@@ -277,7 +277,8 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 "max_per_peer" => ac.max_per_peer = num(k, v)?,
                 "max_per_node" => ac.max_per_node = num(k, v)?,
                 "max_credentials" => ac.max_credentials = num(k, v)?,
-                "auth_window" => ac.auth_window_s = num(k, v)?,
+                // Peers need no synchronised clocks any more (§6).
+                "auth_window" => log::warn!("option auth_window is obsolete; ignored"),
                 "retransmit_initial_ms" => ac.retransmit_initial_ms = num(k, v)?,
                 "retransmit_tries" => ac.retransmit_tries = num(k, v)?,
                 "table" => cfg.ids.table = num(k, v)?,

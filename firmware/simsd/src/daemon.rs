@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use log::{error, info, warn};
 use sims_daemon::status::StatusSocket;
-use sims_daemon::{now, random_u32, state};
+use sims_daemon::{now, random_seed, state};
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::Monitor;
 use sims_linux::udp::bind_udp;
@@ -24,18 +24,6 @@ use crate::status;
 const STATE_FILE: &str = "simsd.state";
 /// In the state directory: where `simsd status` asks.
 pub const SOCKET_FILE: &str = "simsd.sock";
-
-/// `boot` grows across restarts even within one second.
-fn next_boot(dir: &Path) -> u32 {
-    let file = dir.join("boot");
-    let last: u32 = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let boot = (event::unix_s() as u32).max(last.wrapping_add(1));
-    let _ = state::write_atomic(&file, boot.to_string().as_bytes(), state::PUBLIC);
-    boot
-}
 
 pub struct Daemon {
     cfg: Config,
@@ -55,7 +43,6 @@ impl Daemon {
         dir: &Path,
         saved: Option<Vec<u8>>,
     ) -> Result<Self, String> {
-        let boot = next_boot(dir);
         let dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
         let port = cfg.agent.port;
         let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
@@ -63,7 +50,7 @@ impl Daemon {
             .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))?;
         let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
             .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
-        let agent = Agent::new(cfg.agent.clone(), boot, random_u32());
+        let agent = Agent::new(cfg.agent.clone(), random_seed()?);
         let mut d = Daemon {
             cfg,
             cfg_path: cfg_path.to_string(),
@@ -83,8 +70,9 @@ impl Daemon {
         }
         let cfg = &d.cfg;
         info!(
-            "agent {} (boot {boot}) on {} / {}, {} peers",
+            "agent {} (instance {:016x}) on {} / {}, {} peers",
             cfg.agent.id,
+            d.agent.instance(),
             cfg.lan_ifname,
             cfg.wan_ifname,
             cfg.agent.peers.len()

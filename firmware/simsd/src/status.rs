@@ -15,11 +15,11 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "{{\"id\":{},\"provider\":{},\"version\":{},\"boot\":{},\"backend\":{},\"bindings\":[",
+        "{{\"id\":{},\"provider\":{},\"version\":{},\"instance\":\"{:016x}\",\"backend\":{},\"bindings\":[",
         q(&cfg.id),
         q(&cfg.provider),
         q(env!("CARGO_PKG_VERSION")),
-        agent.boot(),
+        agent.instance(),
         q(dp.kind.as_str())
     );
     for (i, (addr, b)) in agent.bindings().enumerate() {
@@ -60,7 +60,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
     let drops = dp.rx_drops();
     let _ = write!(
         s,
-        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
+        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"rate_limited\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
         agent.credential_count(),
         c.rx_ok,
         c.rx_malformed,
@@ -68,6 +68,11 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         c.rx_replay,
         c.rx_refused,
         c.rx_unexpected,
+        c.rx_old_version,
+        c.rx_bad_cookie,
+        c.rx_challenged,
+        c.verifications,
+        c.rate_limited,
         c.tx,
         c.table_full,
         drops.unknown_endpoint,

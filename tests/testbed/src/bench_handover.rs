@@ -77,7 +77,7 @@ fn steps_of(node: &str, old_agent: &str, new_agent: &str, m: StepsOf) -> Option<
         advert_ms: ms(stamp_of(
             node,
             t0,
-            &[&format!("agent {} (boot", m.to.id()), &new],
+            &[&format!("agent {} (instance", m.to.id()), &new],
         )?),
         old_agent_ms: ms(stamp_of(
             old_agent,
@@ -350,11 +350,11 @@ mod tests {
         let node = "\
 [16185.220797] [1795627909.016 INFO  sims_proto::node] current address Some(10.1.0.50) -> None
 [16185.302707] [1795627909.098 INFO  sims_proto::node] current address None -> Some(10.2.0.50)
-[16185.303129] [1795627909.099 INFO  sims_proto::node] agent ma-b (boot 1795627908) on 10.2.0.50
+[16185.303129] [1795627909.099 INFO  sims_proto::node] agent ma-b (instance 5f2a10c3e2d1b0a9) on 10.2.0.50
 [16185.304829] [1795627909.100 INFO  sims_proto::node] registered with ma-b
 ";
         let ma_a = "\
-[16184.888755] [1795627908.684 INFO  simsd] agent ma-a (boot 1795627908) on br-lan / wan, 1 peers
+[16184.888755] [1795627908.684 INFO  simsd] agent ma-a (instance 0123456789abcdef) on br-lan / wan, 1 peers
 [16185.304366] [1795627909.100 INFO  sims_proto::agent] redirecting 10.1.0.50 to peer ma-b
 ";
         let ma_b = "\

@@ -5,10 +5,11 @@
 //! choosing: node identities ([`keypair`]), Redirect proofs signed by any
 //! key for any credential, agent, address and sequence ([`redirect_proof`]),
 //! registrations carrying such proofs ([`registration`], sent and answered
-//! with [`register`]), and agent-to-agent TunnelRequests with any sender,
-//! boot, envelope sequence, time and key ([`tunnel_request`]). Forged
-//! signatures, stolen credentials, replayed bytes, stale or unauthenticated
-//! envelopes are all built from these.
+//! with [`register`]) and the cookie a host gets for its own address
+//! ([`cookie`]), and agent-to-agent TunnelRequests with any sender,
+//! instance, envelope sequence, echo and key ([`tunnel_request`]). Forged
+//! signatures, stolen credentials, replayed bytes, replayed or
+//! unauthenticated envelopes are all built from these.
 //!
 //! Why it exists: the daemons never produce such datagrams, so the only way
 //! to test that an agent refuses them (and leaves no state behind) is to
@@ -21,8 +22,8 @@ use std::time::Duration;
 
 use ed25519_compact::{KeyPair, Seed};
 use sims_proto::msg::{
-    decode, encode, sign_proof, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput,
-    Registration, RegistrationReply, Sig, Status, TunnelRequest,
+    decode, encode, sign_proof, Authed, Cookie, Credential, Message, OldBinding, ProofDomain,
+    ProofInput, Registration, RegistrationReply, Sig, Solicitation, Status, TunnelRequest,
 };
 
 use crate::product::SIMS_PORT;
@@ -47,13 +48,6 @@ pub fn mn_mac() -> [u8; 6] {
     mac
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// A Redirect proof (§5) of `cred` for `agent`, node address and seq,
 /// signed by `signer`.
 pub fn redirect_proof(
@@ -67,12 +61,40 @@ pub fn redirect_proof(
     sign_proof(&signer.sk, &input).expect("proof input fits")
 }
 
+/// The cookie agent `x` gives key `node` at `addr`: what any host holding
+/// `addr` gets by soliciting from it (the answer comes to `addr` only).
+pub fn cookie(tb: &Testbed, x: Ma, addr: Ipv4Addr, node: &KeyPair) -> Result<Cookie> {
+    let nonce = 0x5eed_0000_0000_0000 | u64::from(u32::from(addr));
+    let m = Message::Solicitation(Solicitation {
+        nonce,
+        node: *node.pk,
+    });
+    let d = encode(&m, None).expect("solicitation fits").to_vec();
+    tb.mn()
+        .udp_request(
+            SocketAddrV4::new(addr, SIMS_PORT),
+            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+            &d,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+            |d, _| match decode(d) {
+                Ok(Message::Advertisement(a)) => {
+                    a.solicited.filter(|s| s.nonce == nonce).map(|s| s.cookie)
+                }
+                _ => None,
+            },
+        )
+        .map_err(|e| format!("solicitation to {}: {e}", x.id()))?
+        .ok_or_else(|| format!("{} gave no cookie to {addr}", x.id()))
+}
+
 /// A Registration of node key `node` (with the node's real MAC) at `addr`.
 pub fn registration(
-    req_id: u32,
+    req_id: u64,
     node: &KeyPair,
     addr: Ipv4Addr,
     seq: u64,
+    cookie: Cookie,
     bindings: Vec<OldBinding>,
 ) -> Vec<u8> {
     let m = Message::Registration(Registration {
@@ -81,6 +103,7 @@ pub fn registration(
         addr: addr.octets(),
         mac: mn_mac(),
         seq,
+        cookie,
         bindings: bindings.into_iter().collect(),
     });
     encode(&m, None).expect("registration fits").to_vec()
@@ -94,7 +117,7 @@ pub fn register(
     tb: &Testbed,
     x: Ma,
     addr: Ipv4Addr,
-    req_id: u32,
+    req_id: u64,
     datagram: &[u8],
     timeout: Duration,
 ) -> Result<RegistrationReply> {
@@ -126,16 +149,16 @@ pub fn result_for(r: &RegistrationReply, addr: Ipv4Addr) -> Option<Status> {
 pub fn tunnel_request(
     key: &[u8; 32],
     sender: &str,
-    boot: u32,
+    instance: u64,
     seq: u64,
-    unix_time: u64,
+    echo: u64,
     msg: TunnelRequest,
 ) -> Vec<u8> {
     let m = Message::TunnelRequest(Authed {
         sender: sender.into(),
-        boot,
+        instance,
         seq,
-        unix_time,
+        echo,
         msg,
     });
     encode(&m, Some(key)).expect("tunnel request fits").to_vec()

@@ -44,7 +44,8 @@ pub struct PeerStats {
 #[derive(Clone, Debug)]
 pub struct AgentStatus {
     pub id: String,
-    pub boot: u64,
+    /// The agent's run (random per start), in hex.
+    pub instance: String,
     pub backend: String,
     pub bindings: Vec<AgentBinding>,
     pub peers: Vec<PeerStats>,
@@ -91,7 +92,7 @@ impl AgentStatus {
             .unwrap_or_default();
         Ok(AgentStatus {
             id: s(&v, "id"),
-            boot: n(&v, "boot"),
+            instance: s(&v, "instance"),
             backend: s(&v, "backend"),
             bindings,
             peers,
@@ -202,7 +203,7 @@ mod tests {
 
     #[test]
     fn parses_the_documented_schemas() {
-        let a = AgentStatus::parse(r#"{"id":"ma-a","boot":123,"backend":"userspace","bindings":[{"addr":"10.1.0.50","role":"home","peer":"ma-b","node":"ab","age_s":3}],"peers":[{"id":"ma-b","endpoint":"100.64.2.2","tunnel":"sims-ma-b","bindings":1,"tx_packets":4,"tx_bytes":0,"rx_packets":5,"rx_bytes":0}],"counters":{"rx_malformed":7,"rx_unauthenticated":0,"rx_replay":0,"rx_refused":0}}"#).unwrap();
+        let a = AgentStatus::parse(r#"{"id":"ma-a","instance":"00000000000000ab","backend":"userspace","bindings":[{"addr":"10.1.0.50","role":"home","peer":"ma-b","node":"ab","age_s":3}],"peers":[{"id":"ma-b","endpoint":"100.64.2.2","tunnel":"sims-ma-b","bindings":1,"tx_packets":4,"tx_bytes":0,"rx_packets":5,"rx_bytes":0}],"counters":{"rx_malformed":7,"rx_unauthenticated":0,"rx_replay":0,"rx_refused":0}}"#).unwrap();
         assert_eq!(a.binding("10.1.0.50").unwrap().peer, "ma-b");
         assert_eq!(a.counter("rx_malformed"), 7);
         assert_eq!(a.tunnel_packets(), (4, 5));

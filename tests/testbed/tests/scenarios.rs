@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sims_proto::msg::{OldBinding, Status, TunnelRequest};
 use sims_testbed::forge::{
-    key_in_status, keypair, redirect_proof, registration, result_for, tunnel_request, unix_now,
+    key_in_status, keypair, redirect_proof, registration, result_for, tunnel_request,
 };
 use sims_testbed::product::{tunnel_name, SIMS_MARK_RULE_PRIORITY, SIMS_RULE_PRIORITY};
 use sims_testbed::*;
@@ -322,11 +322,19 @@ fn s6b_forged_or_replayed_proof_is_refused() {
 
     // K1 attaches at A (seq 1) and gets its credential for 10.1.0.50.
     assert_eq!(tb.move_to(Ma::A).unwrap().addr, a());
-    let r = register(&tb, Ma::A, a(), 1, &registration(1, &k1, a(), 1, vec![]));
+    let c1a = cookie(&tb, Ma::A, a(), &k1);
+    let r = register(
+        &tb,
+        Ma::A,
+        a(),
+        1,
+        &registration(1, &k1, a(), 1, c1a, vec![]),
+    );
     assert_eq!(r.status, Status::Ok, "{r:?}");
     let cred_a = r.cred.expect("a credential for 10.1.0.50");
     assert_eq!((cred_a.addr(), cred_a.issuer.as_str()), (a(), "ma-a"));
     assert_eq!(tb.move_to(Ma::B).unwrap().addr, b());
+    let (c1b, c2b) = (cookie(&tb, Ma::B, b(), &k1), cookie(&tb, Ma::B, b(), &k2));
 
     // 1a. Forged: K1's credential, K1 named as the node, the proof signed
     // by K2. ma-b checks the proof against the key in the registration.
@@ -340,7 +348,7 @@ fn s6b_forged_or_replayed_proof_is_refused() {
         Ma::B,
         b(),
         2,
-        &registration(2, &k1, b(), 2, vec![forged]),
+        &registration(2, &k1, b(), 2, c1b, vec![forged]),
     );
     assert_eq!(result_for(&r, a()), Some(Status::BadProof), "forged: {r:?}");
     assert_eq!(r.results.len(), 1, "{r:?}");
@@ -360,7 +368,7 @@ fn s6b_forged_or_replayed_proof_is_refused() {
         Ma::B,
         b(),
         3,
-        &registration(3, &k2, b(), 1, vec![stolen]),
+        &registration(3, &k2, b(), 1, c2b, vec![stolen]),
     );
     assert_eq!(
         result_for(&r, a()),
@@ -378,6 +386,7 @@ fn s6b_forged_or_replayed_proof_is_refused() {
         &k1,
         b(),
         3,
+        c1b,
         vec![OldBinding {
             cred: cred_a.clone(),
             proof: proof3,
@@ -416,7 +425,7 @@ fn s6b_forged_or_replayed_proof_is_refused() {
         Ma::A,
         a(),
         5,
-        &registration(5, &k1, a(), 4, vec![back]),
+        &registration(5, &k1, a(), 4, cookie(&tb, Ma::A, a(), &k1), vec![back]),
     );
     assert_eq!(result_for(&r, a()), Some(Status::Ok), "back home: {r:?}");
     wait_no_sims_state(&tb, "once home");
@@ -435,10 +444,12 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     wait_no_sims_state(&tb, "after a replayed registration");
 
     // 2b. Agent-to-agent: a TunnelRequest from ma-b's address with a node
-    // proof that is valid and unspent (seq 5), but a stale envelope, an
-    // envelope sequence ma-a has already accepted, or a wrong key.
+    // proof that is valid and unspent (seq 5), but the envelope of another
+    // run of ma-b (a replay from before its restart: challenged, not acted
+    // on), an envelope sequence ma-a has already accepted in ma-b's
+    // current run, or a wrong key.
     let key = tb.key_bytes(Ma::A, Ma::B);
-    let boot_b = tb.agent_status(Ma::B).unwrap().boot as u32;
+    let run_b = u64::from_str_radix(&tb.agent_status(Ma::B).unwrap().instance, 16).unwrap();
     let req = TunnelRequest {
         req_id: 0x0006_b000,
         node: *k1.pk,
@@ -450,26 +461,20 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     };
     let far = 1 << 40;
     let cases = [
-        ("sent 1000 s ago", key, far, unix_now() - 1000, "rx_replay"),
-        (
-            "an envelope seq already used",
-            key,
-            1,
-            unix_now(),
-            "rx_replay",
-        ),
-        (
-            "a wrong key",
-            [0x5a; 32],
-            far,
-            unix_now(),
-            "rx_unauthenticated",
-        ),
+        ("another run of ma-b", key, run_b ^ 1, far, "rx_challenged"),
+        ("an envelope seq already used", key, run_b, 1, "rx_replay"),
+        ("a wrong key", [0x5a; 32], run_b, far, "rx_unauthenticated"),
     ];
-    let names = ["rx_ok", "rx_refused", "rx_replay", "rx_unauthenticated"];
-    for (what, key, seq, time, grows) in cases {
+    let names = [
+        "rx_ok",
+        "rx_refused",
+        "rx_replay",
+        "rx_unauthenticated",
+        "rx_challenged",
+    ];
+    for (what, key, run, seq, grows) in cases {
         let before = tb.agent_status(Ma::A).unwrap();
-        let d = tunnel_request(&key, "ma-b", boot_b, seq, time, req.clone());
+        let d = tunnel_request(&key, "ma-b", run, seq, 0, req.clone());
         let from = SocketAddrV4::new(Ma::B.wan_ip(), 0);
         let to = SocketAddrV4::new(Ma::A.wan_ip(), SIMS_PORT);
         tb.agent(Ma::B)
@@ -572,14 +577,15 @@ fn s7_agent_restart_keeps_relayed_session() {
     move_relayed(&mut tb, Ma::B, &[a()]);
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_flowing(&tb, &down, 200_000, T);
-    let boot_before = tb.agent_status(Ma::A).unwrap().boot;
+    let run_before = tb.agent_status(Ma::A).unwrap().instance;
 
     tb.kill_agent(Ma::A, libc::SIGKILL).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     tb.start_agent(Ma::A).unwrap();
     let t_restart = Instant::now();
     let st = tb.agent_status(Ma::A).unwrap();
-    eprintln!("s7: boot {boot_before} → {}", st.boot);
+    eprintln!("s7: instance {run_before} → {}", st.instance);
+    assert_ne!(run_before, st.instance, "a new run");
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_flowing(&tb, &down, 200_000, Duration::from_secs(30));
     wait_flowing(&tb, &up, 200_000, Duration::from_secs(30));

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
+use crate::limit::Rate;
 use crate::msg::{AgentId, Provider};
 use crate::prefix::Prefix;
 
@@ -40,9 +41,15 @@ pub struct AgentConfig {
     pub max_credentials: usize,
     /// Most node registrations waiting for peers at once.
     pub max_pending: usize,
-    /// Accepted clock difference for peer messages (replay window after a
-    /// restart, when the per-peer sequence state is gone).
-    pub auth_window_s: u64,
+    /// Most of them from one source address: one guest cannot take the
+    /// others' share.
+    pub max_pending_per_source: usize,
+    /// Public-key verifications (node proofs) allowed per LAN source
+    /// address, per roaming peer, and for the whole agent: nobody can make
+    /// the agent verify signatures faster than this.
+    pub verify_per_source: Rate,
+    pub verify_per_peer: Rate,
+    pub verify_total: Rate,
     pub retransmit_initial_ms: u64,
     pub retransmit_tries: u8,
 }
@@ -65,7 +72,19 @@ impl AgentConfig {
             max_per_node: 8,
             max_credentials: 1024,
             max_pending: 64,
-            auth_window_s: 120,
+            max_pending_per_source: 4,
+            verify_per_source: Rate {
+                per_s: 16,
+                burst: 32,
+            },
+            verify_per_peer: Rate {
+                per_s: 200,
+                burst: 200,
+            },
+            verify_total: Rate {
+                per_s: 400,
+                burst: 400,
+            },
             retransmit_initial_ms: 200,
             retransmit_tries: 4,
         }

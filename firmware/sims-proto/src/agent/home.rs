@@ -4,18 +4,20 @@
 //! the address into the tunnel to that peer, straight to wherever the
 //! node is now (never a chain), until the peer or the node releases it.
 
-use core::net::Ipv4Addr;
+use core::net::{Ipv4Addr, SocketAddrV4};
 
 use log::{info, warn};
 
-use super::{Action, Agent, Binding, CredEntry, LanView, Now, PeerIdx, Role, Sink};
+use super::{Action, Agent, Binding, CredEntry, LanView, Now, PeerIdx, Role, Sink, Source};
 use crate::msg::{
     self, Credential, Message, NodeProof, Registration, Status, TunnelRelease, TunnelReleaseReply,
     TunnelReply, TunnelRequest,
 };
 
 impl Agent {
-    /// Issue (or renew) the credential for the node's current address.
+    /// Issue (or renew) the credential for the node's current address. The
+    /// caller has checked that the node holds the address now (its cookie,
+    /// the neighbour table), so it may replace a record of another key.
     pub(super) fn issue(
         &mut self,
         now: Now,
@@ -44,8 +46,8 @@ impl Agent {
                     self.counters.table_full += 1;
                     return None;
                 }
-                self.next_serial = self.next_serial.wrapping_add(1);
-                let serial = self.next_serial;
+                // Random: nobody can predict the credential of an address.
+                let serial = self.prf.u64();
                 self.creds.insert(
                     key,
                     CredEntry {
@@ -53,7 +55,7 @@ impl Agent {
                         mac: r.mac,
                         serial,
                         last_seq: 0,
-                        last_req: None,
+                        last_use: None,
                         expires_ms,
                     },
                 );
@@ -68,11 +70,12 @@ impl Agent {
     }
 
     /// The issuer's check of a node's proof for a credential we issued:
-    /// cheap checks first (ours, known, same node and serial), then the
-    /// signature, then the sequence number, which is recorded on success.
-    /// `req` identifies a peer's request, so that its retransmission is
-    /// answered again instead of taken for a replay.
-    fn check_issued(&mut self, proof: &NodeProof, req: Option<(PeerIdx, u32)>) -> Status {
+    /// cheap checks first (ours, known, same node and serial, not older
+    /// than the last accepted), then the signature within `source`'s
+    /// budget; the sequence number and the use are recorded on success.
+    /// The very proof accepted last is accepted again (a retransmission, or
+    /// the request of an agent that restarted): it repeats what it did.
+    fn check_issued(&mut self, now: Now, proof: &NodeProof, source: Source) -> Status {
         let cred = proof.input.cred;
         let seq = proof.input.seq;
         let addr = cred.addr();
@@ -85,16 +88,24 @@ impl Agent {
         if &c.node != proof.node || c.serial != cred.serial {
             return Status::UnknownCredential;
         }
+        let agent = proof.input.agent;
+        let node_addr = proof.input.node_addr;
+        let again = seq == c.last_seq
+            && c.last_use
+                .as_ref()
+                .is_some_and(|(a, n)| a.as_str() == agent && *n == node_addr);
+        if seq <= c.last_seq && !again {
+            return Status::Replay;
+        }
+        if !self.may_verify(now, source) {
+            return Status::NoCapacity;
+        }
         if !proof.verify() {
             return Status::BadProof;
         }
-        let retransmit = req.is_some() && c.last_req == req && seq == c.last_seq;
-        if seq <= c.last_seq && !retransmit {
-            return Status::Replay;
-        }
         if let Some(c) = self.creds.get_mut(&u32::from(addr)) {
             c.last_seq = seq;
-            c.last_req = req;
+            c.last_use = Some((agent.into(), node_addr));
         }
         Status::Ok
     }
@@ -104,12 +115,14 @@ impl Agent {
     pub(super) fn back_home(
         &mut self,
         now: Now,
+        src: SocketAddrV4,
         r: &Registration,
         ob: &msg::OldBinding,
         out: &mut impl Sink<Action>,
     ) -> Status {
         let id = self.cfg.id.clone();
-        let st = self.check_issued(&NodeProof::of_registration(r, ob, &id), None);
+        let proof = NodeProof::of_registration(r, ob, &id);
+        let st = self.check_issued(now, &proof, Source::Lan(*src.ip()));
         if st != Status::Ok {
             self.counters.rx_refused += 1;
             return st;
@@ -137,8 +150,9 @@ impl Agent {
         let addr = m.cred.addr();
         let peer_id = self.cfg.peers[p].id.clone();
         let mut st = self.check_issued(
+            now,
             &NodeProof::of_tunnel_request(&m, &peer_id),
-            Some((p, m.req_id)),
+            Source::Peer(p),
         );
         if st == Status::Ok {
             let mac = self.creds.get(&u32::from(addr)).map(|c| c.mac);
@@ -225,12 +239,11 @@ impl Agent {
             status: st,
             lifetime_s: life,
         }));
-        self.reply_peer(now, p, reply, out);
+        self.reply_peer(p, reply, out);
     }
 
     pub(super) fn on_tunnel_release(
         &mut self,
-        now: Now,
         p: PeerIdx,
         m: TunnelRelease,
         out: &mut impl Sink<Action>,
@@ -250,6 +263,6 @@ impl Agent {
             addr: m.addr,
             status: Status::Ok,
         }));
-        self.reply_peer(now, p, reply, out);
+        self.reply_peer(p, reply, out);
     }
 }

@@ -24,6 +24,7 @@
 
 mod action;
 mod config;
+mod cookie;
 mod home;
 mod peer;
 mod persist;
@@ -36,12 +37,17 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use log::{debug, info};
 use serde::{Deserialize, Serialize};
 
-use crate::msg::{self, Advertisement, Credential, Message, NodeKey, Status};
+use crate::limit::Buckets;
+use crate::msg::{
+    self, Advertisement, AgentId, Credential, DecodeError, Message, NodeKey, Solicited, Status,
+};
+use crate::prf::Prf;
+use crate::wire::{WireError, VERSION};
 
 pub use crate::driver::{Now, Sink};
 pub use action::{Action, EmptyLan, LanView};
 pub use config::{AgentConfig, PeerConfig, PeerIdx};
-use peer::{OutKind, Outgoing, PeerRx};
+use peer::{OutKind, Outgoing, PeerState};
 use visitor::PendingReg;
 
 /// Counters, for status and for tests.
@@ -49,6 +55,17 @@ use visitor::PendingReg;
 pub struct Counters {
     pub rx_ok: u64,
     pub rx_malformed: u64,
+    /// Datagrams of an older protocol version (refused).
+    pub rx_old_version: u64,
+    /// Node messages whose cookie was missing, stale or another's.
+    pub rx_bad_cookie: u64,
+    /// Peer requests answered with a challenge (a new run of the peer, or
+    /// a replay of an old one).
+    pub rx_challenged: u64,
+    /// Public-key verifications made (node proofs), and those not made
+    /// because their source, peer or the agent ran out of budget.
+    pub verifications: u64,
+    pub rate_limited: u64,
     pub rx_unauthenticated: u64,
     pub rx_replay: u64,
     pub rx_refused: u64,
@@ -87,48 +104,71 @@ pub struct Binding {
 pub struct CredEntry {
     pub node: NodeKey,
     pub mac: [u8; 6],
-    pub serial: u32,
+    pub serial: u64,
     pub last_seq: u64,
-    /// The request that used `last_seq`, so its retransmission is answered
-    /// again instead of being taken for a replay.
-    pub last_req: Option<(PeerIdx, u32)>,
+    /// Where the proof with `last_seq` redirected the address (the agent
+    /// it named, the node's address there): the same proof presented again
+    /// (a retransmission, or a request repeated by a restarted agent) is
+    /// answered again instead of being taken for a replay; it can only
+    /// repeat what it already did.
+    pub last_use: Option<(AgentId, [u8; 4])>,
     pub expires_ms: u64,
 }
 
 pub struct Agent {
     cfg: AgentConfig,
-    boot: u32,
+    /// Random per run: peers and nodes see a restart by its change.
+    instance: u64,
     tx_seq: u64,
-    next_req: u32,
-    next_serial: u32,
+    prf: Prf,
+    /// Keys the return-routability cookies of this run.
+    cookie_key: [u8; 32],
     advert_seq: u32,
     last_solicited_ms: u64,
     next_advert_ms: u64,
     bindings: BTreeMap<u32, Binding>,
     creds: BTreeMap<u32, CredEntry>,
-    outgoing: BTreeMap<u32, Outgoing>,
+    outgoing: BTreeMap<u64, Outgoing>,
     regs: BTreeMap<u32, PendingReg>,
     next_reg: u32,
-    peer_rx: Vec<PeerRx>,
+    peers: Vec<PeerState>,
+    /// Verification budgets: per LAN source address, per peer, in total.
+    verify_source: Buckets,
+    verify_peer: Buckets,
+    verify_total: Buckets,
+    /// Challenges we may send, per peer.
+    challenges: Buckets,
     /// Registrations whose pending request was dropped with its binding.
     orphans: Vec<(u32, Ipv4Addr)>,
     pub counters: Counters,
+}
+
+/// Whose verification budget a proof check spends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    Lan(Ipv4Addr),
+    Peer(PeerIdx),
 }
 
 /// At most one broadcast answer to solicitations per this many ms.
 const SOLICITED_BROADCAST_MS: u64 = 20;
 
 impl Agent {
-    /// `boot` must grow across restarts (the caller uses the wall clock);
-    /// `req_seed` randomises request ids.
-    pub fn new(cfg: AgentConfig, boot: u32, req_seed: u32) -> Self {
+    /// `seed`: 32 random bytes from the platform, new at every start; the
+    /// run's instance, request ids, serials, nonces and cookie key are
+    /// drawn from it.
+    pub fn new(cfg: AgentConfig, seed: [u8; 32]) -> Self {
         let n = cfg.peers.len();
+        let mut prf = Prf::new(seed);
+        let verify_source = Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16));
+        let verify_peer = Buckets::new(cfg.verify_per_peer, n.max(1));
+        let verify_total = Buckets::new(cfg.verify_total, 1);
         Agent {
             cfg,
-            boot,
+            instance: prf.u64(),
             tx_seq: 0,
-            next_req: req_seed,
-            next_serial: req_seed.rotate_left(16) | 1,
+            cookie_key: prf.bytes32(),
+            prf,
             advert_seq: 0,
             last_solicited_ms: 0,
             next_advert_ms: 0,
@@ -137,7 +177,11 @@ impl Agent {
             outgoing: BTreeMap::new(),
             regs: BTreeMap::new(),
             next_reg: 0,
-            peer_rx: alloc::vec![PeerRx::default(); n],
+            peers: alloc::vec![PeerState::default(); n],
+            verify_source,
+            verify_peer,
+            verify_total,
+            challenges: Buckets::new(peer::CHALLENGES, n.max(1)),
             orphans: Vec::new(),
             counters: Counters::default(),
         }
@@ -146,8 +190,9 @@ impl Agent {
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
     }
-    pub fn boot(&self) -> u32 {
-        self.boot
+    /// This run's random instance (advertised; a change means a restart).
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// Bindings by address.
@@ -236,6 +281,11 @@ impl Agent {
     ) {
         let m = match msg::decode(data) {
             Ok(m) => m,
+            Err(DecodeError::Wire(WireError::BadVersion(v))) if v < VERSION => {
+                self.counters.rx_old_version += 1;
+                debug!("protocol version {v} datagram from {src} refused");
+                return;
+            }
             Err(e) => {
                 self.counters.rx_malformed += 1;
                 debug!("malformed datagram from {src}: {e:?}");
@@ -243,14 +293,15 @@ impl Agent {
             }
         };
         if let Some(sender) = m.peer_sender() {
-            let Some(p) = self.authenticate(now, src, sender, data, &m) else {
+            let Some(p) = self.authenticate(now, src, sender, data, &m, out) else {
                 return;
             };
             self.counters.rx_ok += 1;
             match m {
                 Message::TunnelRequest(a) => self.on_tunnel_request(now, p, a.msg, lan, out),
                 Message::TunnelReply(a) => self.on_tunnel_reply(now, p, a.msg, out),
-                Message::TunnelRelease(a) => self.on_tunnel_release(now, p, a.msg, out),
+                Message::TunnelRelease(a) => self.on_tunnel_release(p, a.msg, out),
+                Message::PeerChallenge(a) => self.on_challenge(p, a.msg, out),
                 Message::TunnelReleaseReply(a)
                     if self
                         .outgoing
@@ -267,21 +318,29 @@ impl Agent {
         // Node messages: only from our LAN.
         let from_lan = via_lan && (self.cfg.is_lan(*src.ip()) || src.ip().is_unspecified());
         match m {
-            Message::Solicitation(_) if via_lan => {
+            Message::Solicitation(s) if from_lan && !src.ip().is_unspecified() => {
                 self.counters.rx_ok += 1;
-                // Answer by broadcast: a unicast answer would first wait for
-                // ARP. Rate-limited, so a flood of solicitations cannot
-                // become a broadcast storm (then unicast answers).
+                // Unicast to the solicitor's address: the cookie reaches
+                // only the host that receives that address's packets.
+                let cookie = self.cookie_for(now, *src.ip(), &s.node);
+                let answer = Solicited {
+                    nonce: s.nonce,
+                    cookie,
+                };
+                self.advertise(Some((src, answer)), out);
+            }
+            Message::Solicitation(_) if via_lan => {
+                // From 0.0.0.0: no address to give a cookie for; the
+                // periodic broadcast tells it we are here. Rate-limited.
+                self.counters.rx_ok += 1;
                 if now.ms >= self.last_solicited_ms + SOLICITED_BROADCAST_MS {
                     self.last_solicited_ms = now.ms;
                     self.advertise(None, out);
-                } else {
-                    self.advertise(Some(src), out);
                 }
             }
             Message::Registration(r) if from_lan => {
                 self.counters.rx_ok += 1;
-                self.on_registration(now, src, r, out);
+                self.on_registration(now, src, r, lan, out);
             }
             Message::Release(r) if from_lan => {
                 self.counters.rx_ok += 1;
@@ -297,7 +356,7 @@ impl Agent {
         }
     }
 
-    fn advertise(&mut self, to: Option<SocketAddrV4>, out: &mut impl Sink<Action>) {
+    fn advertise(&mut self, to: Option<(SocketAddrV4, Solicited)>, out: &mut impl Sink<Action>) {
         self.advert_seq = self.advert_seq.wrapping_add(1);
         let lifetime =
             ((self.cfg.advert_interval_ms * 3).div_ceil(1000)).clamp(1, u16::MAX as u64) as u16;
@@ -305,9 +364,10 @@ impl Agent {
             agent: self.cfg.id.clone(),
             provider: self.cfg.provider.clone(),
             endpoint: self.cfg.endpoint.octets(),
-            boot: self.boot,
+            instance: self.instance,
             seq: self.advert_seq,
             lifetime_s: lifetime,
+            solicited: to.map(|(_, s)| s),
         });
         let Some(data) = msg::encode(&m, None) else {
             self.counters.tx_failed_encode += 1;
@@ -315,8 +375,8 @@ impl Agent {
         };
         self.counters.tx += 1;
         match to {
-            Some(dst) if !dst.ip().is_unspecified() => out.push(Action::Send { dst, data }),
-            _ => out.push(Action::BroadcastLan { data }),
+            Some((dst, _)) => out.push(Action::Send { dst, data }),
+            None => out.push(Action::BroadcastLan { data }),
         }
     }
 
@@ -371,6 +431,21 @@ impl Agent {
             _ => true,
         });
         Some(b)
+    }
+
+    /// Takes one public-key verification from the budgets of `source` (a
+    /// LAN address, or a peer), and of the whole agent.
+    fn may_verify(&mut self, now: Now, source: Source) -> bool {
+        let ok = match source {
+            Source::Lan(a) => self.verify_source.take(u32::from(a), 1, now.ms),
+            Source::Peer(p) => self.verify_peer.take(p as u32, 1, now.ms),
+        } && self.verify_total.take(0, 1, now.ms);
+        if ok {
+            self.counters.verifications += 1;
+        } else {
+            self.counters.rate_limited += 1;
+        }
+        ok
     }
 
     /// Room for one more binding with `peer` for `node`?

@@ -1,7 +1,16 @@
 //! The agent's side of talking to roaming peers: the authenticated
-//! envelope (sender, boot, sequence, time, tag) on every peer message,
+//! envelope (sender, instance, sequence, echo, tag) on every peer message,
 //! replay checks on the way in, and requests kept for retransmission
 //! until the peer answers.
+//!
+//! Replay protection needs no clock and no counter kept across restarts.
+//! A request is fresh if it continues the sender's run we know (same
+//! instance, higher sequence), or if it echoes the challenge nonce we
+//! sent it; anything else (a new run of the peer, our own restart, or a
+//! replay of an old run) is answered with a [`PeerChallenge`] and not
+//! acted on. Only the peer holding the key can answer a challenge, and a
+//! nonce is used once. Replies need no such check: each is accepted only
+//! for a request still outstanding, under an id nobody can guess.
 
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -9,7 +18,8 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use log::{debug, info, warn};
 
 use super::{Action, Agent, Now, PeerIdx, Sink};
-use crate::msg::{self, AgentId, Authed, Message, Status, TunnelRelease};
+use crate::limit::Rate;
+use crate::msg::{self, AgentId, Authed, Message, PeerChallenge, Status, TunnelRelease};
 use crate::retry::Backoff;
 
 /// What a request to a peer is about.
@@ -28,16 +38,48 @@ pub(super) struct Outgoing {
     pub(super) retry: Backoff,
 }
 
-/// The newest envelope accepted from a peer: anything not newer is a replay.
+/// What we know of a peer's runs and it of ours.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct PeerRx {
-    boot: u32,
-    seq: u64,
+pub(super) struct PeerState {
+    /// The run of the peer whose requests we accept, and the newest
+    /// sequence number accepted from it (0: none yet).
+    rx_instance: u64,
+    rx_seq: u64,
+    /// The nonce of our outstanding challenge to the peer (0: none).
+    challenge: u64,
+    /// The peer's latest challenge to us, echoed in our requests.
+    echo: u64,
 }
+
+struct Envelope {
+    sender: AgentId,
+    instance: u64,
+    seq: u64,
+    echo: u64,
+}
+
+impl Envelope {
+    fn wrap<T: Clone>(&self, a: &Authed<T>) -> Authed<T> {
+        Authed {
+            sender: self.sender.clone(),
+            instance: self.instance,
+            seq: self.seq,
+            echo: self.echo,
+            msg: a.msg.clone(),
+        }
+    }
+}
+
+/// Challenges per peer: a burst for the requests of a restart, then a
+/// trickle (a flood of replays cannot make us flood the peer).
+pub(super) const CHALLENGES: Rate = Rate {
+    per_s: 20,
+    burst: 16,
+};
 
 impl Agent {
     pub(super) fn retransmit(&mut self, now: Now, out: &mut impl Sink<Action>) {
-        let due: Vec<u32> = self
+        let due: Vec<u64> = self
             .outgoing
             .iter()
             .filter(|(_, o)| o.retry.is_due(now.ms))
@@ -63,14 +105,14 @@ impl Agent {
             }
             o.retry
                 .retransmitted(now.ms, self.cfg.retransmit_initial_ms);
-            let msg = self.reseal(&o.msg, now);
+            let msg = self.reseal(o.peer, &o.msg);
             self.send_peer(o.peer, &msg, out);
             o.msg = msg;
             self.outgoing.insert(id, o);
         }
     }
 
-    /// Check sender, source address, tag, freshness and sequence.
+    /// Check sender, source address, tag, and (for requests) freshness.
     pub(super) fn authenticate(
         &mut self,
         now: Now,
@@ -78,6 +120,7 @@ impl Agent {
         sender: &AgentId,
         data: &[u8],
         m: &Message,
+        out: &mut impl Sink<Action>,
     ) -> Option<PeerIdx> {
         let Some(p) = self.cfg.peers.iter().position(|p| &p.id == sender) else {
             self.counters.rx_unauthenticated += 1;
@@ -90,43 +133,85 @@ impl Agent {
             info!("peer message from {src} failed authentication as {sender}");
             return None;
         }
-        let (boot, seq, t) = match m {
-            Message::TunnelRequest(a) => (a.boot, a.seq, a.unix_time),
-            Message::TunnelReply(a) => (a.boot, a.seq, a.unix_time),
-            Message::TunnelRelease(a) => (a.boot, a.seq, a.unix_time),
-            Message::TunnelReleaseReply(a) => (a.boot, a.seq, a.unix_time),
-            _ => return None,
+        // Replies and challenges answer one of our outstanding requests;
+        // their handlers match them by id.
+        let (instance, seq, echo, req_id) = match m {
+            Message::TunnelRequest(a) => (a.instance, a.seq, a.echo, a.msg.req_id),
+            Message::TunnelRelease(a) => (a.instance, a.seq, a.echo, a.msg.req_id),
+            _ => return Some(p),
         };
-        let rx = self.peer_rx[p];
-        let fresh = now.unix_s.abs_diff(t) <= self.cfg.auth_window_s;
-        let newer = boot > rx.boot || (boot == rx.boot && seq > rx.seq);
-        if !fresh || !newer {
+        let ps = &mut self.peers[p];
+        let continues = instance == ps.rx_instance && ps.rx_seq != 0 && seq > ps.rx_seq;
+        let answers = ps.challenge != 0 && echo == ps.challenge;
+        if continues || answers {
+            if answers {
+                ps.challenge = 0;
+            }
+            ps.rx_instance = instance;
+            ps.rx_seq = seq;
+            return Some(p);
+        }
+        if instance == ps.rx_instance {
+            // The run we know, but not newer: a replay or a reordering
+            // (the retransmission, with a new sequence, recovers it).
             self.counters.rx_replay += 1;
-            info!("replayed or stale message from peer {sender} (boot {boot} seq {seq})");
+            debug!("replayed or reordered request from peer {sender} (seq {seq})");
             return None;
         }
-        self.peer_rx[p] = PeerRx { boot, seq };
-        Some(p)
-    }
-    /// Give a peer message a fresh envelope (new sequence, current time).
-    fn reseal(&mut self, m: &Message, now: Now) -> Message {
-        self.tx_seq += 1;
-        let (boot, seq, t) = (self.boot, self.tx_seq, now.unix_s);
-        let id = self.cfg.id.clone();
-        fn env<T: Clone>(a: &Authed<T>, id: AgentId, boot: u32, seq: u64, t: u64) -> Authed<T> {
-            Authed {
-                sender: id,
-                boot,
-                seq,
-                unix_time: t,
-                msg: a.msg.clone(),
-            }
+        // Another run of the peer, or a replay of one: ask.
+        self.counters.rx_challenged += 1;
+        if !self.challenges.take(p as u32, 1, now.ms) {
+            return None;
         }
+        let ps = &mut self.peers[p];
+        if ps.challenge == 0 {
+            ps.challenge = self.prf.u64();
+        }
+        let nonce = ps.challenge;
+        debug!("challenging peer {sender} (new run {instance:x})");
+        let m = Message::PeerChallenge(self.authed(PeerChallenge { req_id, nonce }));
+        self.reply_peer(p, m, out);
+        None
+    }
+
+    /// A challenge to one of our requests: send it again at once, echoing
+    /// the nonce (so do all our later requests to that peer).
+    pub(super) fn on_challenge(
+        &mut self,
+        p: PeerIdx,
+        c: PeerChallenge,
+        out: &mut impl Sink<Action>,
+    ) {
+        let Some(mut o) = self.outgoing.remove(&c.req_id) else {
+            return; // not ours, or answered already
+        };
+        if o.peer != p {
+            self.outgoing.insert(c.req_id, o);
+            return;
+        }
+        self.peers[p].echo = c.nonce;
+        let msg = self.reseal(p, &o.msg);
+        self.send_peer(p, &msg, out);
+        o.msg = msg;
+        self.outgoing.insert(c.req_id, o);
+    }
+
+    /// Give a message to peer `p` a fresh envelope (this run, a new
+    /// sequence, the peer's latest challenge).
+    fn reseal(&mut self, p: PeerIdx, m: &Message) -> Message {
+        self.tx_seq += 1;
+        let e = Envelope {
+            sender: self.cfg.id.clone(),
+            instance: self.instance,
+            seq: self.tx_seq,
+            echo: self.peers[p].echo,
+        };
         match m {
-            Message::TunnelRequest(a) => Message::TunnelRequest(env(a, id, boot, seq, t)),
-            Message::TunnelReply(a) => Message::TunnelReply(env(a, id, boot, seq, t)),
-            Message::TunnelRelease(a) => Message::TunnelRelease(env(a, id, boot, seq, t)),
-            Message::TunnelReleaseReply(a) => Message::TunnelReleaseReply(env(a, id, boot, seq, t)),
+            Message::TunnelRequest(a) => Message::TunnelRequest(e.wrap(a)),
+            Message::TunnelReply(a) => Message::TunnelReply(e.wrap(a)),
+            Message::TunnelRelease(a) => Message::TunnelRelease(e.wrap(a)),
+            Message::TunnelReleaseReply(a) => Message::TunnelReleaseReply(e.wrap(a)),
+            Message::PeerChallenge(a) => Message::PeerChallenge(e.wrap(a)),
             other => other.clone(),
         }
     }
@@ -145,19 +230,25 @@ impl Agent {
         }
     }
 
+    /// A message in an envelope to be filled in when it is sent.
     pub(super) fn authed<T>(&self, msg: T) -> Authed<T> {
         Authed {
             sender: self.cfg.id.clone(),
-            boot: self.boot,
+            instance: 0,
             seq: 0,
-            unix_time: 0,
+            echo: 0,
             msg,
         }
     }
 
-    pub(super) fn new_req_id(&mut self) -> u32 {
-        self.next_req = self.next_req.wrapping_add(1);
-        self.next_req
+    /// Unpredictable, so that nobody can answer a request it did not see.
+    pub(super) fn new_req_id(&mut self) -> u64 {
+        loop {
+            let id = self.prf.u64();
+            if !self.outgoing.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// Send a request to a peer and keep it for retransmission.
@@ -165,12 +256,12 @@ impl Agent {
         &mut self,
         now: Now,
         p: PeerIdx,
-        req_id: u32,
+        req_id: u64,
         kind: OutKind,
         m: Message,
         out: &mut impl Sink<Action>,
     ) {
-        let m = self.reseal(&m, now);
+        let m = self.reseal(p, &m);
         self.send_peer(p, &m, out);
         self.outgoing.insert(
             req_id,
@@ -183,14 +274,8 @@ impl Agent {
         );
     }
 
-    pub(super) fn reply_peer(
-        &mut self,
-        now: Now,
-        p: PeerIdx,
-        m: Message,
-        out: &mut impl Sink<Action>,
-    ) {
-        let m = self.reseal(&m, now);
+    pub(super) fn reply_peer(&mut self, p: PeerIdx, m: Message, out: &mut impl Sink<Action>) {
+        let m = self.reseal(p, &m);
         self.send_peer(p, &m, out);
     }
 

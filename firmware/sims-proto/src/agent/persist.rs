@@ -1,24 +1,31 @@
-//! The agent's saved state, for a restart of the daemon (not a router
-//! reboot: the state directory is a tmpfs): bindings and credentials with
-//! their remaining lifetimes. The file is `crate::persist`'s header and
-//! this body, version 1 (version 0 is the same body without a header):
+//! The agent's saved state, for a restart of the daemon: bindings and
+//! credentials with their remaining lifetimes. The file is
+//! `crate::persist`'s header, this body and a checksum, version 2:
 //!
 //! ```text
-//! boot: u32, next_serial: u32,
 //! n: usize, n × SavedBinding,
 //! m: usize, m × SavedCred
 //! ```
 //!
 //! written and read element by element; the test
-//! `state_file_layout_is_saved` pins it.
+//! `state_file_layout_is_saved` pins it. Versions 0 and 1 (serials of 32
+//! bits, a boot counter and a serial counter in front) are migrated, not
+//! dropped: an upgrade keeps the bindings.
+//!
+//! Nothing restored is trusted more than a message: an entry whose address
+//! is not ours (home, credential) or its peer's (visitor), or whose peer
+//! is gone, is skipped; lifetimes are cut to what the configuration
+//! allows. A visitor binding still waiting for its issuer is not restored:
+//! it was never confirmed, and the node's retransmission asks again.
 
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 
 use log::warn;
+use serde::Deserialize;
 
-use super::{Action, Agent, Binding, CredEntry, Now, Sink};
-use crate::msg::AgentId;
+use super::{Action, Agent, Binding, CredEntry, Now, PeerIdx, Role, Sink};
+use crate::msg::{AgentId, Credential, NodeKey};
 use crate::persist::{Kind, Reader, Writer};
 
 /// A binding: address, the binding, ms of lifetime left, the peer's id
@@ -27,13 +34,106 @@ pub(super) type SavedBinding = ([u8; 4], Binding, u64, AgentId);
 /// A credential: address, the entry, ms of lifetime left.
 pub(super) type SavedCred = ([u8; 4], CredEntry, u64);
 
+/// Version 0 and 1 layouts, read to migrate them.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Credential1 {
+        pub addr: [u8; 4],
+        pub issuer: AgentId,
+        pub serial: u32,
+    }
+
+    impl From<Credential1> for Credential {
+        fn from(c: Credential1) -> Self {
+            Credential {
+                addr: c.addr,
+                issuer: c.issuer,
+                serial: u64::from(c.serial),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct Binding1 {
+        pub role: Role,
+        pub peer: PeerIdx,
+        pub node: NodeKey,
+        pub cred: Credential1,
+        pub created_ms: u64,
+        pub expires_ms: u64,
+        pub pending: bool,
+        pub last_seq: u64,
+        pub mac: [u8; 6],
+    }
+
+    #[derive(Deserialize)]
+    pub struct CredEntry1 {
+        pub node: NodeKey,
+        pub mac: [u8; 6],
+        pub serial: u32,
+        pub last_seq: u64,
+        pub _last_req: Option<(PeerIdx, u32)>,
+        pub expires_ms: u64,
+    }
+
+    pub fn binding(r: &mut Reader) -> Option<SavedBinding> {
+        let (a, b, left, peer) = r.take::<([u8; 4], Binding1, u64, AgentId)>()?;
+        let b = Binding {
+            role: b.role,
+            peer: b.peer,
+            node: b.node,
+            cred: b.cred.into(),
+            created_ms: b.created_ms,
+            expires_ms: b.expires_ms,
+            pending: b.pending,
+            last_seq: b.last_seq,
+            mac: b.mac,
+        };
+        Some((a, b, left, peer))
+    }
+
+    pub fn cred(r: &mut Reader) -> Option<SavedCred> {
+        let (a, c, left) = r.take::<([u8; 4], CredEntry1, u64)>()?;
+        let c = CredEntry {
+            node: c.node,
+            mac: c.mac,
+            serial: u64::from(c.serial),
+            last_seq: c.last_seq,
+            last_use: None,
+            expires_ms: c.expires_ms,
+        };
+        Some((a, c, left))
+    }
+}
+
+/// Reads one element of each table in the layout of `version`.
+#[derive(Clone, Copy)]
+struct Layout {
+    version: u8,
+}
+
+impl Layout {
+    fn binding(self, r: &mut Reader) -> Option<SavedBinding> {
+        match self.version {
+            0 | 1 => v1::binding(r),
+            _ => r.take::<SavedBinding>(),
+        }
+    }
+    fn cred(self, r: &mut Reader) -> Option<SavedCred> {
+        match self.version {
+            0 | 1 => v1::cred(r),
+            _ => r.take::<SavedCred>(),
+        }
+    }
+}
+
 impl Agent {
     /// Serialise bindings and credentials (remaining lifetimes relative to
     /// `now`) for a restart of the daemon.
     pub fn save(&self, now: Now) -> Vec<u8> {
         let mut w = Writer::new(Kind::Agent);
-        w.put(&self.boot);
-        w.put(&self.next_serial);
         w.put(&self.bindings.len());
         for (a, b) in &self.bindings {
             let left = b.expires_ms.saturating_sub(now.ms);
@@ -48,64 +148,76 @@ impl Agent {
         w.finish()
     }
 
-    /// Restores what [`Agent::save`] wrote, installing each binding
+    /// Restores what [`Agent::save`] wrote, installing each valid binding
     /// (actions into `out`). A file that does not decode whole changes
     /// nothing and returns false.
     pub fn restore(&mut self, now: Now, data: &[u8], out: &mut impl Sink<Action>) -> bool {
-        let mut r = match Reader::open(data, Kind::Agent) {
-            // Versions 0 and 1 have the same body.
-            Ok((_, r)) => r,
+        let (version, mut r) = match Reader::open(data, Kind::Agent) {
+            Ok(x) => x,
             Err(e) => {
                 warn!("saved state not restored: {e:?}");
                 return false;
             }
         };
+        let layout = Layout { version };
         // First check that the whole file decodes (a damaged file changes
         // nothing), then apply it element by element.
-        let Some((next_serial, n_bindings, bindings_at)) = (|| {
-            r.take::<u32>()?;
-            let next_serial = r.take::<u32>()?;
+        let Some((n_bindings, bindings_at, n_creds, creds_at)) = (|| {
+            if version < 2 {
+                r.take::<u32>()?; // boot
+                r.take::<u32>()?; // next serial
+            }
             let n = r.take::<usize>()?;
-            let at = r;
-            r.skip::<SavedBinding>(n)?;
-            Some((next_serial, n, at))
+            let b_at = r;
+            (0..n).try_for_each(|_| layout.binding(&mut r).map(|_| ()))?;
+            let m = r.take::<usize>()?;
+            let c_at = r;
+            (0..m).try_for_each(|_| layout.cred(&mut r).map(|_| ()))?;
+            r.is_empty().then_some((n, b_at, m, c_at))
         })() else {
+            warn!("saved state damaged; not restored");
             return false;
         };
-        let Some(n_creds) = r.take::<usize>() else {
-            return false;
-        };
-        let creds_at = r;
-        if r.skip::<SavedCred>(n_creds).is_none() {
-            return false;
-        }
-        self.next_serial = self.next_serial.max(next_serial);
+        let cred_max = u64::from(self.cfg.credential_lifetime_s) * 1000;
+        let binding_max = u64::from(self.cfg.binding_lifetime_s) * 1000;
         let mut r = creds_at;
         for _ in 0..n_creds {
-            let Some((a, mut c, left)) = r.take::<SavedCred>() else {
+            let Some((a, mut c, left)) = layout.cred(&mut r) else {
                 break;
             };
-            if self.creds.len() < self.cfg.max_credentials {
-                c.expires_ms = now.ms + left;
-                c.last_req = None;
-                self.creds.insert(u32::from_be_bytes(a), c);
+            let addr = Ipv4Addr::from(a);
+            if !self.cfg.is_lan(addr) || self.creds.len() >= self.cfg.max_credentials {
+                warn!("saved credential for {addr} is not for our LAN; skipped");
+                continue;
             }
+            c.expires_ms = now.ms.saturating_add(left.min(cred_max));
+            self.creds.insert(u32::from(addr), c);
         }
         let mut r = bindings_at;
         for _ in 0..n_bindings {
-            let Some((a, mut b, left, peer)) = r.take::<SavedBinding>() else {
+            let Some((a, mut b, left, peer)) = layout.binding(&mut r) else {
                 break;
             };
+            let addr = Ipv4Addr::from(a);
             let Some(p) = self.cfg.peers.iter().position(|x| x.id == peer) else {
                 continue;
             };
+            let ours = match b.role {
+                Role::Home => self.cfg.is_lan(addr),
+                Role::Visitor => {
+                    !b.pending && self.cfg.peers[p].prefixes.iter().any(|x| x.contains(addr))
+                }
+            };
+            if !ours || self.bindings.contains_key(&u32::from(addr)) {
+                continue;
+            }
             b.peer = p;
             if !self.has_room(b.peer, &b.node) {
                 continue;
             }
-            b.expires_ms = now.ms + left;
-            b.pending = false;
-            self.add_binding(Ipv4Addr::from(a), b, out);
+            b.expires_ms = now.ms.saturating_add(left.min(binding_max));
+            b.created_ms = now.ms;
+            self.add_binding(addr, b, out);
         }
         true
     }

@@ -8,6 +8,9 @@ use crate::Prefix;
 use std::vec;
 use std::vec::Vec;
 
+/// The attacks of issue 9, one test each, in this same world.
+mod attacks;
+
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
@@ -20,6 +23,9 @@ fn lan_prefix(i: usize) -> Prefix {
 }
 fn node_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, i as u8 + 1, 0, 50)
+}
+fn lan_gw(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, i as u8 + 1, 0, 1)
 }
 fn id(i: usize) -> AgentId {
     AgentId::from(["ma-a", "ma-b", "ma-c"][i])
@@ -48,6 +54,8 @@ struct World {
     lans: Vec<Lan>,
     /// Datagrams seen on the WAN, for replay tests.
     wire: Vec<(usize, usize, Vec<u8>)>,
+    /// Unicasts agents sent on their LAN to hosts other than the node.
+    lan_sent: Vec<Vec<(Ipv4Addr, Vec<u8>)>>,
     drop_peer_traffic: bool,
 }
 
@@ -72,14 +80,15 @@ impl World {
     fn new(peers: [&[usize]; 3]) -> Self {
         World {
             agents: (0..3)
-                .map(|i| Agent::new(config(i, peers[i]), 1000 + i as u32, 77 * i as u32))
+                .map(|i| Agent::new(config(i, peers[i]), [i as u8 + 1; 32]))
                 .collect(),
             actions: vec![Vec::new(), Vec::new(), Vec::new()],
-            node: Node::new(NodeConfig::default(), [9; 32], MN_MAC, 5),
+            node: Node::new(NodeConfig::default(), [9; 32], MN_MAC, [5; 32]),
             at: A,
             now: 1,
             lans: vec![Lan(None), Lan(None), Lan(None)],
             wire: Vec::new(),
+            lan_sent: vec![Vec::new(), Vec::new(), Vec::new()],
             drop_peer_traffic: false,
         }
     }
@@ -146,12 +155,14 @@ impl World {
                         if !self.drop_peer_traffic {
                             next.push((j, SocketAddrV4::new(wan(from), 4434), data.to_vec()));
                         }
-                    } else if self.at == from {
-                        self.deliver_to_node(from, &data, next);
+                    } else if self.at == from && Some(*dst.ip()) == self.node.current() {
+                        self.deliver_to_node(from, *dst.ip(), &data, next);
+                    } else {
+                        self.lan_sent[from].push((*dst.ip(), data.to_vec()));
                     }
                 }
                 Action::BroadcastLan { data } if self.at == from => {
-                    self.deliver_to_node(from, &data, next)
+                    self.deliver_to_node(from, Ipv4Addr::BROADCAST, &data, next)
                 }
                 Action::BroadcastLan { .. } => {}
                 other => self.actions[from].push(other),
@@ -163,12 +174,14 @@ impl World {
     fn deliver_to_node(
         &mut self,
         from: usize,
+        dst: Ipv4Addr,
         data: &[u8],
         next: &mut Vec<(usize, SocketAddrV4, Vec<u8>)>,
     ) {
         let mut acts = Vec::new();
-        let src = SocketAddrV4::new(Ipv4Addr::new(10, from as u8 + 1, 0, 1), 4434);
-        self.node.handle_datagram(self.time(), src, data, &mut acts);
+        let src = SocketAddrV4::new(lan_gw(from), 4434);
+        self.node
+            .handle_datagram(self.time(), src, dst, data, &mut acts);
         let me = SocketAddrV4::new(self.node.current().unwrap_or(Ipv4Addr::UNSPECIFIED), 4434);
         for a in acts {
             if let node::Action::Send { data, .. } = a {
@@ -224,6 +237,35 @@ impl World {
         let mut acts = Vec::new();
         self.node.socket_census(self.time(), counts, &mut acts);
         self.run_node(acts);
+    }
+
+    /// What a host at `addr` with key `node` gets by soliciting agent `i`:
+    /// the cookie for its own address (sent there by unicast).
+    fn cookie(&mut self, i: usize, addr: Ipv4Addr, node: &NodeKey) -> msg::Cookie {
+        let sol = Message::Solicitation(msg::Solicitation {
+            nonce: 1,
+            node: *node,
+        });
+        let data = msg::encode(&sol, None).unwrap();
+        let mut out = Vec::new();
+        let now = self.time();
+        self.agents[i].handle_datagram(
+            now,
+            SocketAddrV4::new(addr, 4434),
+            true,
+            &data,
+            &EmptyLan,
+            &mut out,
+        );
+        for a in out {
+            if let Action::Send { dst, data } = a {
+                assert_eq!(*dst.ip(), addr, "the cookie goes to the address only");
+                if let Ok(Message::Advertisement(adv)) = msg::decode(&data) {
+                    return adv.solicited.unwrap().cookie;
+                }
+            }
+        }
+        panic!("no answer to the solicitation")
     }
 
     fn tunnel_balance(&self, i: usize) -> i32 {
@@ -367,12 +409,15 @@ fn forged_proof_is_refused_and_visitor_side_removed() {
             cred: cred.clone(),
             proof,
         });
+        // The thief holds its address at B: it has a cookie for it.
+        let cookie = w.cookie(B, node_addr(B), &node_key);
         let reg = Message::Registration(Registration {
-            req_id: 1 + node_key[0] as u32,
+            req_id: 1 + node_key[0] as u64,
             node: node_key,
             addr: node_addr(B).octets(),
             mac: [6; 6],
             seq: 99,
+            cookie,
             bindings,
         });
         let data = msg::encode(&reg, None).unwrap().to_vec();
@@ -428,11 +473,12 @@ fn replayed_registration_cannot_pull_an_address_back() {
         .cred
         .clone();
     let node_key = *w.node.key();
+    // A malicious B, continuing its own run so that A reads the request.
     let req = Message::TunnelRequest(Authed {
         sender: id(B),
-        boot: 5000,
-        seq: 1,
-        unix_time: w.time().unix_s,
+        instance: w.agents[B].instance(),
+        seq: 1 << 40,
+        echo: 0,
         msg: TunnelRequest {
             req_id: 4242,
             node: node_key,
@@ -495,7 +541,7 @@ fn bindings_expire_without_refresh() {
     assert!(w.binding(A, node_addr(A)).is_some());
     // A node that vanishes: both sides expire.
     w.at = C; // its datagrams now go to C, which has no idea
-    w.node = Node::new(NodeConfig::default(), [1; 32], MN_MAC, 0);
+    w.node = Node::new(NodeConfig::default(), [1; 32], MN_MAC, [0; 32]);
     w.tick(61_000);
     assert!(w.binding(A, node_addr(A)).is_none());
     assert!(w.binding(B, node_addr(A)).is_none());
@@ -505,7 +551,11 @@ fn bindings_expire_without_refresh() {
 fn garbage_never_panics_and_is_counted() {
     let mut w = World::full();
     let mut x: u64 = 0x1234_5678;
-    let mut valid = msg::encode(&Message::Solicitation(msg::Solicitation { nonce: 1 }), None)
+    let sol = msg::Solicitation {
+        nonce: 1,
+        node: [0; 32],
+    };
+    let mut valid = msg::encode(&Message::Solicitation(sol), None)
         .unwrap()
         .to_vec();
     for i in 0..20_000 {
@@ -516,7 +566,11 @@ fn garbage_never_panics_and_is_counted() {
         let mut d: Vec<u8> = (0..len).map(|k| (x >> (k % 56)) as u8 ^ k as u8).collect();
         if i % 3 == 0 && len >= 8 {
             d[..4].copy_from_slice(b"SIMS");
-            d[4] = 1;
+            d[4] = if x.is_multiple_of(5) {
+                1
+            } else {
+                crate::wire::VERSION
+            };
             d[5] = [1, 2, 3, 4, 5, 6, 0x11, 0x12, 0x13, 0x14][(x % 10) as usize];
             let body = (len - 8) as u16;
             d[6..8].copy_from_slice(&body.to_be_bytes());
@@ -537,10 +591,15 @@ fn garbage_never_panics_and_is_counted() {
         );
         assert!(out.is_empty());
         let mut acts = Vec::new();
+        let src = SocketAddrV4::new(wan(B), 4434);
         w.node
-            .handle_datagram(Now::ms(0), SocketAddrV4::new(wan(B), 4434), &d, &mut acts);
+            .handle_datagram(Now::ms(0), src, Ipv4Addr::BROADCAST, &d, &mut acts);
     }
     assert!(w.agents[A].counters.rx_malformed > 1000);
+    assert!(
+        w.agents[A].counters.rx_old_version > 100,
+        "version 1 is counted apart"
+    );
     assert!(w.agents[A].bindings().next().is_none());
 }
 
@@ -550,7 +609,7 @@ fn save_and_restore_keeps_bindings() {
     w.move_to(A);
     w.move_to(B);
     let saved = w.agents[A].save(w.time());
-    let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
+    let mut fresh = Agent::new(config(A, &[B, C]), [20; 32]);
     let mut out = Vec::new();
     assert!(fresh.restore(w.time(), &saved, &mut out));
     assert_eq!(
@@ -574,8 +633,6 @@ fn save_and_restore_keeps_bindings() {
 /// element by element).
 #[derive(serde::Serialize)]
 struct Saved {
-    boot: u32,
-    next_serial: u32,
     bindings: Vec<persist::SavedBinding>,
     creds: Vec<persist::SavedCred>,
 }
@@ -594,8 +651,6 @@ fn state_file_layout_is_saved() {
     let a = &w.agents[A];
     assert!(a.bindings.len() + a.creds.len() >= 2);
     let whole = Saved {
-        boot: a.boot,
-        next_serial: a.next_serial,
         bindings: a
             .bindings
             .iter()
@@ -622,11 +677,21 @@ fn state_file_layout_is_saved() {
             .collect(),
     };
     let saved = a.save(now);
-    assert_eq!(&saved[..6], b"SIMSA\x01", "magic, kind, version");
-    assert_eq!(saved[6..], postcard::to_allocvec(&whole).unwrap());
-    // Version 0 (no header) restores the same; a newer version nothing.
-    let mut legacy = Agent::new(config(A, &[B, C]), 2000, 1);
-    assert!(legacy.restore(now, &saved[6..], &mut Vec::new()));
+    assert_eq!(&saved[..6], b"SIMSA\x02", "magic, kind, version");
+    let body = &saved[6..saved.len() - crate::persist::CHECKSUM_LEN];
+    assert_eq!(body, postcard::to_allocvec(&whole).unwrap());
+    // Versions 0 and 1 (32-bit serials, boot and serial counters) are
+    // migrated; a newer version restores nothing.
+    let v1 = v1_state(a, now);
+    let mut legacy = Agent::new(config(A, &[B, C]), [20; 32]);
+    assert!(legacy.restore(now, &v1, &mut Vec::new()));
+    let mut legacy0 = Agent::new(config(A, &[B, C]), [20; 32]);
+    assert!(legacy0.restore(now, &v1[6..], &mut Vec::new()));
+    assert_eq!(legacy0.bindings.len(), legacy.bindings.len());
+    // Serials were 32 bits in version 1.
+    for c in legacy.creds.values_mut() {
+        c.serial = a.creds.values().find(|x| x.node == c.node).unwrap().serial;
+    }
     let summary = |x: &Agent| {
         let b: Vec<_> = x
             .bindings()
@@ -641,11 +706,11 @@ fn state_file_layout_is_saved() {
     };
     assert_eq!(summary(&legacy), summary(a));
     let mut newer = saved.clone();
-    newer[5] = 2;
-    let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
+    newer[5] = 3;
+    let mut fresh = Agent::new(config(A, &[B, C]), [20; 32]);
     assert!(!fresh.restore(now, &newer, &mut Vec::new()));
     for cut in 0..saved.len() {
-        let mut fresh = Agent::new(config(A, &[B, C]), 2000, 1);
+        let mut fresh = Agent::new(config(A, &[B, C]), [20; 32]);
         let mut out = Vec::new();
         assert!(
             !fresh.restore(now, &saved[..cut], &mut out),
@@ -656,8 +721,92 @@ fn state_file_layout_is_saved() {
     }
 }
 
+/// The state as the previous release (layout version 1) saved it.
+fn v1_state(a: &Agent, now: Now) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Cred1 {
+        addr: [u8; 4],
+        issuer: AgentId,
+        serial: u32,
+    }
+    #[derive(serde::Serialize)]
+    struct Binding1 {
+        role: Role,
+        peer: usize,
+        node: NodeKey,
+        cred: Cred1,
+        created_ms: u64,
+        expires_ms: u64,
+        pending: bool,
+        last_seq: u64,
+        mac: [u8; 6],
+    }
+    #[derive(serde::Serialize)]
+    struct CredEntry1 {
+        node: NodeKey,
+        mac: [u8; 6],
+        serial: u32,
+        last_seq: u64,
+        last_req: Option<(usize, u32)>,
+        expires_ms: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Saved1 {
+        boot: u32,
+        next_serial: u32,
+        bindings: Vec<([u8; 4], Binding1, u64, AgentId)>,
+        creds: Vec<([u8; 4], CredEntry1, u64)>,
+    }
+    let cred1 = |c: &Credential| Cred1 {
+        addr: c.addr,
+        issuer: c.issuer.clone(),
+        serial: c.serial as u32,
+    };
+    let saved = Saved1 {
+        boot: 7,
+        next_serial: 9,
+        bindings: a
+            .bindings
+            .iter()
+            .map(|(k, b)| {
+                let b1 = Binding1 {
+                    role: b.role,
+                    peer: b.peer,
+                    node: b.node,
+                    cred: cred1(&b.cred),
+                    created_ms: b.created_ms,
+                    expires_ms: b.expires_ms,
+                    pending: b.pending,
+                    last_seq: b.last_seq,
+                    mac: b.mac,
+                };
+                let left = b.expires_ms - now.ms;
+                (k.to_be_bytes(), b1, left, a.cfg.peers[b.peer].id.clone())
+            })
+            .collect(),
+        creds: a
+            .creds
+            .iter()
+            .map(|(k, c)| {
+                let c1 = CredEntry1 {
+                    node: c.node,
+                    mac: c.mac,
+                    serial: c.serial as u32,
+                    last_seq: c.last_seq,
+                    last_req: Some((0, 1)),
+                    expires_ms: c.expires_ms,
+                };
+                (k.to_be_bytes(), c1, c.expires_ms - now.ms)
+            })
+            .collect(),
+    };
+    let mut out = b"SIMSA\x01".to_vec();
+    out.extend(postcard::to_allocvec(&saved).unwrap());
+    out
+}
+
 fn fresh_restore_garbage() -> bool {
-    let mut a = Agent::new(config(A, &[B]), 1, 1);
+    let mut a = Agent::new(config(A, &[B]), [21; 32]);
     a.restore(
         Now { ms: 0, unix_s: 0 },
         &[1, 2, 3, 250, 250],
@@ -672,7 +821,7 @@ fn registration_flood_stays_within_configured_limits() {
     cfg.max_bindings = 20;
     cfg.max_per_peer = 15;
     cfg.max_per_node = 2;
-    let mut b = Agent::new(cfg, 1, 1);
+    let mut b = Agent::new(cfg, [22; 32]);
     let now = Now {
         ms: 1,
         unix_s: 1_700_000_000,
@@ -721,18 +870,20 @@ fn registration_flood_stays_within_configured_limits() {
             let cred = Credential {
                 addr: [10, 1, (i % 200) as u8, k + 2],
                 issuer: id(A),
-                serial: i,
+                serial: u64::from(i),
             };
             let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-b", cur.octets(), 1);
             let proof = msg::sign_proof(&kp.sk, &input).unwrap();
             let _ = bindings.push(msg::OldBinding { cred, proof });
         }
+        let cookie = b.cookie_for(now, cur, &kp.pk);
         let reg = Message::Registration(Registration {
-            req_id: i,
+            req_id: u64::from(i),
             node: *kp.pk,
             addr: cur.octets(),
             mac: [2; 6],
             seq: 1,
+            cookie,
             bindings,
         });
         let data = msg::encode(&reg, None).unwrap();
@@ -765,7 +916,7 @@ fn node_re_registers_when_its_agent_reboots() {
     w.move_to(B);
     assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
     // MA-B reboots and forgets everything (no saved state).
-    w.agents[B] = Agent::new(config(B, &[A, C]), 9999, 3);
+    w.agents[B] = Agent::new(config(B, &[A, C]), [99; 32]);
     assert!(w.binding(B, node_addr(A)).is_none());
     // Its next periodic advertisement carries the new boot number.
     w.tick(1500);

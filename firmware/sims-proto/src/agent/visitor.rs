@@ -9,7 +9,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use log::info;
 
 use super::peer::OutKind;
-use super::{Action, Agent, Binding, Now, PeerIdx, Role, Sink};
+use super::{Action, Agent, Binding, LanView, Now, PeerIdx, Role, Sink, Source};
 use crate::msg::{
     self, BindingResult, Message, NodeKey, NodeProof, Registration, RegistrationReply, Release,
     ReleaseReply, Status, TunnelReply, TunnelRequest,
@@ -20,7 +20,7 @@ use crate::msg::{
 #[derive(Clone, Debug)]
 pub(super) struct PendingReg {
     node: NodeKey,
-    node_req: u32,
+    node_req: u64,
     from: SocketAddrV4,
     reply: RegistrationReply,
     waiting: usize,
@@ -32,11 +32,16 @@ pub(super) struct PendingReg {
 const DONE_KEEP_MS: u64 = 10_000;
 
 impl Agent {
+    /// A node's registration, checked cheapest first: its source, its
+    /// cookie (it really receives this address's packets), the LAN's own
+    /// view of who holds the address, its share of the pending table; only
+    /// then proofs, within the source's verification budget.
     pub(super) fn on_registration(
         &mut self,
         now: Now,
         src: SocketAddrV4,
         r: Registration,
+        lan: &impl LanView,
         out: &mut impl Sink<Action>,
     ) {
         let cur = Ipv4Addr::from(r.addr);
@@ -46,7 +51,7 @@ impl Agent {
             .iter()
             .find(|(_, g)| g.node == r.node && g.node_req == r.req_id)
         {
-            if reg.waiting == 0 {
+            if reg.waiting == 0 && reg.from == src {
                 let m = Message::RegistrationReply(reg.reply.clone());
                 self.send_node(src, &m, out);
             }
@@ -58,26 +63,42 @@ impl Agent {
             cred: None,
             lifetime_s: self.cfg.binding_lifetime_s,
             results: heapless::Vec::new(),
+            cookie: None,
+        };
+        let refuse = |a: &mut Self, reply: &mut RegistrationReply, st, out: &mut _| {
+            a.counters.rx_refused += 1;
+            reply.status = st;
+            a.send_node(src, &Message::RegistrationReply(reply.clone()), out);
         };
         if *src.ip() != cur || !self.cfg.is_lan(cur) {
-            self.counters.rx_refused += 1;
-            reply.status = Status::BadRequest;
-            self.send_node(src, &Message::RegistrationReply(reply), out);
+            refuse(self, &mut reply, Status::BadRequest, out);
             return;
         }
-        if self.regs.len() >= self.cfg.max_pending {
+        if !self.cookie_ok(now, cur, &r.node, &r.cookie) {
+            self.counters.rx_bad_cookie += 1;
+            refuse(self, &mut reply, Status::BadCookie, out);
+            return;
+        }
+        // The neighbour table knows the address under another link-layer
+        // address: someone else holds it (or claims a MAC not its own).
+        if lan.holder(cur).is_some_and(|m| m != r.mac) {
+            info!("{cur}: registration with a MAC the LAN does not know for it");
+            refuse(self, &mut reply, Status::AddressInUse, out);
+            return;
+        }
+        if !self.room_for_registration(src) {
             self.counters.table_full += 1;
-            reply.status = Status::NoCapacity;
-            self.send_node(src, &Message::RegistrationReply(reply), out);
+            refuse(self, &mut reply, Status::NoCapacity, out);
             return;
         }
+        reply.cookie = Some(self.cookie_for(now, cur, &r.node));
         let reg_id = self.next_reg;
         self.next_reg = self.next_reg.wrapping_add(1);
         let mut waiting = 0;
         for ob in r.bindings.iter() {
             let addr = ob.cred.addr();
             let st = if ob.cred.issuer == self.cfg.id {
-                self.back_home(now, &r, ob, out)
+                self.back_home(now, src, &r, ob, out)
             } else {
                 match self.visit(now, &r, ob, reg_id, out) {
                     Some(st) => st,
@@ -138,35 +159,43 @@ impl Agent {
             self.counters.rx_refused += 1;
             return Some(Status::BadRequest);
         }
-        // The node's key is in the registration: check its proof here too,
-        // so that nobody on the LAN can make us ask the issuer in its name
-        // (a refused refresh would tear down the node's working binding).
-        if !NodeProof::of_registration(r, ob, &self.cfg.id).verify() {
-            self.counters.rx_refused += 1;
-            return Some(Status::BadProof);
-        }
         let key = u32::from(addr);
         let lifetime_ms = u64::from(self.cfg.binding_lifetime_s) * 1000;
         let same = |b: &Binding| b.role == Role::Visitor && b.peer == p && b.node == r.node;
-        match self.bindings.get_mut(&key) {
+        let refresh = match self.bindings.get(&key) {
             Some(b) if same(b) && r.seq <= b.last_seq => {
                 self.counters.rx_replay += 1;
                 return Some(Status::Replay);
             }
-            Some(b) if same(b) => {
-                // A refresh; the issuer extends its side too.
-                b.cred = ob.cred.clone();
-                b.last_seq = b.last_seq.max(r.seq);
-            }
+            Some(b) if same(b) => true,
             Some(_) => {
                 self.counters.rx_refused += 1;
                 return Some(Status::AddressInUse);
             }
-            None => {
-                if !self.has_room(p, &r.node) {
-                    self.counters.table_full += 1;
-                    return Some(Status::NoCapacity);
-                }
+            None if !self.has_room(p, &r.node) => {
+                self.counters.table_full += 1;
+                return Some(Status::NoCapacity);
+            }
+            None => false,
+        };
+        // The node's key is in the registration: check its proof here too,
+        // so that nobody on the LAN can make us ask the issuer in its name
+        // (a refused refresh would tear down the node's working binding).
+        // The last check, and within the source's budget.
+        if !self.may_verify(now, Source::Lan(Ipv4Addr::from(r.addr))) {
+            return Some(Status::NoCapacity);
+        }
+        if !NodeProof::of_registration(r, ob, &self.cfg.id).verify() {
+            self.counters.rx_refused += 1;
+            return Some(Status::BadProof);
+        }
+        match self.bindings.get_mut(&key) {
+            Some(b) if refresh => {
+                // A refresh; the issuer extends its side too.
+                b.cred = ob.cred.clone();
+                b.last_seq = b.last_seq.max(r.seq);
+            }
+            _ => {
                 let b = Binding {
                     role: Role::Visitor,
                     peer: p,
@@ -263,6 +292,34 @@ impl Agent {
         self.reg_result(now, reg, addr, st, out);
     }
 
+    /// Room in the table of registrations for one more from `src`:
+    /// answered entries (kept only to answer retransmissions) make way,
+    /// oldest first; those waiting for peers are limited per source.
+    fn room_for_registration(&mut self, src: SocketAddrV4) -> bool {
+        let waiting_from = self
+            .regs
+            .values()
+            .filter(|g| g.done_until_ms.is_none() && g.from.ip() == src.ip())
+            .count();
+        if waiting_from >= self.cfg.max_pending_per_source {
+            return false;
+        }
+        while self.regs.len() >= self.cfg.max_pending {
+            let oldest = self
+                .regs
+                .iter()
+                .filter_map(|(id, g)| g.done_until_ms.map(|t| (t, *id)))
+                .min();
+            match oldest {
+                Some((_, id)) => {
+                    self.regs.remove(&id);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
     pub(super) fn reg_result(
         &mut self,
         now: Now,
@@ -298,12 +355,19 @@ impl Agent {
         out: &mut impl Sink<Action>,
     ) {
         let addr = r.cred.addr();
+        let from = Ipv4Addr::from(r.node_addr);
         let mut st = Status::Ok;
-        if let Some(b) = self.bindings.get(&u32::from(addr)) {
+        if *src.ip() != from || !self.cookie_ok(now, from, &r.node, &r.cookie) {
+            // Not from the node at its address: a guest spoofing it.
+            self.counters.rx_bad_cookie += 1;
+            st = Status::BadCookie;
+        } else if let Some(b) = self.bindings.get(&u32::from(addr)) {
             if b.role != Role::Visitor || b.node != r.node {
                 st = Status::BadRequest;
             } else if r.seq <= b.last_seq {
                 st = Status::Replay;
+            } else if !self.may_verify(now, Source::Lan(from)) {
+                st = Status::NoCapacity;
             } else if !NodeProof::of_release(&r, &self.cfg.id).verify() {
                 st = Status::BadProof;
             }

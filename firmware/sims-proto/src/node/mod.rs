@@ -7,8 +7,16 @@
 //! address on its interface as a /32 so those sockets stay valid. A binding
 //! whose last socket closed a grace time ago is released.
 //!
-//! Inputs: the interface's current DHCP address, datagrams, a periodic
-//! socket census, timeouts. Outputs: [`Action`]s.
+//! Inputs: the interface's current DHCP address, datagrams (with the
+//! address they were sent to), a periodic socket census, timeouts.
+//! Outputs: [`Action`]s.
+//!
+//! What it believes, and from whom: only datagrams sent to its current
+//! address or broadcast on its link (never one that reached it through a
+//! held old address, i.e. over a tunnel from another LAN); a unicast
+//! advertisement only if it answers the node's own solicitation (its
+//! random nonce); replies only from the agent the request went to, under
+//! the request's random id.
 
 use alloc::vec::Vec;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -17,9 +25,10 @@ use log::{debug, info, warn};
 
 pub use crate::driver::{Now, Sink};
 use crate::msg::{
-    self, AgentId, Credential, Datagram, Message, NodeKey, OldBinding, ProofDomain, ProofInput,
-    Registration, Release, Solicitation, Status, MAX_OLD_BINDINGS,
+    self, AgentId, Cookie, Credential, Datagram, Message, NodeKey, OldBinding, ProofDomain,
+    ProofInput, Registration, Release, Solicitation, Status, MAX_OLD_BINDINGS,
 };
+use crate::prf::Prf;
 use crate::retry::Backoff;
 
 mod persist;
@@ -85,7 +94,7 @@ impl BindingState {
 /// A registration or release kept for retransmission until answered.
 #[derive(Clone, Debug)]
 struct Retry {
-    req_id: u32,
+    req_id: u64,
     data: Datagram,
     backoff: Backoff,
 }
@@ -109,9 +118,23 @@ impl NodeBinding {
 pub struct AgentSeen {
     pub id: AgentId,
     pub src: SocketAddrV4,
-    pub boot: u32,
+    pub instance: u64,
     pub expires_ms: u64,
 }
+
+/// What the node drops without acting on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub rx_malformed: u64,
+    /// Not for the current address (e.g. through a held old one), not
+    /// from the agent asked, or not answering anything we asked.
+    pub rx_ignored: u64,
+}
+
+/// Solicitations whose answers are still accepted (the last few sent).
+const SOLICIT_NONCES: usize = 3;
+/// Retry after an agent said it had no room.
+const BUSY_RETRY_MS: u64 = 2_000;
 
 pub struct Node {
     cfg: NodeConfig,
@@ -119,20 +142,26 @@ pub struct Node {
     pk: NodeKey,
     mac: [u8; 6],
     seq: u64,
-    next_req: u32,
+    prf: Prf,
+    solicit_nonces: [u64; SOLICIT_NONCES],
     current: Option<Ipv4Addr>,
     agent: Option<AgentSeen>,
-    /// Agent (id, boot) we are registered with for `current`.
-    registered: Option<(AgentId, u32)>,
+    /// The current agent's cookie for us at `current`.
+    cookie: Option<Cookie>,
+    /// Agent (id, instance) we are registered with for `current`.
+    registered: Option<(AgentId, u64)>,
     bindings: Vec<NodeBinding>,
     reg: Option<Retry>,
     next_refresh_ms: Option<u64>,
     next_solicit_ms: Option<u64>,
+    pub counters: NodeCounters,
 }
 
 impl Node {
-    /// `seed` is the node's Ed25519 key seed; `req_seed` randomises ids.
-    pub fn new(cfg: NodeConfig, seed: [u8; 32], mac: [u8; 6], req_seed: u32) -> Self {
+    /// `seed` is the node's Ed25519 key seed (its identity, kept across
+    /// restarts); `random` is 32 fresh random bytes for this run's ids and
+    /// nonces.
+    pub fn new(cfg: NodeConfig, seed: [u8; 32], mac: [u8; 6], random: [u8; 32]) -> Self {
         let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new(seed));
         Node {
             cfg,
@@ -140,14 +169,17 @@ impl Node {
             sk: kp.sk,
             mac,
             seq: 0,
-            next_req: req_seed,
+            prf: Prf::new(random),
+            solicit_nonces: [0; SOLICIT_NONCES],
             current: None,
             agent: None,
+            cookie: None,
             registered: None,
             bindings: Vec::new(),
             reg: None,
             next_refresh_ms: None,
             next_solicit_ms: None,
+            counters: NodeCounters::default(),
         }
     }
 
@@ -191,14 +223,18 @@ impl Node {
         t
     }
 
-    fn new_req_id(&mut self) -> u32 {
-        self.next_req = self.next_req.wrapping_add(1);
-        self.next_req
+    /// Unpredictable: nobody who did not see the request can answer it.
+    fn new_req_id(&mut self) -> u64 {
+        self.prf.u64()
     }
 
     fn solicit(&mut self, now: u64, out: &mut impl Sink<Action>) {
+        let nonce = self.prf.u64();
+        self.solicit_nonces.rotate_right(1);
+        self.solicit_nonces[0] = nonce;
         let m = Message::Solicitation(Solicitation {
-            nonce: self.next_req,
+            nonce,
+            node: self.pk,
         });
         if let Some(data) = msg::encode(&m, None) {
             out.push(Action::Broadcast { data });
@@ -215,6 +251,7 @@ impl Node {
         info!("current address {:?} -> {:?}", self.current, addr);
         self.current = addr;
         self.registered = None;
+        self.cookie = None;
         self.reg = None;
         self.next_refresh_ms = None;
         // A new LAN has a new agent, found by soliciting.
@@ -235,10 +272,13 @@ impl Node {
         }
     }
 
+    /// A datagram from `src`, sent to `dst` (the destination address of
+    /// its IP header).
     pub fn handle_datagram(
         &mut self,
         now: Now,
         src: SocketAddrV4,
+        dst: Ipv4Addr,
         data: &[u8],
         out: &mut impl Sink<Action>,
     ) {
@@ -246,33 +286,67 @@ impl Node {
         let m = match msg::decode(data) {
             Ok(m) => m,
             Err(e) => {
+                self.counters.rx_malformed += 1;
                 debug!("malformed datagram from {src}: {e:?}");
                 return;
             }
         };
+        let Some(cur) = self.current else { return };
+        let unicast = dst == cur;
+        if !unicast && !dst.is_broadcast() {
+            // Sent to a held old address: it came through a tunnel from
+            // another LAN, not from the agent of this one.
+            self.counters.rx_ignored += 1;
+            return;
+        }
+        let from_agent = self.agent.as_ref().is_some_and(|a| a.src.ip() == src.ip());
         match m {
             Message::Advertisement(a) => {
-                let Some(cur) = self.current else { return };
+                // A unicast advertisement must answer one of our
+                // solicitations; a broadcast one is from our link.
+                let answer = a
+                    .solicited
+                    .filter(|s| s.nonce != 0 && self.solicit_nonces.contains(&s.nonce));
+                if unicast && answer.is_none() {
+                    self.counters.rx_ignored += 1;
+                    return;
+                }
                 let same = self
                     .agent
                     .as_ref()
-                    .is_some_and(|s| s.id == a.agent && s.boot == a.boot);
+                    .is_some_and(|s| s.id == a.agent && s.instance == a.instance);
                 let src = SocketAddrV4::new(*src.ip(), self.cfg.port);
                 let expires_ms = now + u64::from(a.lifetime_s) * 1000;
+                if !same {
+                    // A new agent, or its new run: our cookie is void.
+                    self.cookie = None;
+                    self.registered = None;
+                    self.reg = None;
+                }
                 self.agent = Some(AgentSeen {
                     id: a.agent.clone(),
                     src,
-                    boot: a.boot,
+                    instance: a.instance,
                     expires_ms,
                 });
+                if let (Some(s), true) = (answer, unicast) {
+                    self.cookie = Some(s.cookie);
+                }
+                if self.cookie.is_none() {
+                    // Ask for a cookie: the answer comes to our address.
+                    if !same || self.next_solicit_ms.is_none() {
+                        self.solicit(now, out);
+                    }
+                    return;
+                }
                 self.next_solicit_ms = None;
                 if !same || (self.registered.is_none() && self.reg.is_none()) {
-                    info!("agent {} (boot {}) on {cur}", a.agent, a.boot);
+                    info!("agent {} (instance {:x}) on {cur}", a.agent, a.instance);
                     self.register(now, out);
                 }
             }
-            Message::RegistrationReply(r) => self.on_reply(now, r),
-            Message::ReleaseReply(r) => {
+            Message::RegistrationReply(r) if unicast && from_agent => self.on_reply(now, r, out),
+            Message::ReleaseReply(r) if unicast && from_agent => {
                 if let Some(i) = self
                     .bindings
                     .iter()
@@ -282,12 +356,14 @@ impl Node {
                     self.bindings.remove(i);
                 }
             }
-            _ => {}
+            _ => self.counters.rx_ignored += 1,
         }
     }
 
     fn register(&mut self, now: u64, out: &mut impl Sink<Action>) {
-        let (Some(cur), Some(agent)) = (self.current, self.agent.clone()) else {
+        let (Some(cur), Some(agent), Some(cookie)) =
+            (self.current, self.agent.clone(), self.cookie)
+        else {
             return;
         };
         self.seq += 1;
@@ -314,6 +390,7 @@ impl Node {
             addr: cur.octets(),
             mac: self.mac,
             seq: self.seq,
+            cookie,
             bindings: list,
         });
         let Some(data) = msg::encode(&m, None) else {
@@ -331,14 +408,34 @@ impl Node {
         });
     }
 
-    fn on_reply(&mut self, now: u64, r: msg::RegistrationReply) {
+    fn on_reply(&mut self, now: u64, r: msg::RegistrationReply, out: &mut impl Sink<Action>) {
         if self.reg.as_ref().map(|x| x.req_id) != Some(r.req_id) {
+            self.counters.rx_ignored += 1;
             return;
         }
         self.reg = None;
         let Some(agent) = self.agent.clone() else {
             return;
         };
+        if r.cookie.is_some() {
+            self.cookie = r.cookie;
+        }
+        match r.status {
+            Status::BadCookie => {
+                // Our cookie is stale: get a fresh one, then register.
+                info!("agent {} wants a fresh cookie", agent.id);
+                self.cookie = None;
+                self.solicit(now, out);
+                return;
+            }
+            Status::NoCapacity if r.cred.is_none() && r.results.is_empty() => {
+                // No room for us now: keep everything and try again.
+                warn!("agent {} is full; retrying", agent.id);
+                self.next_refresh_ms = Some(now + BUSY_RETRY_MS);
+                return;
+            }
+            _ => {}
+        }
         let lifetime_ms = u64::from(r.lifetime_s.max(3)) * 1000;
         self.next_refresh_ms = Some(now + lifetime_ms / 3);
         for res in r.results.iter() {
@@ -346,6 +443,13 @@ impl Node {
             let Some(i) = self.bindings.iter().position(|b| b.addr() == addr) else {
                 continue;
             };
+            if Some(addr) == self.current && res.status != Status::Ok {
+                // The back-home check of our current address failed (the
+                // agent forgot its old redirect): the address is native
+                // here, and its new credential follows.
+                info!("agent {}: {addr} is native ({:?})", agent.id, res.status);
+                continue;
+            }
             match res.status {
                 Status::Ok if Some(addr) == self.current => {
                     self.bindings[i].state = BindingState::Native
@@ -353,6 +457,9 @@ impl Node {
                 Status::Ok => self.bindings[i].state = BindingState::Relayed,
                 // A peer that did not answer: try again soon.
                 Status::Timeout => self.next_refresh_ms = Some(now + 1000),
+                // No room or no verification budget now: keep what we
+                // have and try again.
+                Status::NoCapacity => self.next_refresh_ms = Some(now + BUSY_RETRY_MS),
                 st => {
                     warn!("agent {} refused {addr}: {st:?}", agent.id);
                     // Sessions on it cannot continue: stop claiming it, and
@@ -393,7 +500,7 @@ impl Node {
                 }
             }
         }
-        self.registered = Some((agent.id.clone(), agent.boot));
+        self.registered = Some((agent.id.clone(), agent.instance));
         info!("registered with {}", agent.id);
     }
 
@@ -434,7 +541,9 @@ impl Node {
             return;
         };
         let relayed = self.bindings[i].state == BindingState::Relayed;
-        let (Some(agent), Some(cur), true) = (self.agent.clone(), self.current, relayed) else {
+        let (Some(agent), Some(cur), Some(cookie), true) =
+            (self.agent.clone(), self.current, self.cookie, relayed)
+        else {
             // Nothing is held for it anywhere we can reach: just forget it.
             self.bindings.remove(i);
             return;
@@ -459,6 +568,7 @@ impl Node {
             cred,
             node_addr: cur.octets(),
             seq: self.seq,
+            cookie,
             proof,
         });
         let Some(data) = msg::encode(&m, None) else {
@@ -481,6 +591,7 @@ impl Node {
         if self.agent.as_ref().is_some_and(|a| a.expires_ms <= now) {
             info!("agent advertisement expired");
             self.agent = None;
+            self.cookie = None;
             self.registered = None;
             self.reg = None;
             self.next_refresh_ms = None;
@@ -488,12 +599,17 @@ impl Node {
                 self.solicit(now, out);
             }
         }
-        if self.next_solicit_ms.is_some_and(|t| t <= now) && self.agent.is_none() {
+        let unknown = self.agent.is_none() || self.cookie.is_none();
+        if self.next_solicit_ms.is_some_and(|t| t <= now) && unknown && self.current.is_some() {
             self.solicit(now, out);
         }
         if self.next_refresh_ms.is_some_and(|t| t <= now) {
             self.next_refresh_ms = None;
-            self.register(now, out);
+            if self.cookie.is_some() {
+                self.register(now, out);
+            } else {
+                self.solicit(now, out);
+            }
         }
         let dst = self.agent.as_ref().map(|a| a.src);
         let (tries, initial) = (self.cfg.retransmit_tries, self.cfg.retransmit_initial_ms);
@@ -502,6 +618,7 @@ impl Node {
                 warn!("agent does not answer the registration; soliciting again");
                 self.reg = None;
                 self.agent = None;
+                self.cookie = None;
                 self.solicit(now, out);
             } else if let Some(dst) = dst {
                 r.backoff.retransmitted(now, initial);
@@ -541,7 +658,7 @@ mod tests {
 
     #[test]
     fn restore_keeps_identity_and_credentials() {
-        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
+        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);
         n.seq = 7;
         for (i, issuer) in ["ma-a", "ma-b"].into_iter().enumerate() {
             n.bindings.push(NodeBinding {
@@ -557,7 +674,7 @@ mod tests {
             });
         }
         let saved = n.save();
-        let r = Node::restore(NodeConfig::default(), &saved, [2; 6], 9).unwrap();
+        let r = Node::restore(NodeConfig::default(), &saved, [2; 6], [9; 32]).unwrap();
         assert_eq!(r.key(), n.key());
         assert!(r.seq > n.seq, "sequence numbers never go back");
         let creds: Vec<_> = r.bindings().iter().map(|b| b.cred.clone()).collect();
@@ -567,21 +684,35 @@ mod tests {
             .bindings()
             .iter()
             .all(|b| b.state == BindingState::Pending));
-        // The header-less layout of version 0 restores the same.
-        assert_eq!(&saved[..6], b"SIMSN\x01");
-        let legacy = Node::restore(NodeConfig::default(), &saved[6..], [2; 6], 9).unwrap();
-        assert_eq!(legacy.key(), n.key());
-        assert_eq!(legacy.bindings().len(), 2);
+        assert_eq!(&saved[..6], b"SIMSN\x02");
+        // Version 1 (32-bit serials, no checksum) and the header-less
+        // version 0 are migrated.
+        let mut v1 = b"SIMSN\x01".to_vec();
+        v1.extend(postcard::to_allocvec(&([1u8; 32], 7u64, 2usize)).unwrap());
+        for (i, issuer) in ["ma-a", "ma-b"].into_iter().enumerate() {
+            let cred1 = ([10, i as u8 + 1, 0, 50], AgentId::from(issuer), 3u32);
+            v1.extend(postcard::to_allocvec(&cred1).unwrap());
+        }
+        for data in [&v1[..], &v1[6..]] {
+            let legacy = Node::restore(NodeConfig::default(), data, [2; 6], [9; 32]).unwrap();
+            assert_eq!(legacy.key(), n.key());
+            let creds: Vec<_> = legacy.bindings().iter().map(|b| b.cred.clone()).collect();
+            assert_eq!(creds, want);
+        }
         // Damaged: nothing.
-        assert!(
-            Node::restore(NodeConfig::default(), &saved[..saved.len() - 1], [2; 6], 9).is_none()
-        );
-        assert!(Node::restore(NodeConfig::default(), &[], [2; 6], 9).is_none());
+        assert!(Node::restore(
+            NodeConfig::default(),
+            &saved[..saved.len() - 1],
+            [2; 6],
+            [9; 32]
+        )
+        .is_none());
+        assert!(Node::restore(NodeConfig::default(), &[], [2; 6], [9; 32]).is_none());
     }
 
     #[test]
     fn solicits_on_new_address_and_holds_old_ones() {
-        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
+        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);
         let mut out = Vec::new();
         n.set_address(Now::ms(0), Some(Ipv4Addr::new(10, 1, 0, 50)), &mut out);
         assert!(matches!(out[0], Action::Broadcast { .. }));

@@ -1,8 +1,8 @@
 //! What a node keeps across a restart of its daemon: its identity and the
 //! credentials of its addresses. With them a restarted sims-node proves
 //! the old addresses it still holds, and its relayed sessions live on.
-//! The file is `crate::persist`'s header and this body, version 1
-//! (version 0 is the same body without a header):
+//! The file is `crate::persist`'s header, this body and a checksum,
+//! version 2 (versions 0 and 1 have 32-bit serials, and are migrated):
 //!
 //! ```text
 //! seed: [u8; 32], seq: u64, n: usize, n × Credential
@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use log::warn;
 
 use super::{BindingState, Node, NodeBinding, NodeConfig};
-use crate::msg::Credential;
+use crate::msg::{AgentId, Credential};
 use crate::persist::{Kind, Reader, Writer};
 
 /// Sequence numbers skipped on restore: a registration sent just before
@@ -40,10 +40,9 @@ impl Node {
     /// A node with the identity and credentials `data` holds, its
     /// addresses pending until the current agent answers (the next
     /// registration presents them all); None if `data` does not decode.
-    pub fn restore(cfg: NodeConfig, data: &[u8], mac: [u8; 6], req_seed: u32) -> Option<Self> {
-        let mut r = match Reader::open(data, Kind::Node) {
-            // Versions 0 and 1 have the same body.
-            Ok((_, r)) => r,
+    pub fn restore(cfg: NodeConfig, data: &[u8], mac: [u8; 6], random: [u8; 32]) -> Option<Self> {
+        let (version, mut r) = match Reader::open(data, Kind::Node) {
+            Ok(x) => x,
             Err(e) => {
                 warn!("saved state not restored: {e:?}");
                 return None;
@@ -55,12 +54,25 @@ impl Node {
         let mut creds = Vec::new();
         for _ in 0..count {
             // Every element must decode; only the first max_bindings are kept.
-            let cred = r.take::<Credential>()?;
+            let cred = match version {
+                0 | 1 => {
+                    let (addr, issuer, serial) = r.take::<([u8; 4], AgentId, u32)>()?;
+                    Credential {
+                        addr,
+                        issuer,
+                        serial: u64::from(serial),
+                    }
+                }
+                _ => r.take::<Credential>()?,
+            };
             if creds.len() < cfg.max_bindings {
                 creds.push(cred);
             }
         }
-        let mut n = Node::new(cfg, seed, mac, req_seed);
+        if !r.is_empty() {
+            return None;
+        }
+        let mut n = Node::new(cfg, seed, mac, random);
         n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
         for cred in creds {
             if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {

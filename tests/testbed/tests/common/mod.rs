@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use sims_proto::msg::RegistrationReply;
+use ed25519_compact::KeyPair;
+use sims_proto::msg::{Cookie, RegistrationReply};
 use sims_testbed::forge;
 use sims_testbed::*;
 
@@ -174,10 +175,15 @@ pub fn register(
     tb: &Testbed,
     x: Ma,
     addr: Ipv4Addr,
-    req_id: u32,
+    req_id: u64,
     datagram: &[u8],
 ) -> RegistrationReply {
     forge::register(tb, x, addr, req_id, datagram, T).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`forge::cookie`]; panics if the agent gives none.
+pub fn cookie(tb: &Testbed, x: Ma, addr: Ipv4Addr, node: &KeyPair) -> Cookie {
+    forge::cookie(tb, x, addr, node).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn counter(tb: &Testbed, x: Ma, name: &str) -> u64 {
