@@ -76,21 +76,37 @@ mod tests {
 
     #[test]
     fn strings_from_the_network_are_escaped() {
-        let mut node = Node::new(NodeConfig::default(), [1; 32], [2; 6], 0);
+        let mut node = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);
         let mut out = Vec::new();
         let addr = Ipv4Addr::new(10, 1, 0, 50);
         node.set_address(now(), Some(addr), &mut out);
         let agent = SocketAddrV4::new(Ipv4Addr::new(10, 1, 0, 1), 4434);
+        // The answer to the node's solicitation, with its nonce.
+        let nonce = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Broadcast { data } => match msg::decode(data) {
+                    Ok(Message::Solicitation(s)) => Some(s.nonce),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap();
         let advert = Message::Advertisement(Advertisement {
             agent: AgentId::from(EVIL),
             provider: msg::Provider::from("p\n"),
             endpoint: [100, 64, 1, 2],
-            boot: 1,
+            instance: 1,
             seq: 1,
             lifetime_s: 15,
+            solicited: Some(msg::Solicited {
+                nonce,
+                cookie: [1; 16],
+            }),
         });
         out.clear();
-        node.handle_datagram(now(), agent, &msg::encode(&advert, None).unwrap(), &mut out);
+        let d = msg::encode(&advert, None).unwrap();
+        node.handle_datagram(now(), agent, addr, &d, &mut out);
         // The node registers; the agent answers with a credential it issued.
         let req_id = out
             .iter()
@@ -112,8 +128,10 @@ mod tests {
             }),
             lifetime_s: 300,
             results: Default::default(),
+            cookie: None,
         });
-        node.handle_datagram(now(), agent, &msg::encode(&reply, None).unwrap(), &mut out);
+        let d = msg::encode(&reply, None).unwrap();
+        node.handle_datagram(now(), agent, addr, &d, &mut out);
         assert_eq!(node.bindings().len(), 1);
 
         let json = status_json("wl\"an0", &node);
