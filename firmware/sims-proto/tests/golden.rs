@@ -248,7 +248,7 @@ fn encodings_match_golden_bytes() {
     let now = produced();
     if std::env::var_os("SIMS_BLESS_GOLDEN").is_some() {
         let mut text = String::from(
-            "# SIMS wire format, version 1: golden encodings (tests/golden.rs).\n\
+            "# SIMS wire format, version 2: golden encodings (tests/golden.rs).\n\
              # One `name hex` per line. Regenerate only for a deliberate wire change:\n\
              # SIMS_BLESS_GOLDEN=1 cargo test -p sims-proto --test golden\n",
         );
