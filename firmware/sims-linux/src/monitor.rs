@@ -1,18 +1,22 @@
 //! Nonblocking rtnetlink multicast listener: link, IPv4 address, IPv4
-//! route and IPv4 rule changes. On overrun (ENOBUFS) or a malformed
+//! route and IPv4 rule changes, and (if asked) neighbour changes. On overrun (ENOBUFS) or a malformed
 //! event the caller is told to resync from dumps instead of trusting a
 //! partial event stream.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use std::net::Ipv4Addr;
+
 use crate::netlink::{
-    parse_addr, parse_link, parse_route, parse_rule, AddrInfo, LinkInfo, Route, Rule, RTM_DELADDR,
-    RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWROUTE, RTM_NEWRULE,
+    parse_addr, parse_link, parse_neigh, parse_route, parse_rule, AddrInfo, LinkInfo, Neigh, Route,
+    Rule, RTM_DELADDR, RTM_DELLINK, RTM_DELROUTE, RTM_DELRULE, RTM_NEWADDR, RTM_NEWLINK,
+    RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE,
 };
 use crate::nlmsg::{messages, NlMsg, NlSocket, SockProtocol};
 
 const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV4_ROUTE: u32 = 0x40;
 /// Group numbers above the legacy bitmask need NETLINK_ADD_MEMBERSHIP.
@@ -33,6 +37,8 @@ pub enum Event {
     RouteDel(Route),
     RuleNew(Rule),
     RuleDel(Rule),
+    /// A neighbour entry appeared or changed (interface index, address).
+    NeighNew(u32, Ipv4Addr, Neigh),
 }
 
 pub struct Monitor {
@@ -52,13 +58,23 @@ pub(crate) fn decode(m: &NlMsg) -> io::Result<Option<Event>> {
         RTM_DELROUTE => parse_route(p)?.map(Event::RouteDel),
         RTM_NEWRULE => parse_rule(p)?.map(Event::RuleNew),
         RTM_DELRULE => parse_rule(p)?.map(Event::RuleDel),
+        RTM_NEWNEIGH => parse_neigh(p)?.map(|(i, a, n)| Event::NeighNew(i, a, n)),
         _ => None,
     })
 }
 
 impl Monitor {
     pub fn open() -> io::Result<Self> {
-        let groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+        Self::open_groups(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)
+    }
+
+    /// Also neighbour changes: who appears on a LAN (simsd's agent stops
+    /// redirecting an address another host takes).
+    pub fn with_neighbours() -> io::Result<Self> {
+        Self::open_groups(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_NEIGH)
+    }
+
+    fn open_groups(groups: u32) -> io::Result<Self> {
         let sock = NlSocket::open(SockProtocol::NetlinkRoute, groups, true)?;
         sock.add_membership(RTNLGRP_IPV4_RULE)?;
         sock.set_rcvbuf(RCVBUF);

@@ -11,7 +11,8 @@ use log::{error, info, warn};
 use sims_daemon::status::StatusSocket;
 use sims_daemon::{now, random_seed, state};
 use sims_linux::event::{self, Signals};
-use sims_linux::monitor::Monitor;
+use sims_linux::monitor::{Event, Monitor};
+use sims_linux::netlink::{NUD_DELAY, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE};
 use sims_linux::udp::bind_udp;
 use sims_proto::agent::{Agent, PeerIdx};
 
@@ -19,6 +20,9 @@ use crate::config::{self, Config};
 use crate::dataplane::Dataplane;
 use crate::exec::{Exec, Lan};
 use crate::status;
+
+/// Neighbour states that mean a host is there.
+const LIVE: u16 = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
 
 /// In the state directory: the saved bindings and credentials.
 const STATE_FILE: &str = "simsd.state";
@@ -137,6 +141,22 @@ impl Daemon {
         }
     }
 
+    /// A host appeared on the LAN with an address: if it is one we
+    /// redirect for another node, the agent ends the redirect.
+    fn on_neighbour(&mut self, ev: &Event) {
+        let Event::NeighNew(index, addr, n) = ev else {
+            return;
+        };
+        let (Some(mac), true) = (n.mac, n.state & LIVE != 0) else {
+            return;
+        };
+        if *index != self.dp.lan_index() {
+            return;
+        }
+        let (t, addr) = (now(), *addr);
+        self.with_exec(false, |agent, _, ex| agent.lan_neighbour(t, addr, mac, ex));
+    }
+
     /// SIGHUP: a valid new config replaces the running one, keeping the
     /// bindings whose peers still exist; an invalid one changes nothing.
     fn reload(self) -> Self {
@@ -190,7 +210,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let cfg = config::load(cfg_path).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
-    let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
+    let mut mon = Monitor::with_neighbours().map_err(|e| format!("netlink monitor: {e}"))?;
     let saved = std::fs::read(dir.join(STATE_FILE)).ok();
     let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
@@ -244,6 +264,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                         if let Err(e) = d.dp.on_event(ev) {
                             warn!("resync: {e}");
                         }
+                        d.on_neighbour(ev);
                     }
                     if overrun {
                         if let Err(e) = d.dp.resync() {

@@ -9,6 +9,10 @@
 //!   peer n's mark (so, by the peer's rule, its tunnel), and they are the
 //!   only sources accepted out of that tunnel (besides return traffic to
 //!   `out_<n>`).
+//! - `output`: the router's own packets to `in_<n>` addresses take the
+//!   tunnel too: dnsmasq's "is this address in use?" ping reaches the node
+//!   that holds it (and is answered), so a redirected address is never
+//!   leased to another host.
 //! - leak guard: nothing from the LAN leaves by the WAN with a source
 //!   outside our LAN prefixes. A visiting node's old address would be
 //!   masqueraded there and the server would reset the session.
@@ -59,6 +63,17 @@ pub fn ruleset(cfg: &Config) -> String {
     // destination.
     s.push_str(
         "\t}\n\tchain home {\n\t\ttype filter hook prerouting priority dstnat + 10; policy accept;\n",
+    );
+    for (i, _) in cfg.agent.peers.iter().enumerate() {
+        s.push_str(&format!(
+            "\t\tip daddr @{} meta mark set {:#x}\n",
+            set_in(i),
+            cfg.ids.peer_mark(i)
+        ));
+    }
+    // A route chain: a changed mark re-routes the packet.
+    s.push_str(
+        "\t}\n\tchain output {\n\t\ttype route hook output priority mangle; policy accept;\n",
     );
     for (i, _) in cfg.agent.peers.iter().enumerate() {
         s.push_str(&format!(
@@ -125,6 +140,12 @@ mod tests {
         assert!(r.contains("iifname \"sims-ma-b\" ip saddr != @in_0 ip daddr != @out_0"));
         assert!(r.contains("priority dstnat + 10;"));
         assert!(r.contains("ip daddr @in_0 meta mark set 0x51530001"));
+        // The router's own packets to a redirected address take the tunnel.
+        assert!(r.contains("type route hook output priority mangle;"));
+        assert_eq!(
+            r.matches("ip daddr @in_0 meta mark set 0x51530001").count(),
+            2
+        );
         assert!(r.contains("oifname \"wan\" ip saddr != { 10.1.0.0/24 } counter drop"));
     }
 }

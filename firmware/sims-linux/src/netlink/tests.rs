@@ -137,7 +137,14 @@ fn link_addr_neigh_parse() {
     m.push(&h)
         .attr_ipv4(NDA_DST, Ipv4Addr::new(10, 0, 0, 9))
         .attr(NDA_LLADDR, &[2, 0, 0, 0, 0, 9]);
-    let (i, d, n) = parse_neigh(&payload(m)).unwrap().unwrap();
+    let whole = m.finish(1).to_vec();
+    let msg = messages(&whole).next().unwrap().unwrap();
+    // The monitor reports it as a neighbour event (simsd ends redirects).
+    assert!(matches!(
+        crate::monitor::decode(&msg).unwrap(),
+        Some(crate::monitor::Event::NeighNew(5, a, _)) if a == Ipv4Addr::new(10, 0, 0, 9)
+    ));
+    let (i, d, n) = parse_neigh(&whole[16..]).unwrap().unwrap();
     assert_eq!((i, d), (5, Ipv4Addr::new(10, 0, 0, 9)));
     assert_eq!(
         n,

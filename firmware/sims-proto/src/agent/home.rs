@@ -160,6 +160,9 @@ impl Agent {
                 if holder != mac {
                     warn!("{addr} is held by another host on the LAN; refusing redirect");
                     st = Status::AddressInUse;
+                    // A refused refresh must not leave the redirect: the
+                    // address is another host's now.
+                    self.end_redirect(now, addr, Some(p), out);
                 }
             }
         }
@@ -240,6 +243,54 @@ impl Agent {
             lifetime_s: life,
         }));
         self.reply_peer(p, reply, out);
+    }
+
+    /// A host appeared on our LAN with `addr` and link-layer address
+    /// `mac` (a neighbour entry, from the platform). If we redirect `addr`
+    /// for a node with another MAC, the address is that host's now (DHCP
+    /// gave it out, or it was configured): stop redirecting it at once and
+    /// tell the peer, so it is never both redirected and held here.
+    pub fn lan_neighbour(
+        &mut self,
+        now: Now,
+        addr: Ipv4Addr,
+        mac: [u8; 6],
+        out: &mut impl Sink<Action>,
+    ) {
+        let key = u32::from(addr);
+        let redirected = self
+            .bindings
+            .get(&key)
+            .is_some_and(|b| b.role == Role::Home);
+        let theirs = self.creds.get(&key).is_some_and(|c| c.mac != mac);
+        if redirected && theirs {
+            warn!("{addr} appeared on the LAN at another host; ending its redirect");
+            self.counters.redirects_ended += 1;
+            self.end_redirect(now, addr, None, out);
+        }
+    }
+
+    /// Removes the home binding of `addr`, if any, telling its peer unless
+    /// that peer is `told` (it is being answered already).
+    fn end_redirect(
+        &mut self,
+        now: Now,
+        addr: Ipv4Addr,
+        told: Option<PeerIdx>,
+        out: &mut impl Sink<Action>,
+    ) {
+        if !self
+            .bindings
+            .get(&u32::from(addr))
+            .is_some_and(|b| b.role == Role::Home)
+        {
+            return;
+        }
+        if let Some(b) = self.remove_binding(addr, out) {
+            if Some(b.peer) != told {
+                self.send_tunnel_release(now, b.peer, addr, out);
+            }
+        }
     }
 
     pub(super) fn on_tunnel_release(

@@ -66,6 +66,8 @@ pub struct Counters {
     /// because their source, peer or the agent ran out of budget.
     pub verifications: u64,
     pub rate_limited: u64,
+    /// Redirects ended because another host took the address on our LAN.
+    pub redirects_ended: u64,
     pub rx_unauthenticated: u64,
     pub rx_replay: u64,
     pub rx_refused: u64,

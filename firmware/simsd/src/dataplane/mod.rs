@@ -209,6 +209,11 @@ impl Dataplane {
         t
     }
 
+    /// The LAN bridge's interface index.
+    pub fn lan_index(&self) -> u32 {
+        self.lan_index
+    }
+
     /// Who holds `addr` on the LAN now (for the "held by another host"
     /// check): a live neighbour entry's MAC.
     pub fn lan_holder(&mut self, addr: Ipv4Addr) -> Option<[u8; 6]> {

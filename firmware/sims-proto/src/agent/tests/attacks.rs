@@ -484,3 +484,42 @@ fn restore_validates_entries() {
     let b = fresh.bindings.values().next().unwrap();
     assert!(b.expires_ms <= w.now + 60_000);
 }
+
+/// Item 7: an address is never both redirected and another host's. Before:
+/// a refused refresh left the redirect for its whole lifetime, and a host
+/// appearing with the address changed nothing.
+#[test]
+fn another_host_on_the_address_ends_the_redirect() {
+    // The address appears on A's LAN at another MAC (a neighbour event).
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    let x = node_addr(A);
+    assert!(w.binding(A, x).is_some());
+    let mut out = Vec::new();
+    let now = w.time();
+    w.agents[A].lan_neighbour(now, x, MN_MAC, &mut out);
+    assert!(out.is_empty(), "the node's own MAC changes nothing");
+    w.agents[A].lan_neighbour(now, x, [0xaa; 6], &mut out);
+    let mut next = Vec::new();
+    w.route(A, out, &mut next);
+    w.deliver(next);
+    assert!(w.binding(A, x).is_none(), "redirect ended at once");
+    assert!(w.binding(B, x).is_none(), "and the peer told");
+    assert_eq!(w.agents[A].counters.redirects_ended, 1);
+    // The node learns it at its next refresh and drops the address.
+    w.lans[A] = Lan(Some((x, [0xaa; 6])));
+    w.tick(21_000);
+    assert_eq!(w.node_state(x), None);
+
+    // A refresh refused by the holder check removes the redirect too.
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    w.lans[A] = Lan(Some((x, [0xaa; 6])));
+    w.tick(21_000);
+    assert!(w.binding(A, x).is_none(), "no redirect left behind");
+    assert!(w.binding(B, x).is_none());
+    assert_eq!(w.node_state(x), None, "the node was told");
+    assert_eq!(w.tunnel_balance(A), 0);
+}
