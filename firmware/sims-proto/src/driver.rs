@@ -26,6 +26,14 @@ impl Now {
 /// Tests collect them in a `Vec`.
 pub trait Sink<A> {
     fn push(&mut self, a: A);
+
+    /// Whether an action pushed since the last call could not be carried
+    /// out (a kernel change that failed); clears it. The agent asks after
+    /// installing a binding and undoes it instead of reporting success to
+    /// a node or a peer. Sinks that cannot fail keep the default.
+    fn failed(&mut self) -> bool {
+        false
+    }
 }
 
 impl<A> Sink<A> for alloc::vec::Vec<A> {

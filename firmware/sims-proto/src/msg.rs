@@ -86,6 +86,9 @@ pub enum Status {
     /// The cookie is missing, stale or for another address or key: the
     /// node solicits again for a fresh one.
     BadCookie = 9,
+    /// The agent could not install the binding (a kernel change failed):
+    /// the node keeps its address and tries again.
+    Failed = 10,
 }
 
 /// A credential: agent `issuer` gave address `addr` to the node whose key

@@ -102,6 +102,7 @@ impl Daemon {
             wan: &self.wan,
             emitted: false,
             kernel: false,
+            failed: false,
         };
         let r = f(&mut self.agent, &Lan(&dp), &mut ex);
         self.dirty |= ex.kernel || (answering && ex.emitted);

@@ -33,6 +33,8 @@ pub struct Exec<'a, 'd> {
     pub emitted: bool,
     /// A kernel change was applied (a binding came or went).
     pub kernel: bool,
+    /// A kernel change failed since the agent last asked (`Sink::failed`).
+    pub failed: bool,
 }
 
 impl Sink<Action> for Exec<'_, '_> {
@@ -61,8 +63,13 @@ impl Sink<Action> for Exec<'_, '_> {
                 self.kernel = true;
                 if let Err(e) = self.dp.borrow_mut().apply(&other) {
                     error!("kernel: {other:?}: {e}");
+                    self.failed = true;
                 }
             }
         }
+    }
+
+    fn failed(&mut self) -> bool {
+        std::mem::take(&mut self.failed)
     }
 }

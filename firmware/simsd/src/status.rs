@@ -60,7 +60,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
     let drops = dp.rx_drops();
     let _ = write!(
         s,
-        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"rate_limited\":{},\"redirects_ended\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
+        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"rate_limited\":{},\"redirects_ended\":{},\"kernel_failed\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
         agent.credential_count(),
         c.rx_ok,
         c.rx_malformed,
@@ -74,6 +74,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         c.verifications,
         c.rate_limited,
         c.redirects_ended,
+        c.kernel_failed,
         c.tx,
         c.table_full,
         drops.unknown_endpoint,

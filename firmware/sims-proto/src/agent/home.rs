@@ -188,16 +188,15 @@ impl Agent {
                         );
                         if let Some(old) = self.remove_binding(addr, out) {
                             self.send_tunnel_release(now, q, addr, out);
-                            self.add_binding(
-                                addr,
-                                Binding {
-                                    peer: p,
-                                    expires_ms,
-                                    created_ms: now.ms,
-                                    ..old
-                                },
-                                out,
-                            );
+                            let moved = Binding {
+                                peer: p,
+                                expires_ms,
+                                created_ms: now.ms,
+                                ..old
+                            };
+                            if !self.add_binding(addr, moved, out) {
+                                st = Status::Failed;
+                            }
                         }
                     }
                 }
@@ -205,7 +204,7 @@ impl Agent {
                 None => {
                     if self.has_room(p, &m.node) {
                         info!("redirecting {addr} to peer {peer_id}");
-                        self.add_binding(
+                        let added = self.add_binding(
                             addr,
                             Binding {
                                 role: Role::Home,
@@ -220,6 +219,9 @@ impl Agent {
                             },
                             out,
                         );
+                        if !added {
+                            st = Status::Failed;
+                        }
                     } else {
                         self.counters.table_full += 1;
                         st = Status::NoCapacity;

@@ -68,6 +68,8 @@ pub struct Counters {
     pub rate_limited: u64,
     /// Redirects ended because another host took the address on our LAN.
     pub redirects_ended: u64,
+    /// Bindings undone because their kernel changes failed.
+    pub kernel_failed: u64,
     pub rx_unauthenticated: u64,
     pub rx_replay: u64,
     pub rx_refused: u64,
@@ -394,8 +396,12 @@ impl Agent {
 
     // ---- bindings ---------------------------------------------------------
 
-    fn add_binding(&mut self, addr: Ipv4Addr, b: Binding, out: &mut impl Sink<Action>) {
+    /// Installs a binding; false (and nothing installed) if the platform
+    /// could not carry out its kernel changes.
+    #[must_use]
+    fn add_binding(&mut self, addr: Ipv4Addr, b: Binding, out: &mut impl Sink<Action>) -> bool {
         let peer = b.peer;
+        let _ = out.failed(); // only this binding's changes count
         if self.binding_count(peer) == 0 {
             out.push(Action::TunnelUp { peer });
         }
@@ -408,6 +414,14 @@ impl Agent {
             },
         });
         self.bindings.insert(u32::from(addr), b);
+        if out.failed() {
+            log::warn!("{addr}: the kernel refused the binding; undone");
+            self.counters.kernel_failed += 1;
+            self.remove_binding(addr, out);
+            let _ = out.failed();
+            return false;
+        }
+        true
     }
 
     fn remove_binding(&mut self, addr: Ipv4Addr, out: &mut impl Sink<Action>) -> Option<Binding> {

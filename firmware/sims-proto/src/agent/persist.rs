@@ -217,7 +217,8 @@ impl Agent {
             }
             b.expires_ms = now.ms.saturating_add(left.min(binding_max));
             b.created_ms = now.ms;
-            self.add_binding(addr, b, out);
+            // A binding the kernel refuses is not restored (logged).
+            let _ = self.add_binding(addr, b, out);
         }
         true
     }

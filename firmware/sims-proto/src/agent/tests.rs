@@ -57,6 +57,37 @@ struct World {
     /// Unicasts agents sent on their LAN to hosts other than the node.
     lan_sent: Vec<Vec<(Ipv4Addr, Vec<u8>)>>,
     drop_peer_traffic: bool,
+    /// Agents whose platform fails every kernel change.
+    kernel_fails: [bool; 3],
+}
+
+/// A sink that collects actions and, if `fail`, reports every kernel
+/// change as failed (as simsd's executor does when netlink refuses one).
+struct Platform {
+    actions: Vec<Action>,
+    fail: bool,
+    failed: bool,
+}
+
+impl Platform {
+    fn new(fail: bool) -> Self {
+        Platform {
+            actions: Vec::new(),
+            fail,
+            failed: false,
+        }
+    }
+}
+
+impl Sink<Action> for Platform {
+    fn push(&mut self, a: Action) {
+        let kernel = !matches!(a, Action::Send { .. } | Action::BroadcastLan { .. });
+        self.failed |= self.fail && kernel;
+        self.actions.push(a);
+    }
+    fn failed(&mut self) -> bool {
+        core::mem::take(&mut self.failed)
+    }
 }
 
 fn config(i: usize, peers: &[usize]) -> AgentConfig {
@@ -90,6 +121,7 @@ impl World {
             wire: Vec::new(),
             lan_sent: vec![Vec::new(), Vec::new(), Vec::new()],
             drop_peer_traffic: false,
+            kernel_fails: [false; 3],
         }
     }
 
@@ -131,11 +163,11 @@ impl World {
             assert!(rounds < 100, "message storm");
             let mut next = Vec::new();
             for (to, src, data) in queue.drain(..) {
-                let mut out = Vec::new();
+                let mut out = Platform::new(self.kernel_fails[to]);
                 let via_lan = lan_prefix(to).contains(*src.ip()) || src.ip().is_unspecified();
                 let now = self.time();
                 self.agents[to].handle_datagram(now, src, via_lan, &data, &self.lans[to], &mut out);
-                self.route(to, out, &mut next);
+                self.route(to, out.actions, &mut next);
             }
             queue = next;
         }
@@ -221,10 +253,10 @@ impl World {
             self.now = (self.now + 50).min(end);
             let mut next = Vec::new();
             for i in 0..3 {
-                let mut out = Vec::new();
+                let mut out = Platform::new(self.kernel_fails[i]);
                 let now = self.time();
                 self.agents[i].handle_timeout(now, &mut out);
-                self.route(i, out, &mut next);
+                self.route(i, out.actions, &mut next);
             }
             self.deliver(next);
             let mut acts = Vec::new();

@@ -208,7 +208,10 @@ impl Agent {
                     last_seq: r.seq,
                     mac: r.mac,
                 };
-                self.add_binding(addr, b, out);
+                if !self.add_binding(addr, b, out) {
+                    // Nothing installed: do not ask the issuer to redirect.
+                    return Some(Status::Failed);
+                }
             }
         }
         let req_id = self.new_req_id();

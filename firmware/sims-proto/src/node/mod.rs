@@ -459,7 +459,9 @@ impl Node {
                 Status::Timeout => self.next_refresh_ms = Some(now + 1000),
                 // No room or no verification budget now: keep what we
                 // have and try again.
-                Status::NoCapacity => self.next_refresh_ms = Some(now + BUSY_RETRY_MS),
+                Status::NoCapacity | Status::Failed => {
+                    self.next_refresh_ms = Some(now + BUSY_RETRY_MS)
+                }
                 st => {
                     warn!("agent {} refused {addr}: {st:?}", agent.id);
                     // Sessions on it cannot continue: stop claiming it, and

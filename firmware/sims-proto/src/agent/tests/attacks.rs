@@ -523,3 +523,43 @@ fn another_host_on_the_address_ends_the_redirect() {
     assert_eq!(w.node_state(x), None, "the node was told");
     assert_eq!(w.tunnel_balance(A), 0);
 }
+
+/// Fault: a kernel change that fails is never reported as success. Before:
+/// the issuer answered Ok (and the current agent asked the issuer) whatever
+/// the platform did with the binding.
+#[test]
+fn failed_kernel_change_is_not_reported_as_success() {
+    let x = node_addr(A);
+    // The issuer's kernel refuses the redirect.
+    let mut w = World::full();
+    w.move_to(A);
+    w.kernel_fails[A] = true;
+    w.move_to(B);
+    assert!(w.binding(A, x).is_none(), "nothing half-installed at A");
+    assert!(w.binding(B, x).is_none(), "B undid its side on the refusal");
+    assert_eq!(
+        w.node_state(x),
+        Some(BindingState::Pending),
+        "kept, retried"
+    );
+    assert_eq!(w.tunnel_balance(A), 0);
+    assert!(w.agents[A].counters.kernel_failed > 0);
+    // The kernel works again: the node's retry completes the handover.
+    w.kernel_fails[A] = false;
+    w.tick(2500);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+
+    // The current agent's kernel refuses the visitor side: the issuer is
+    // not even asked.
+    let mut w = World::full();
+    w.move_to(A);
+    w.kernel_fails[B] = true;
+    let asked = w.wire.len();
+    w.move_to(B);
+    assert!(w.wire[asked..]
+        .iter()
+        .all(|(f, t, _)| !(*f == B && *t == A)));
+    assert!(w.binding(A, x).is_none() && w.binding(B, x).is_none());
+    assert_eq!(w.node_state(x), Some(BindingState::Pending));
+    assert_eq!(w.tunnel_balance(B), 0);
+}
