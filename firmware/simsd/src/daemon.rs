@@ -142,6 +142,19 @@ impl Daemon {
         }
     }
 
+    /// The LAN bridge was recreated: SO_BINDTODEVICE bound the socket to
+    /// the old device's index, so bind a new one to the new device.
+    fn rebind_lan(&mut self) {
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.cfg.agent.port);
+        match bind_udp(any, Some(&self.cfg.lan_ifname), true, true) {
+            Ok(s) => {
+                info!("LAN socket bound to the new {}", self.cfg.lan_ifname);
+                self.lan = s;
+            }
+            Err(e) => warn!("rebind on {}: {e}", self.cfg.lan_ifname),
+        }
+    }
+
     /// A host appeared on the LAN with an address: if it is one we
     /// redirect for another node, the agent ends the redirect.
     fn on_neighbour(&mut self, ev: &Event) {
@@ -261,6 +274,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                 Slot::Monitor => {
                     let events = mon.recv().unwrap_or_default();
                     let overrun = mon.take_overrun();
+                    let lan_before = d.dp.lan_index();
                     for ev in &events {
                         if let Err(e) = d.dp.on_event(ev) {
                             warn!("resync: {e}");
@@ -271,6 +285,9 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                         if let Err(e) = d.dp.resync() {
                             warn!("resync: {e}");
                         }
+                    }
+                    if d.dp.lan_index() != lan_before {
+                        d.rebind_lan();
                     }
                 }
                 Slot::Status => status.serve(|| status::json(&d.agent, &mut d.dp, event::now_ms())),

@@ -802,3 +802,51 @@ fn s11_node_restart_keeps_identity_and_relayed_session() {
     let r = down.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s11 session across the node's restart");
 }
+
+/// Scenario 14: netifd recreates the visited agent's LAN bridge (a new
+/// device, a new ifindex) while it carries a relayed session: ma-b moves
+/// its routes and neighbour entries to the new bridge and rebinds its LAN
+/// socket, the session carries on, and the node can still register there.
+#[test]
+fn s14_lan_bridge_recreated_keeps_relayed_session() {
+    let Some(mut tb) = setup(Options::default().label("s14").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s14-down", a());
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    wait_flowing(&tb, &down, 100_000, T);
+    let b = tb.agent(Ma::B);
+    let before = b.ip(&["-o", "link", "show", "br-lan"]).unwrap();
+    for cmd in [
+        "link del br-lan",
+        "link add br-lan type bridge",
+        "link set br-lan address 02:00:00:00:02:01",
+        "addr add 10.2.0.1/24 dev br-lan",
+        "link set br-lan up",
+        "link set mnport master br-lan up",
+    ] {
+        b.ip(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let after = b.ip(&["-o", "link", "show", "br-lan"]).unwrap();
+    assert_ne!(
+        before.split(':').next(),
+        after.split(':').next(),
+        "a new ifindex"
+    );
+    // The visitor route is back on the new bridge, and traffic flows.
+    wait_flowing(&tb, &down, 300_000, Duration::from_secs(20));
+    let routes = b.ip(&["-4", "route", "show", "table", "all"]).unwrap();
+    assert!(
+        routes.contains(&format!("{} dev br-lan", a())),
+        "visitor route on the new bridge: {routes}"
+    );
+    // ma-b still hears its LAN: a new registration after a move back and
+    // forth goes through the rebound socket.
+    move_relayed(&mut tb, Ma::A, &[]);
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_flowing(&tb, &down, 300_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s14 session across the bridge's recreation");
+}

@@ -19,7 +19,7 @@ mod resync;
 mod routing;
 mod tunnels;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::Ipv4Addr;
 
@@ -61,6 +61,9 @@ pub struct Dataplane {
     forward: Option<Forwarder>,
     home: BTreeSet<(u32, PeerIdx)>,
     visitor: BTreeSet<(u32, PeerIdx)>,
+    /// Visiting nodes' MACs, for their neighbour entries (put back when
+    /// the LAN bridge is recreated).
+    visitor_mac: BTreeMap<u32, [u8; 6]>,
     traffic: Vec<Traffic>,
 }
 
@@ -116,6 +119,7 @@ impl Dataplane {
             forward,
             home: BTreeSet::new(),
             visitor: BTreeSet::new(),
+            visitor_mac: BTreeMap::new(),
             traffic: vec![Traffic::default(); n],
         };
         nft::load(cfg)?;
@@ -157,15 +161,15 @@ impl Dataplane {
                 // The node is on our LAN and said where: no ARP round trip (and no
                 // wait for the retry timer of an entry left from its last visit).
                 if mac != [0; 6] {
-                    if let Err(e) = self.nl.neigh_replace(self.lan_index, addr, mac, NUD_STALE) {
-                        debug!("neighbour {addr}: {e}");
-                    }
+                    self.visitor_mac.insert(u32::from(addr), mac);
+                    self.put_neighbour(u32::from(addr), mac);
                 }
                 self.visitor.insert((u32::from(addr), peer));
                 self.update_catch_all()
             }
             Action::VisitorDel { addr, peer } => {
                 self.visitor.remove(&(u32::from(addr), peer));
+                self.visitor_mac.remove(&u32::from(addr));
                 ignore(
                     self.nl
                         .route_del(&self.host_route(u32::from(addr), self.lan_index)),
@@ -212,6 +216,16 @@ impl Dataplane {
     /// The LAN bridge's interface index.
     pub fn lan_index(&self) -> u32 {
         self.lan_index
+    }
+
+    /// A visiting node's neighbour entry: no ARP round trip before its
+    /// first packet (nor a wait for the retry timer of an entry left from
+    /// its last visit).
+    fn put_neighbour(&mut self, addr: u32, mac: [u8; 6]) {
+        let a = Ipv4Addr::from(addr);
+        if let Err(e) = self.nl.neigh_replace(self.lan_index, a, mac, NUD_STALE) {
+            debug!("neighbour {a}: {e}");
+        }
     }
 
     /// Who holds `addr` on the LAN now (for the "held by another host"

@@ -78,6 +78,9 @@ impl Dataplane {
         let visitor: Vec<_> = self.visitor.iter().copied().collect();
         for (a, p) in visitor {
             self.nl.route_replace(&self.host_route(a, self.lan_index))?;
+            if let Some(mac) = self.visitor_mac.get(&a).copied() {
+                self.put_neighbour(a, mac);
+            }
             ignore(
                 self.nf.add(NFT_TABLE, &nft::set_out(p), Ipv4Addr::from(a)),
                 &[EEXIST],
@@ -92,6 +95,18 @@ impl Dataplane {
         // the events of our own changes) must not cost a resync.
         let tunnel_up = |p: usize| self.tunnels.get(p).is_some_and(|t| t.is_some());
         let peers = self.tunnels.len();
+        if let Event::LinkNew(l) = ev {
+            if l.name == self.cfg.lan_ifname && l.index != self.lan_index {
+                // netifd recreated the bridge: our routes and neighbour
+                // entries went with the old device.
+                info!(
+                    "LAN {} is a new device (index {} -> {}); moving our state to it",
+                    l.name, self.lan_index, l.index
+                );
+                self.lan_index = l.index;
+                return self.resync();
+            }
+        }
         let need = match ev {
             // netifd deletes every rule when it (re)starts.
             Event::RuleDel(r) => {
