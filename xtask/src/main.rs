@@ -64,12 +64,14 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask test vm --target <triple>... | --all [-- <test args>]
        cargo xtask build --target <triple>... | --all
        cargo xtask targets [--install]
-       cargo xtask bench footprint [--target <triple>]...";
+       cargo xtask bench footprint [--target <triple>]...
+       cargo xtask bench flood";
 
 const BENCH_USAGE: &str = "usage: cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench vm-delay [--moves N] [--delays 0,10,40] [--debug]
-       cargo xtask bench dataplane [--pairs N] [--debug]";
+       cargo xtask bench dataplane [--pairs N] [--debug]
+       cargo xtask bench flood";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         ("bench", Some("footprint")) => cmd::bench::footprint(&rest[1..]),
         ("bench", Some("vm-delay")) => cmd::bench::vm_delay(&rest[1..]),
         ("bench", Some("dataplane")) => cmd::bench::dataplane(&rest[1..]),
+        ("bench", Some("flood")) => cmd::bench::flood(&rest[1..]),
         ("bench", _) => Err(BENCH_USAGE.into()),
         // Run by tests/vm/bench.sh inside the VM (no cargo there).
         ("guest", _) => cmd::bench::guest(rest),

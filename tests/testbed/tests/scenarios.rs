@@ -850,3 +850,39 @@ fn s14_lan_bridge_recreated_keeps_relayed_session() {
     let r = down.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s14 session across the bridge's recreation");
 }
+
+/// Scenario 15: the issuer is down while the node moves. The current
+/// agent's request times out, the node is told (its old address stays
+/// pending, never relayed), and when the issuer comes back (restarted,
+/// a new run) the handover completes without restarting anything else;
+/// the session's bytes arrive intact.
+#[test]
+fn s15_issuer_down_mid_handover_then_back() {
+    let Some(mut tb) = setup(Options::default().label("s15").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s15-down", a());
+    wait_flowing(&tb, &down, 100_000, T);
+    tb.kill_agent(Ma::A, libc::SIGKILL).unwrap();
+    let m = tb.move_to(Ma::B).unwrap();
+    assert_eq!(m.addr, b());
+    tb.wait_node_at(Ma::B, T).unwrap();
+    // Past ma-b's retransmission budget (12.6 s): told, not relayed.
+    std::thread::sleep(Duration::from_secs(14));
+    let st = tb.node_status().unwrap();
+    let old = st.binding(&a().to_string()).map(|b| b.state.clone());
+    assert_eq!(old.as_deref(), Some("pending"), "{}", st.raw);
+    assert!(
+        counter(&tb, Ma::B, "tx") > 0 && tb.agent_running(Ma::B),
+        "ma-b keeps serving"
+    );
+    // The issuer returns: the node's next retry completes the handover.
+    tb.start_agent(Ma::A).unwrap();
+    tb.wait_node_binding(a(), "relayed", Duration::from_secs(30))
+        .unwrap();
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 300_000, Duration::from_secs(60));
+    let r = down.finish(Duration::from_secs(60)).unwrap();
+    assert_verified(&r, "s15 session across the issuer's absence");
+}

@@ -52,6 +52,24 @@ pub fn footprint(args: &[String]) -> Result<(), String> {
     targets::footprint::run(&mut targets::targets(), &boards)
 }
 
+/// `cargo xtask bench flood`: the agent's protocol CPU per second under
+/// 10,000 datagrams/s of each message type, against idle (the
+/// sims-proto example `flood`, release build).
+pub fn flood(args: &[String]) -> Result<(), String> {
+    opts::parse(args, &[], &[])?;
+    let mut c = crate::cargo::cargo();
+    c.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "sims-proto",
+        "--example",
+        "flood",
+    ]);
+    crate::cargo::run("bench flood", c)
+}
+
 /// A `key=value` number in a whitespace-separated line.
 fn field(line: &str, key: &str) -> Option<f64> {
     line.split_whitespace()
