@@ -5,7 +5,7 @@
 //! (version 1); what it checks is in its name.
 
 use super::*;
-use crate::msg::{Cookie, OldBinding, RegistrationReply, Release};
+use crate::msg::{Cookie, OldBinding, RegistrationReply, Release, TunnelRelease};
 use ed25519_compact::{KeyPair, Seed};
 
 /// A guest M on A's LAN with a key of its own.
@@ -562,4 +562,110 @@ fn failed_kernel_change_is_not_reported_as_success() {
     assert!(w.binding(A, x).is_none() && w.binding(B, x).is_none());
     assert_eq!(w.node_state(x), Some(BindingState::Pending));
     assert_eq!(w.tunnel_balance(B), 0);
+}
+
+/// Attack 8: a malicious roaming partner (it holds the agreement's key)
+/// cannot redirect addresses outside the prefixes configured for it, nor
+/// release or take over what belongs to another peer.
+#[test]
+fn malicious_partner_stays_within_its_agreement() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(C); // A's address relayed to C
+    let x = node_addr(A);
+    assert_eq!(w.binding(A, x).map(|b| b.peer), Some(1)); // A's peers: [B, C]
+    let b_instance = w.agents[B].instance();
+    let mut seq = 1u64 << 40;
+    let mut send_as_b = |w: &mut World, m: Message| {
+        seq += 1;
+        let m = match m {
+            Message::TunnelRequest(mut a) => {
+                (a.instance, a.seq) = (b_instance, seq);
+                Message::TunnelRequest(a)
+            }
+            Message::TunnelRelease(mut a) => {
+                (a.instance, a.seq) = (b_instance, seq);
+                Message::TunnelRelease(a)
+            }
+            m => m,
+        };
+        let d = msg::encode(&m, Some(&pair_key(A, B))).unwrap().to_vec();
+        w.deliver(vec![(A, SocketAddrV4::new(wan(B), 4434), d)]);
+    };
+    fn env<T>(msg: T) -> Authed<T> {
+        Authed {
+            sender: id(B),
+            instance: 0,
+            seq: 0,
+            echo: 0,
+            msg,
+        }
+    }
+    // B releases the binding A holds with C: nothing happens.
+    send_as_b(
+        &mut w,
+        Message::TunnelRelease(env(TunnelRelease {
+            req_id: 1,
+            addr: x.octets(),
+        })),
+    );
+    assert_eq!(w.binding(A, x).map(|b| b.peer), Some(1));
+    // B asks A to redirect an address outside A's prefixes, one of C's,
+    // and A's own address with a credential B made up: all refused.
+    let node = *w.node.key();
+    for (addr, issuer) in [
+        ([192, 168, 1, 9], id(A)),
+        ([10, 3, 0, 50], id(C)),
+        (x.octets(), id(A)),
+    ] {
+        let cred = Credential {
+            addr,
+            issuer,
+            serial: 1,
+        };
+        send_as_b(
+            &mut w,
+            Message::TunnelRequest(env(TunnelRequest {
+                req_id: 2,
+                node,
+                cred,
+                node_addr: node_addr(B).octets(),
+                seq: 1 << 50,
+                proof: msg::Sig([0; 64]),
+                lifetime_s: 60,
+            })),
+        );
+    }
+    assert_eq!(w.binding(A, x).map(|b| b.peer), Some(1), "still to C");
+    assert!(w.agents[A].bindings().all(|(a, _)| a == x));
+    // Visitor side: B cannot make C carry an address outside B's prefixes.
+    let before = w.agents[C].bindings().count();
+    let m = guest_key(0x55);
+    let c = w.cookie(C, node_addr(C), &m.pk);
+    let cred = Credential {
+        addr: [10, 1, 0, 77], // A's prefix, claimed as issued by B
+        issuer: id(B),
+        serial: 5,
+    };
+    let input = ProofInput::new(
+        ProofDomain::Redirect,
+        &cred,
+        "ma-c",
+        node_addr(C).octets(),
+        1,
+    );
+    let proof = msg::sign_proof(&m.sk, &input).unwrap();
+    let d = registration(
+        9,
+        &m,
+        node_addr(C),
+        M_MAC,
+        1,
+        c,
+        vec![OldBinding { cred, proof }],
+    );
+    let got = answers(&mut w, C, node_addr(C), &d);
+    let (_, r) = reply_status(&got).unwrap();
+    assert_eq!(r.results[0].status, Status::BadRequest);
+    assert_eq!(w.agents[C].bindings().count(), before);
 }
