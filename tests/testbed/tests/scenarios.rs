@@ -886,3 +886,71 @@ fn s15_issuer_down_mid_handover_then_back() {
     let r = down.finish(Duration::from_secs(60)).unwrap();
     assert_verified(&r, "s15 session across the issuer's absence");
 }
+
+/// Scenario 16: an address is never both redirected and another host's.
+/// While the node is away with 10.1.0.50, the router's own ping to it
+/// (what dnsmasq sends before leasing an address) is answered by the node
+/// through the tunnel, so dnsmasq would not lease it; when another host
+/// takes it anyway, ma-a ends the redirect at once, that host's traffic
+/// is never tunnelled, and the node is told its binding ended.
+#[test]
+fn s16_redirected_address_taken_by_another_host() {
+    let Some(mut tb) = setup(
+        Options::default()
+            .label("s16")
+            .agents(&[Ma::A, Ma::B])
+            .lanhost(),
+    ) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let s = stream(&tb, Dir::Down, "s16-old", a());
+    wait_flowing(&tb, &s, 100_000, Duration::from_secs(10));
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    // The router pings the redirected address: the node answers it.
+    tb.agent(Ma::A)
+        .run(
+            busybox,
+            &["ping", "-c", "2", "-W", "2", "10.1.0.50"],
+            Duration::from_secs(10),
+        )
+        .expect("the router's ping to a redirected address is answered");
+    // Another host takes 10.1.0.50 on LAN A and speaks.
+    let ended = counter(&tb, Ma::A, "redirects_ended");
+    let lh = tb.lanhost();
+    lh.ip(&["addr", "add", "10.1.0.50/24", "dev", "eth0"])
+        .unwrap();
+    lh.ip(&["route", "add", "default", "via", "10.1.0.1"])
+        .unwrap();
+    lh.run(
+        busybox,
+        &["ping", "-c", "3", "-W", "1", "10.1.0.1"],
+        Duration::from_secs(10),
+    )
+    .expect("the other host reaches its gateway, not a tunnel");
+    tb.wait_agent(Ma::A, "the redirect to end", T, |st| {
+        st.counter("redirects_ended") > ended && st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    tb.wait_agent(Ma::B, "the visitor side to go", T, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    // Its Internet traffic leaves by A's WAN as its own.
+    let w = tb.whoami_from(&lh, None).unwrap();
+    assert_eq!(*w.local.ip(), a());
+    assert_eq!(*w.seen.ip(), Ma::A.wan_ip());
+    // The node learns it at its next refresh (a third of the 60 s
+    // lifetime) and stops claiming the address.
+    let t = Duration::from_secs(30);
+    tb.wait_node(&format!("{} to be dropped", a()), t, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    drop(s);
+}
