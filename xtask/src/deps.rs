@@ -12,7 +12,12 @@ const TESTBED: &[(&str, &str)] = &[
     ("/usr/sbin/nft", "nftables"),
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     ("/bin/busybox", "busybox-static"),
+    // Scenario s17 runs an agent with its clock days off.
+    (FAKETIME_LIB, "libfaketime"),
 ];
+
+/// libfaketime's preload library (Debian's path on x86_64).
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 fn present(path: &str) -> bool {
     Path::new(path).exists() || Path::new(&path.replace("/usr/sbin/", "/sbin/")).exists()

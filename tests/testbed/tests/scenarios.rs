@@ -954,3 +954,68 @@ fn s16_redirected_address_taken_by_another_host() {
     .unwrap();
     drop(s);
 }
+
+/// Scenario 17: no clocks. ma-b's wall clock is three days behind
+/// (libfaketime), as on a router without NTP: the handover A → B works
+/// as usual. Then ma-a reboots with its state directory wiped: a new
+/// handover works at once (peers meet again with one challenge).
+#[test]
+fn s17_agent_clock_days_off_and_wiped_state() {
+    const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if !Path::new(FAKETIME).exists() {
+        eprintln!("SKIPPED: no libfaketime ({FAKETIME}; Debian's libfaketime)");
+        return;
+    }
+    let mut opts = Options::default().label("s17").agents(&[Ma::A, Ma::B]);
+    for (k, v) in [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME", "-3d"),
+        // Only the wall clock: timers run on the monotonic one.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ] {
+        opts.agent_env.push((Ma::B, k.into(), v.into()));
+    }
+    let Some(mut tb) = setup(opts) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    // ma-b's log lines carry its wall clock: three days behind ours.
+    let log = std::fs::read_to_string(tb.agent_dir(Ma::B).join("simsd.log")).unwrap();
+    let stamp: Option<u64> = log
+        .lines()
+        .find_map(|l| l.strip_prefix('[')?.split('.').next()?.parse().ok());
+    let ours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let behind = ours.saturating_sub(stamp.expect("a log line with a time"));
+    assert!(
+        behind > 2 * 86_400,
+        "ma-b's clock is only {behind} s behind"
+    );
+
+    let mut down = stream(&tb, Dir::Down, "s17-down", a());
+    wait_flowing(&tb, &down, 100_000, T);
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 300_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s17 session with ma-b's clock 3 days off");
+
+    // ma-a reboots with an empty state directory (its credentials gone).
+    tb.kill_agent(Ma::A, libc::SIGKILL).unwrap();
+    let _ = std::fs::remove_file(tb.agent_dir(Ma::A).join("simsd.state"));
+    tb.start_agent(Ma::A).unwrap();
+    move_relayed(&mut tb, Ma::A, &[]);
+    let mut again = stream(&tb, Dir::Down, "s17-again", a());
+    wait_flowing(&tb, &again, 100_000, T);
+    let t = Instant::now();
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    eprintln!(
+        "s17: relayed {:.2} s after moving, ma-a freshly wiped",
+        t.elapsed().as_secs_f64()
+    );
+    wait_flowing(&tb, &again, 300_000, T);
+    let r = again.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s17 session after ma-a's wiped reboot");
+}

@@ -47,13 +47,15 @@ impl Testbed {
         let ns = self.agent(x);
         let log = d.join("simsd.log");
         let rust_log = self.opts.rust_log.clone();
-        let i = self.spawn(
-            &format!("simsd@{}", x.id()),
-            &ns,
-            &argv,
-            &[("RUST_LOG", &rust_log), ("RUST_BACKTRACE", "1")],
-            &log,
-        )?;
+        let extra = self.opts.agent_env.clone();
+        let mut env = vec![("RUST_LOG", rust_log.as_str()), ("RUST_BACKTRACE", "1")];
+        env.extend(
+            extra
+                .iter()
+                .filter(|(y, _, _)| *y == x)
+                .map(|(_, k, v)| (k.as_str(), v.as_str())),
+        );
+        let i = self.spawn(&format!("simsd@{}", x.id()), &ns, &argv, &env, &log)?;
         self.agent_proc.insert(x, i);
         let r = wait_for(
             &format!("simsd in {} to answer status", x.id()),

@@ -32,6 +32,8 @@ pub struct Options {
     pub traffic_bin: Option<PathBuf>,
     /// `RUST_LOG` for the daemons.
     pub rust_log: String,
+    /// Extra environment of one agent's simsd (e.g. libfaketime's).
+    pub agent_env: Vec<(Ma, String, String)>,
     /// Free text shown in diagnostics (e.g. the test name).
     pub label: String,
     /// Extra sysctls for the node's namespace (`key=value`), applied after
@@ -58,6 +60,7 @@ impl Default for Options {
             bin_dir: None,
             traffic_bin: None,
             rust_log: "debug".into(),
+            agent_env: Vec::new(),
             label: String::new(),
             node_sysctls: std::env::var("SIMS_TESTBED_NODE_SYSCTLS")
                 .map(|v| {
