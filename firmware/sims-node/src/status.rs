@@ -92,10 +92,12 @@ mod tests {
                 _ => None,
             })
             .unwrap();
+        let (agent_sk, agent_dh) = msg::agent_dh_keys([5; 32]).unwrap();
         let advert = Message::Advertisement(Advertisement {
             agent: AgentId::from(EVIL),
             provider: msg::Provider::from("p\n"),
             endpoint: [100, 64, 1, 2],
+            dh: agent_dh,
             instance: 1,
             seq: 1,
             lifetime_s: 15,
@@ -129,8 +131,12 @@ mod tests {
             lifetime_s: 300,
             results: Default::default(),
             cookie: None,
+            mac: [0; 16],
         });
-        let d = msg::encode(&reply, None).unwrap();
+        // Sealed as the agent would: under the node's session with it.
+        let key = msg::agent_session(&agent_sk, &agent_dh, node.key()).unwrap();
+        let mut d = msg::encode(&reply, None).unwrap();
+        msg::seal_reply(&mut d, &key);
         node.handle_datagram(now(), agent, addr, &d, &mut out);
         assert_eq!(node.bindings().len(), 1);
 

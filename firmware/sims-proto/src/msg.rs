@@ -19,6 +19,10 @@ pub type NodeKey = [u8; 32];
 /// A return-routability cookie: the agent sends it to an address, and only
 /// a host that receives that address's packets can present it back.
 pub type Cookie = [u8; 16];
+/// The tag that ends an agent's reply to a node (RegistrationReply,
+/// ReleaseReply): the first 16 bytes of HMAC-SHA256 under the session key
+/// over the datagram before it.
+pub type ReplyMac = [u8; 16];
 /// Most old bindings one registration carries.
 pub const MAX_OLD_BINDINGS: usize = 8;
 
@@ -157,6 +161,9 @@ pub struct Advertisement {
     pub agent: AgentId,
     pub provider: Provider,
     pub endpoint: [u8; 4],
+    /// The agent's X25519 public key of this run: with the node's key it
+    /// gives the secret that authenticates the agent's replies (§5.4).
+    pub dh: [u8; 32],
     /// Random per run of the agent: a node that sees a new one registers
     /// again.
     pub instance: u64,
@@ -216,6 +223,9 @@ pub struct RegistrationReply {
     pub results: heapless::Vec<BindingResult, MAX_OLD_BINDINGS>,
     /// A fresh cookie for the next registration or release.
     pub cookie: Option<Cookie>,
+    /// [`seal_reply`]'s tag under the node's session with the agent (zero
+    /// in the refusals sent before the source was checked).
+    pub mac: ReplyMac,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
@@ -234,6 +244,7 @@ pub struct ReleaseReply {
     pub req_id: u64,
     pub addr: [u8; 4],
     pub status: Status,
+    pub mac: ReplyMac,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
@@ -434,6 +445,74 @@ pub fn encode(msg: &Message, key: Option<&[u8; 32]>) -> Option<Datagram> {
     heapless::Vec::from_slice(&buf[..len]).ok()
 }
 
+/// The secret a node and an agent share for this run of the agent, from
+/// X25519 between the agent's run key and the node's identity key (its
+/// Ed25519 key, converted): HMAC-SHA256(shared, "SIMS session" ‖ agent dh
+/// public key ‖ node key). Nobody who only sees the exchange knows it.
+pub fn session_key(shared: &[u8; 32], agent_dh: &[u8; 32], node: &NodeKey) -> [u8; 32] {
+    crate::prf::hmac(shared, &[b"SIMS session", agent_dh, node])
+}
+
+/// The agent's side: the session key with `node`, from its run's X25519
+/// secret. None if the node key is not a valid point.
+pub fn agent_session(dh_sk: &[u8; 32], dh_pk: &[u8; 32], node: &NodeKey) -> Option<[u8; 32]> {
+    use ed25519_compact::x25519;
+    let ed = ed25519_compact::PublicKey::new(*node);
+    let node_x = x25519::PublicKey::from_ed25519(&ed).ok()?;
+    let shared = node_x.dh(&x25519::SecretKey::new(*dh_sk)).ok()?;
+    Some(session_key(&shared, dh_pk, node))
+}
+
+/// The node's side, from its Ed25519 secret key and the agent's
+/// advertised `dh` key.
+pub fn node_session(
+    sk: &ed25519_compact::SecretKey,
+    node: &NodeKey,
+    agent_dh: &[u8; 32],
+) -> Option<[u8; 32]> {
+    use ed25519_compact::x25519;
+    let x_sk = x25519::SecretKey::from_ed25519(sk).ok()?;
+    let shared = x25519::PublicKey::new(*agent_dh).dh(&x_sk).ok()?;
+    Some(session_key(&shared, agent_dh, node))
+}
+
+/// An agent's X25519 key pair for one run, from 32 random bytes.
+pub fn agent_dh_keys(random: [u8; 32]) -> Option<([u8; 32], [u8; 32])> {
+    use ed25519_compact::x25519;
+    let sk = x25519::SecretKey::new(random).clamped();
+    let pk = sk.recover_public_key().ok()?;
+    Some((*sk, *pk))
+}
+
+fn reply_mac(key: &[u8; 32], covered: &[u8]) -> ReplyMac {
+    let h = crate::prf::hmac(key, &[covered]);
+    let mut m = [0u8; 16];
+    m.copy_from_slice(&h[..16]);
+    m
+}
+
+/// Writes the reply tag (the datagram's last 16 bytes, encoded as zeros).
+pub fn seal_reply(d: &mut Datagram, key: &[u8; 32]) {
+    let Some(split) = d.len().checked_sub(16) else {
+        return;
+    };
+    let m = reply_mac(key, &d[..split]);
+    d[split..].copy_from_slice(&m);
+}
+
+/// Whether a reply datagram's last 16 bytes are its tag under `key`
+/// (constant time).
+pub fn reply_authentic(d: &[u8], key: &[u8; 32]) -> bool {
+    let Some(split) = d.len().checked_sub(16) else {
+        return false;
+    };
+    let want = reply_mac(key, &d[..split]);
+    want.iter()
+        .zip(&d[split..])
+        .fold(0u8, |x, (a, b)| x | (a ^ b))
+        == 0
+}
+
 /// Encode a proof input canonically (postcard) for signing.
 pub fn proof_bytes(input: &ProofInput) -> Option<heapless::Vec<u8, 128>> {
     let mut buf = [0u8; 128];
@@ -518,6 +597,7 @@ mod tests {
             agent: id("ma-a"),
             provider: Provider::from("alpha"),
             endpoint: [100, 64, 1, 2],
+            dh: [4; 32],
             instance: 7,
             seq: 1,
             lifetime_s: 15,

@@ -10,8 +10,9 @@
 //! the diff: every changed line is an incompatible change on the wire.
 
 use sims_proto::msg::{
-    decode, encode, proof_bytes, sign_proof, verify_proof, verify_tag, Advertisement, AgentId,
-    Authed, BindingResult, Credential, Message, OldBinding, PeerChallenge, ProofDomain, ProofInput,
+    agent_dh_keys, agent_session, decode, encode, node_session, proof_bytes, reply_authentic,
+    seal_reply, sign_proof, verify_proof, verify_tag, Advertisement, AgentId, Authed,
+    BindingResult, Credential, Message, OldBinding, PeerChallenge, ProofDomain, ProofInput,
     Provider, Registration, RegistrationReply, Release, ReleaseReply, Sig, Solicitation, Solicited,
     Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, PROOF_CONTEXT,
 };
@@ -78,6 +79,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 agent: id("ma-a"),
                 provider: Provider::from("Alpha Net"),
                 endpoint: [100, 64, 1, 2],
+                dh: agent_dh().1,
                 instance: 0x6543_2100_0f1e_2d3c,
                 seq: 0x0001_0203,
                 lifetime_s: 0x0f0e,
@@ -133,6 +135,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 ])
                 .unwrap(),
                 cookie: Some(*b"next-cookie-16-b"),
+                mac: [0; 16],
             }),
         ),
         (
@@ -153,6 +156,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 req_id: 0x7fff_fffe_0000_0001,
                 addr: [10, 1, 0, 50],
                 status: Status::Replay,
+                mac: [0; 16],
             }),
         ),
         (
@@ -214,12 +218,28 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// Everything this implementation produces now, as (name, bytes).
+/// The agent's X25519 key pair of the golden run (secret, public).
+fn agent_dh() -> ([u8; 32], [u8; 32]) {
+    agent_dh_keys([0x6b; 32]).expect("a key pair")
+}
+
 fn produced() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
+    // Replies to the node are sealed under its session with the agent
+    // (X25519 of the agent's run key and the node's converted key).
+    let (sk, pk) = agent_dh();
+    let session = agent_session(&sk, &pk, &node_key().pk).expect("a session");
+    let node_side = node_session(&node_key().sk, &node_key().pk, &pk).expect("a session");
+    assert_eq!(session, node_side, "both sides derive the same key");
     for (name, m) in messages() {
-        let d = encode(&m, Some(&PEER_KEY)).expect("encodes");
+        let mut d = encode(&m, Some(&PEER_KEY)).expect("encodes");
+        if matches!(m, Message::RegistrationReply(_) | Message::ReleaseReply(_)) {
+            seal_reply(&mut d, &session);
+            assert!(reply_authentic(&d, &session));
+        }
         out.push((name.to_string(), d.to_vec()));
     }
+    out.push(("session_key".into(), session.to_vec()));
     let c = cred();
     let input = proof_input(&c);
     out.push((
@@ -280,9 +300,25 @@ fn golden_bytes_decode() {
             .map(|(_, b)| b.clone())
             .unwrap_or_else(|| panic!("{n} missing from the golden file"))
     };
+    let (sk, pk) = agent_dh();
+    let session = agent_session(&sk, &pk, &node_key().pk).expect("a session");
+    assert_eq!(bytes("session_key"), session.to_vec(), "golden session key");
     for (name, m) in messages() {
         let b = bytes(name);
-        assert_eq!(decode(&b).as_ref(), Ok(&m), "{name}: decoding golden bytes");
+        // Replies carry their seal; the message otherwise is the same.
+        let mut got = decode(&b).expect("decodes");
+        match &mut got {
+            Message::RegistrationReply(r) => {
+                assert!(reply_authentic(&b, &session), "{name}: golden seal");
+                r.mac = [0; 16];
+            }
+            Message::ReleaseReply(r) => {
+                assert!(reply_authentic(&b, &session), "{name}: golden seal");
+                r.mac = [0; 16];
+            }
+            _ => {}
+        }
+        assert_eq!(got, m, "{name}: decoding golden bytes");
         if m.msg_type().is_peer() {
             assert!(verify_tag(&b, &PEER_KEY), "{name}: golden tag");
             assert!(!verify_tag(&b, &[0; 32]), "{name}: tag under another key");

@@ -127,6 +127,12 @@ pub struct Agent {
     prf: Prf,
     /// Keys the return-routability cookies of this run.
     cookie_key: [u8; 32],
+    /// This run's X25519 key pair (the public key is advertised).
+    dh_sk: [u8; 32],
+    dh_pk: [u8; 32],
+    /// Session keys with the nodes we answered (bounded, least recently
+    /// used first out): each cost one X25519 operation.
+    sessions: BTreeMap<NodeKey, ([u8; 32], u64)>,
     advert_seq: u32,
     last_solicited_ms: u64,
     next_advert_ms: u64,
@@ -167,11 +173,17 @@ impl Agent {
         let verify_source = Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16));
         let verify_peer = Buckets::new(cfg.verify_per_peer, n.max(1));
         let verify_total = Buckets::new(cfg.verify_total, 1);
+        let instance = prf.u64();
+        let cookie_key = prf.bytes32();
+        let (dh_sk, dh_pk) = msg::agent_dh_keys(prf.bytes32()).unwrap_or(([0; 32], [0; 32]));
         Agent {
             cfg,
-            instance: prf.u64(),
+            instance,
             tx_seq: 0,
-            cookie_key: prf.bytes32(),
+            cookie_key,
+            dh_sk,
+            dh_pk,
+            sessions: BTreeMap::new(),
             prf,
             advert_seq: 0,
             last_solicited_ms: 0,
@@ -368,6 +380,7 @@ impl Agent {
             agent: self.cfg.id.clone(),
             provider: self.cfg.provider.clone(),
             endpoint: self.cfg.endpoint.octets(),
+            dh: self.dh_pk,
             instance: self.instance,
             seq: self.advert_seq,
             lifetime_s: lifetime,
@@ -384,14 +397,49 @@ impl Agent {
         }
     }
 
-    fn send_node(&mut self, dst: SocketAddrV4, m: &Message, out: &mut impl Sink<Action>) {
+    /// Sends a message to a node; a reply under `key` is sealed (§5.4).
+    fn send_node(
+        &mut self,
+        dst: SocketAddrV4,
+        m: &Message,
+        key: Option<&[u8; 32]>,
+        out: &mut impl Sink<Action>,
+    ) {
         match msg::encode(m, None) {
-            Some(data) => {
+            Some(mut data) => {
+                if let Some(k) = key {
+                    msg::seal_reply(&mut data, k);
+                }
                 self.counters.tx += 1;
                 out.push(Action::Send { dst, data })
             }
             None => self.counters.tx_failed_encode += 1,
         }
+    }
+
+    /// The session key with `node` (whose address `src` passed its cookie
+    /// check): cached, or one X25519 within the source's budget.
+    pub(super) fn session(&mut self, now: Now, src: Ipv4Addr, node: &NodeKey) -> Option<[u8; 32]> {
+        if let Some((k, used)) = self.sessions.get_mut(node) {
+            *used = now.ms;
+            return Some(*k);
+        }
+        if !self.may_verify(now, Source::Lan(src)) {
+            return None;
+        }
+        let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node)?;
+        if self.sessions.len() >= self.cfg.max_credentials.max(1) {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(n, _)| *n);
+            if let Some(n) = oldest {
+                self.sessions.remove(&n);
+            }
+        }
+        self.sessions.insert(*node, (k, now.ms));
+        Some(k)
     }
 
     // ---- bindings ---------------------------------------------------------

@@ -22,6 +22,8 @@ pub(super) struct PendingReg {
     node: NodeKey,
     node_req: u64,
     from: SocketAddrV4,
+    /// The node's session key: the reply is sealed with it.
+    key: Option<[u8; 32]>,
     reply: RegistrationReply,
     waiting: usize,
     /// When the answered entry may be forgotten.
@@ -52,8 +54,8 @@ impl Agent {
             .find(|(_, g)| g.node == r.node && g.node_req == r.req_id)
         {
             if reg.waiting == 0 && reg.from == src {
-                let m = Message::RegistrationReply(reg.reply.clone());
-                self.send_node(src, &m, out);
+                let (m, key) = (Message::RegistrationReply(reg.reply.clone()), reg.key);
+                self.send_node(src, &m, key.as_ref(), out);
             }
             return;
         }
@@ -64,11 +66,14 @@ impl Agent {
             lifetime_s: self.cfg.binding_lifetime_s,
             results: heapless::Vec::new(),
             cookie: None,
+            mac: [0; 16],
         };
+        // Refusals before the cookie check are not sealed: no key is
+        // worked out for a source that may be spoofed.
         let refuse = |a: &mut Self, reply: &mut RegistrationReply, st, out: &mut _| {
             a.counters.rx_refused += 1;
             reply.status = st;
-            a.send_node(src, &Message::RegistrationReply(reply.clone()), out);
+            a.send_node(src, &Message::RegistrationReply(reply.clone()), None, out);
         };
         if *src.ip() != cur || !self.cfg.is_lan(cur) {
             refuse(self, &mut reply, Status::BadRequest, out);
@@ -92,6 +97,7 @@ impl Agent {
             return;
         }
         reply.cookie = Some(self.cookie_for(now, cur, &r.node));
+        let key = self.session(now, cur, &r.node);
         let reg_id = self.next_reg;
         self.next_reg = self.next_reg.wrapping_add(1);
         let mut waiting = 0;
@@ -127,13 +133,14 @@ impl Agent {
             node: r.node,
             node_req: r.req_id,
             from: src,
+            key,
             reply,
             waiting,
             done_until_ms: None,
         };
         if waiting == 0 {
             let m = Message::RegistrationReply(reg.reply.clone());
-            self.send_node(src, &m, out);
+            self.send_node(src, &m, key.as_ref(), out);
             reg.done_until_ms = Some(now.ms + DONE_KEEP_MS);
         }
         self.regs.insert(reg_id, reg);
@@ -345,8 +352,8 @@ impl Agent {
         g.waiting = g.waiting.saturating_sub(1);
         if g.waiting == 0 {
             g.done_until_ms = Some(now.ms + DONE_KEEP_MS);
-            let (dst, m) = (g.from, Message::RegistrationReply(g.reply.clone()));
-            self.send_node(dst, &m, out);
+            let (dst, m, key) = (g.from, Message::RegistrationReply(g.reply.clone()), g.key);
+            self.send_node(dst, &m, key.as_ref(), out);
         }
     }
 
@@ -388,7 +395,12 @@ impl Agent {
             req_id: r.req_id,
             addr: addr.octets(),
             status: st,
+            mac: [0; 16],
         });
-        self.send_node(src, &m, out);
+        let key = match st {
+            Status::BadCookie => None,
+            _ => self.session(now, from, &r.node),
+        };
+        self.send_node(src, &m, key.as_ref(), out);
     }
 }

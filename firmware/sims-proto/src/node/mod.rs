@@ -106,6 +106,11 @@ pub struct NodeBinding {
     pub sockets: usize,
     idle_since_ms: Option<u64>,
     releasing: Option<Retry>,
+    /// The session (agent run) in which the address became relayed: only
+    /// that session's authenticated refusal makes the node drop it.
+    relayed_in: Option<[u8; 8]>,
+    /// Since when refusals from another session went unanswered by an Ok.
+    unconfirmed_since_ms: Option<u64>,
 }
 
 impl NodeBinding {
@@ -119,6 +124,8 @@ pub struct AgentSeen {
     pub id: AgentId,
     pub src: SocketAddrV4,
     pub instance: u64,
+    /// Its X25519 key of this run.
+    pub dh: [u8; 32],
     pub expires_ms: u64,
 }
 
@@ -135,6 +142,10 @@ pub struct NodeCounters {
 const SOLICIT_NONCES: usize = 3;
 /// Retry after an agent said it had no room.
 const BUSY_RETRY_MS: u64 = 2_000;
+/// A relayed address refused by another session than the one that relays
+/// it (an agent restarted, or a forged advertisement) is dropped only
+/// after this long without an Ok.
+const UNCONFIRMED_DROP_MS: u64 = 60_000;
 
 pub struct Node {
     cfg: NodeConfig,
@@ -148,6 +159,8 @@ pub struct Node {
     agent: Option<AgentSeen>,
     /// The current agent's cookie for us at `current`.
     cookie: Option<Cookie>,
+    /// The session key with the current agent (§5.4), and its id.
+    session: Option<([u8; 32], [u8; 8])>,
     /// Agent (id, instance) we are registered with for `current`.
     registered: Option<(AgentId, u64)>,
     bindings: Vec<NodeBinding>,
@@ -174,6 +187,7 @@ impl Node {
             current: None,
             agent: None,
             cookie: None,
+            session: None,
             registered: None,
             bindings: Vec::new(),
             reg: None,
@@ -314,19 +328,25 @@ impl Node {
                 let same = self
                     .agent
                     .as_ref()
-                    .is_some_and(|s| s.id == a.agent && s.instance == a.instance);
+                    .is_some_and(|s| s.id == a.agent && s.instance == a.instance && s.dh == a.dh);
                 let src = SocketAddrV4::new(*src.ip(), self.cfg.port);
                 let expires_ms = now + u64::from(a.lifetime_s) * 1000;
                 if !same {
-                    // A new agent, or its new run: our cookie is void.
+                    // A new agent, or its new run: our cookie is void, and
+                    // its replies come under a new session.
                     self.cookie = None;
                     self.registered = None;
                     self.reg = None;
+                    self.session = msg::node_session(&self.sk, &self.pk, &a.dh).map(|k| {
+                        let id = crate::prf::hmac(&k, &[b"session id"]);
+                        (k, [id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
+                    });
                 }
                 self.agent = Some(AgentSeen {
                     id: a.agent.clone(),
                     src,
                     instance: a.instance,
+                    dh: a.dh,
                     expires_ms,
                 });
                 if let (Some(s), true) = (answer, unicast) {
@@ -345,8 +365,19 @@ impl Node {
                     self.register(now, out);
                 }
             }
-            Message::RegistrationReply(r) if unicast && from_agent => self.on_reply(now, r, out),
-            Message::ReleaseReply(r) if unicast && from_agent => {
+            Message::RegistrationReply(r) if unicast && from_agent => {
+                let authentic = self
+                    .session
+                    .is_some_and(|(k, _)| msg::reply_authentic(data, &k));
+                self.on_reply(now, r, authentic, out)
+            }
+            Message::ReleaseReply(r)
+                if unicast
+                    && from_agent
+                    && self
+                        .session
+                        .is_some_and(|(k, _)| msg::reply_authentic(data, &k)) =>
+            {
                 if let Some(i) = self
                     .bindings
                     .iter()
@@ -408,12 +439,28 @@ impl Node {
         });
     }
 
-    fn on_reply(&mut self, now: u64, r: msg::RegistrationReply, out: &mut impl Sink<Action>) {
+    fn on_reply(
+        &mut self,
+        now: u64,
+        r: msg::RegistrationReply,
+        authentic: bool,
+        out: &mut impl Sink<Action>,
+    ) {
         if self.reg.as_ref().map(|x| x.req_id) != Some(r.req_id) {
             self.counters.rx_ignored += 1;
             return;
         }
+        // Unsealed, only the refusals an agent sends before it checked our
+        // address are believed, and they change no binding.
+        let early = matches!(r.status, Status::BadCookie | Status::NoCapacity)
+            && r.cred.is_none()
+            && r.results.is_empty();
+        if !authentic && !early {
+            self.counters.rx_ignored += 1;
+            return;
+        }
         self.reg = None;
+        let sid = self.session.map(|(_, id)| id);
         let Some(agent) = self.agent.clone() else {
             return;
         };
@@ -454,13 +501,41 @@ impl Node {
                 Status::Ok if Some(addr) == self.current => {
                     self.bindings[i].state = BindingState::Native
                 }
-                Status::Ok => self.bindings[i].state = BindingState::Relayed,
+                Status::Ok => {
+                    let b = &mut self.bindings[i];
+                    b.state = BindingState::Relayed;
+                    b.relayed_in = sid;
+                    b.unconfirmed_since_ms = None;
+                }
                 // A peer that did not answer: try again soon.
                 Status::Timeout => self.next_refresh_ms = Some(now + 1000),
                 // No room or no verification budget now: keep what we
                 // have and try again.
                 Status::NoCapacity | Status::Failed => {
                     self.next_refresh_ms = Some(now + BUSY_RETRY_MS)
+                }
+                st if self.bindings[i].state == BindingState::Relayed
+                    && self.bindings[i].relayed_in != sid =>
+                {
+                    // Another session than the one relaying it: not proof
+                    // enough to drop a working address; ask again, and
+                    // give up only after a while without an Ok.
+                    let since = *self.bindings[i].unconfirmed_since_ms.get_or_insert(now);
+                    if now.saturating_sub(since) < UNCONFIRMED_DROP_MS {
+                        info!(
+                            "agent {} refused relayed {addr} ({st:?}); asking again",
+                            agent.id
+                        );
+                        self.next_refresh_ms = Some(now + BUSY_RETRY_MS);
+                        continue;
+                    }
+                    warn!("{addr} unconfirmed for {UNCONFIRMED_DROP_MS} ms; dropping it");
+                    self.bindings[i].state = BindingState::Pending;
+                    self.bindings[i].releasing = Some(Retry {
+                        req_id: 0,
+                        data: Datagram::new(),
+                        backoff: Backoff::given_up(now),
+                    });
                 }
                 st => {
                     warn!("agent {} refused {addr}: {st:?}", agent.id);
@@ -497,6 +572,8 @@ impl Node {
                             sockets: 0,
                             idle_since_ms: None,
                             releasing: None,
+                            relayed_in: None,
+                            unconfirmed_since_ms: None,
                         });
                     }
                 }
@@ -673,6 +750,8 @@ mod tests {
                 sockets: 2,
                 idle_since_ms: None,
                 releasing: None,
+                relayed_in: None,
+                unconfirmed_since_ms: None,
             });
         }
         let saved = n.save();

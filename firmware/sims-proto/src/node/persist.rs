@@ -82,6 +82,8 @@ impl Node {
                     sockets: 0,
                     idle_since_ms: None,
                     releasing: None,
+                    relayed_in: None,
+                    unconfirmed_since_ms: None,
                 });
             }
         }

@@ -165,6 +165,7 @@ fn node_ignores_forged_agent_answers() {
         lifetime_s: 60,
         results: heapless::Vec::new(),
         cookie: None,
+        mac: [0; 16],
     };
     let _ = refusal.results.push(msg::BindingResult {
         addr: x.octets(),
@@ -191,6 +192,7 @@ fn node_ignores_forged_agent_answers() {
         agent: AgentId::from("evil"),
         provider: msg::Provider::new(),
         endpoint: [1, 2, 3, 4],
+        dh: [9; 32],
         instance: 1,
         seq: 1,
         lifetime_s: 60,
@@ -668,4 +670,70 @@ fn malicious_partner_stays_within_its_agreement() {
     let (_, r) = reply_status(&got).unwrap();
     assert_eq!(r.results[0].status, Status::BadRequest);
     assert_eq!(w.agents[C].bindings().count(), before);
+}
+
+/// Attack 2, with the request id known (a guest that sees the node's
+/// registration): a reply that is not sealed under the node's session
+/// with its agent is ignored, so it cannot make the node drop a relayed
+/// address. Before: any reply with the right id was believed.
+#[test]
+fn unsealed_reply_cannot_drop_a_relayed_address() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    let x = node_addr(A);
+    // The node's refresh (at a third of the 60 s lifetime), held back:
+    // the forger saw it.
+    w.tick(19_500);
+    let mut reg = None;
+    for _ in 0..40 {
+        w.now += 50;
+        let mut acts = Vec::new();
+        w.node.handle_timeout(w.time(), &mut acts);
+        reg = acts.iter().find_map(|a| match a {
+            node::Action::Send { data, .. } => match msg::decode(data) {
+                Ok(Message::Registration(r)) => Some((r, data.clone())),
+                _ => None,
+            },
+            _ => None,
+        });
+        if reg.is_some() {
+            break;
+        }
+    }
+    let reg = reg.expect("a refresh");
+    let mut refusal = RegistrationReply {
+        req_id: reg.0.req_id,
+        status: Status::Ok,
+        cred: None,
+        lifetime_s: 60,
+        results: heapless::Vec::new(),
+        cookie: None,
+        mac: [0; 16],
+    };
+    let _ = refusal.results.push(msg::BindingResult {
+        addr: x.octets(),
+        status: Status::UnknownCredential,
+    });
+    let agent = SocketAddrV4::new(lan_gw(B), 4434);
+    for key in [None, Some([0x13; 32])] {
+        let mut d = msg::encode(&Message::RegistrationReply(refusal.clone()), None).unwrap();
+        if let Some(k) = key {
+            msg::seal_reply(&mut d, &k);
+        }
+        let mut acts = Vec::new();
+        w.node
+            .handle_datagram(w.time(), agent, node_addr(B), &d, &mut acts);
+        assert!(acts.is_empty());
+        assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    }
+    // The real registration then gets the agent's sealed answer.
+    w.deliver(vec![(
+        B,
+        SocketAddrV4::new(node_addr(B), 4434),
+        reg.1.to_vec(),
+    )]);
+    w.tick(3000);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    assert!(w.node.is_registered());
 }
