@@ -59,7 +59,16 @@ struct World {
     drop_peer_traffic: bool,
     /// Agents whose platform fails every kernel change.
     kernel_fails: [bool; 3],
+    /// Crash party `.0` (an agent, or [`NODE`]) just before datagram
+    /// delivery number `.1` (any party's, counted in `deliveries`): it
+    /// restarts from its saved state, as after kill -9.
+    crash: Option<(usize, usize)>,
+    deliveries: usize,
+    crashed: bool,
 }
+
+/// The node, as a party that can crash.
+const NODE: usize = 3;
 
 /// A sink that collects actions and, if `fail`, reports every kernel
 /// change as failed (as simsd's executor does when netlink refuses one).
@@ -122,6 +131,9 @@ impl World {
             lan_sent: vec![Vec::new(), Vec::new(), Vec::new()],
             drop_peer_traffic: false,
             kernel_fails: [false; 3],
+            crash: None,
+            deliveries: 0,
+            crashed: false,
         }
     }
 
@@ -163,6 +175,7 @@ impl World {
             assert!(rounds < 100, "message storm");
             let mut next = Vec::new();
             for (to, src, data) in queue.drain(..) {
+                self.count_delivery(to);
                 let mut out = Platform::new(self.kernel_fails[to]);
                 let via_lan = lan_prefix(to).contains(*src.ip()) || src.ip().is_unspecified();
                 let now = self.time();
@@ -210,6 +223,7 @@ impl World {
         data: &[u8],
         next: &mut Vec<(usize, SocketAddrV4, Vec<u8>)>,
     ) {
+        self.count_delivery(NODE);
         let mut acts = Vec::new();
         let src = SocketAddrV4::new(lan_gw(from), 4434);
         self.node
@@ -219,6 +233,37 @@ impl World {
             if let node::Action::Send { data, .. } = a {
                 next.push((self.at, me, data.to_vec()));
             }
+        }
+    }
+
+    /// Counts a delivery; before the one named in `crash`, the party it
+    /// names crashes and restarts, whoever the datagram is for.
+    fn count_delivery(&mut self, _to: usize) {
+        self.deliveries += 1;
+        let Some((party, n)) = self.crash else {
+            return;
+        };
+        if n != self.deliveries {
+            return;
+        }
+        self.crashed = true;
+        let now = self.time();
+        if party == NODE {
+            let saved = self.node.save();
+            let cur = self.node.current();
+            self.node = Node::restore(NodeConfig::default(), &saved, MN_MAC, [0x77; 32]).unwrap();
+            // sims-node reads the interface's address when it starts.
+            let mut acts = Vec::new();
+            self.node.set_address(now, cur, &mut acts);
+            self.run_node(acts);
+        } else {
+            let peers: Vec<usize> = (0..3).filter(|&j| j != party).collect();
+            let saved = self.agents[party].save(now);
+            let mut a = Agent::new(config(party, &peers), [0x70 + party as u8; 32]);
+            let mut out = Vec::new();
+            assert!(a.restore(now, &saved, &mut out));
+            self.agents[party] = a;
+            self.actions[party].extend(out);
         }
     }
 

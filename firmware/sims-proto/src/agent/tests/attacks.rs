@@ -737,3 +737,54 @@ fn unsealed_reply_cannot_drop_a_relayed_address() {
     assert_eq!(w.node_state(x), Some(BindingState::Relayed));
     assert!(w.node.is_registered());
 }
+
+/// Attack 6, every step: each party (the issuer, the current agent, the
+/// node) is killed and restarted from its saved state just before each
+/// datagram of a handover A → B in turn. Whatever the step, the three end
+/// consistent: either the address is relayed end to end (the node says
+/// relayed, B has an active visitor side, A redirects it to B) or it is
+/// relayed nowhere (neither agent holds it, and the node no longer calls
+/// it relayed).
+#[test]
+fn kill_each_party_at_each_step_of_a_handover() {
+    let x = node_addr(A);
+    // How many deliveries a clean handover takes.
+    let mut w = World::full();
+    w.move_to(A);
+    let start = w.deliveries;
+    w.move_to(B);
+    let steps = w.deliveries - start;
+    assert!(steps >= 6, "{steps}");
+    let mut outcomes = [0usize; 2];
+    let mut crashes = 0;
+    for party in [A, B, NODE] {
+        for k in 1..=steps + 2 {
+            let mut w = World::full();
+            w.move_to(A);
+            w.crash = Some((party, w.deliveries + k));
+            w.move_to(B);
+            w.tick(3_000);
+            w.crash = None;
+            // Retransmissions, timeouts and refreshes settle it.
+            w.tick(30_000);
+            crashes += usize::from(w.crashed);
+            let node = w.node_state(x);
+            let home = w.binding(A, x).map(|b| (b.role, b.peer));
+            let visitor = w.binding(B, x).map(|b| (b.role, b.pending));
+            let relayed = node == Some(BindingState::Relayed)
+                && home == Some((Role::Home, 0))
+                && visitor == Some((Role::Visitor, false));
+            let nowhere =
+                home.is_none() && visitor.is_none() && node != Some(BindingState::Relayed);
+            assert!(
+                relayed || nowhere,
+                "crash of {party} before delivery {k}: node {node:?}, A {home:?}, B {visitor:?}"
+            );
+            outcomes[usize::from(relayed)] += 1;
+            let _ = w.tunnel_balance(A);
+        }
+    }
+    // A restart costs at most a retry: the handover completes every time.
+    assert_eq!(outcomes[0], 0, "{outcomes:?}");
+    assert!(crashes >= 3 * steps, "only {crashes} crashes happened");
+}
