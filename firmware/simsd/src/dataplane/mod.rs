@@ -64,6 +64,8 @@ pub struct Dataplane {
     /// Visiting nodes' MACs, for their neighbour entries (put back when
     /// the LAN bridge is recreated).
     visitor_mac: BTreeMap<u32, [u8; 6]>,
+    /// The LAN bridge was recreated and our state is not on it yet.
+    lan_moved: bool,
     traffic: Vec<Traffic>,
 }
 
@@ -120,6 +122,7 @@ impl Dataplane {
             home: BTreeSet::new(),
             visitor: BTreeSet::new(),
             visitor_mac: BTreeMap::new(),
+            lan_moved: false,
             traffic: vec![Traffic::default(); n],
         };
         nft::load(cfg)?;

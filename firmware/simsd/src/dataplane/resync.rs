@@ -104,7 +104,19 @@ impl Dataplane {
                     l.name, self.lan_index, l.index
                 );
                 self.lan_index = l.index;
-                return self.resync();
+                self.lan_moved = true;
+            }
+            if l.index == self.lan_index && self.lan_moved {
+                // A new bridge is created down: routes on it fail until it
+                // is up, so try again at each of its changes.
+                match self.resync() {
+                    Ok(()) => {
+                        info!("our state is on the new {}", l.name);
+                        self.lan_moved = false;
+                    }
+                    Err(e) => debug!("new {} not ready yet: {e}", l.name),
+                }
+                return Ok(());
             }
         }
         let need = match ev {
