@@ -1,6 +1,8 @@
 //! What the scenarios share: their testbed setup and the checks they make
 //! (sessions flowing and verified, bindings in place, no SIMS state left).
 //! The forging kit of s6b is in the library: `sims_testbed::forge`.
+// Shared by several test crates, each of which uses a part of it.
+#![allow(dead_code)]
 
 use std::net::Ipv4Addr;
 use std::path::Path;

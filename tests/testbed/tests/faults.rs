@@ -1,0 +1,232 @@
+//! Fault scenarios of the security and fault-tolerance work (issue 9), on
+//! the namespace testbed with the real daemons: a LAN bridge recreated
+//! under the bindings, the issuer down mid-handover, a redirected address
+//! taken by another host, an agent whose clock is days off or whose state
+//! was wiped. They run on the host only (`cargo xtask test`), not in every
+//! VM guest: what they exercise does not depend on the tunnel backend, and
+//! the guests' time is better spent on the main scenarios.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sims_testbed::*;
+
+/// Scenario 14: netifd recreates the visited agent's LAN bridge (a new
+/// device, a new ifindex) while it carries a relayed session: ma-b moves
+/// its routes and neighbour entries to the new bridge and rebinds its LAN
+/// socket, the session carries on, and the node can still register there.
+#[test]
+fn s14_lan_bridge_recreated_keeps_relayed_session() {
+    let Some(mut tb) = setup(Options::default().label("s14").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s14-down", a());
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    wait_flowing(&tb, &down, 100_000, T);
+    let b = tb.agent(Ma::B);
+    let before = b.ip(&["-o", "link", "show", "br-lan"]).unwrap();
+    for cmd in [
+        "link del br-lan",
+        "link add br-lan type bridge",
+        "link set br-lan address 02:00:00:00:02:01",
+        "addr add 10.2.0.1/24 dev br-lan",
+        "link set br-lan up",
+        "link set mnport master br-lan up",
+    ] {
+        b.ip(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let after = b.ip(&["-o", "link", "show", "br-lan"]).unwrap();
+    assert_ne!(
+        before.split(':').next(),
+        after.split(':').next(),
+        "a new ifindex"
+    );
+    // The visitor route is back on the new bridge, and traffic flows.
+    wait_flowing(&tb, &down, 300_000, Duration::from_secs(20));
+    let routes = b.ip(&["-4", "route", "show", "table", "all"]).unwrap();
+    assert!(
+        routes.contains(&format!("{} dev br-lan", a())),
+        "visitor route on the new bridge: {routes}"
+    );
+    // ma-b still hears its LAN: a new registration after a move back and
+    // forth goes through the rebound socket.
+    move_relayed(&mut tb, Ma::A, &[]);
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_flowing(&tb, &down, 300_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s14 session across the bridge's recreation");
+}
+
+/// Scenario 15: the issuer is down while the node moves. The current
+/// agent's request times out, the node is told (its old address stays
+/// pending, never relayed), and when the issuer comes back (restarted,
+/// a new run) the handover completes without restarting anything else;
+/// the session's bytes arrive intact.
+#[test]
+fn s15_issuer_down_mid_handover_then_back() {
+    let Some(mut tb) = setup(Options::default().label("s15").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s15-down", a());
+    wait_flowing(&tb, &down, 100_000, T);
+    tb.kill_agent(Ma::A, libc::SIGKILL).unwrap();
+    let m = tb.move_to(Ma::B).unwrap();
+    assert_eq!(m.addr, b());
+    tb.wait_node_at(Ma::B, T).unwrap();
+    // Past ma-b's retransmission budget (12.6 s): told, not relayed.
+    std::thread::sleep(Duration::from_secs(14));
+    let st = tb.node_status().unwrap();
+    let old = st.binding(&a().to_string()).map(|b| b.state.clone());
+    assert_eq!(old.as_deref(), Some("pending"), "{}", st.raw);
+    assert!(
+        counter(&tb, Ma::B, "tx") > 0 && tb.agent_running(Ma::B),
+        "ma-b keeps serving"
+    );
+    // The issuer returns: the node's next retry completes the handover.
+    tb.start_agent(Ma::A).unwrap();
+    tb.wait_node_binding(a(), "relayed", Duration::from_secs(30))
+        .unwrap();
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 300_000, Duration::from_secs(60));
+    let r = down.finish(Duration::from_secs(60)).unwrap();
+    assert_verified(&r, "s15 session across the issuer's absence");
+}
+
+/// Scenario 16: an address is never both redirected and another host's.
+/// While the node is away with 10.1.0.50, the router's own ping to it
+/// (what dnsmasq sends before leasing an address) is answered by the node
+/// through the tunnel, so dnsmasq would not lease it; when another host
+/// takes it anyway, ma-a ends the redirect at once, that host's traffic
+/// is never tunnelled, and the node is told its binding ended.
+#[test]
+fn s16_redirected_address_taken_by_another_host() {
+    let Some(mut tb) = setup(
+        Options::default()
+            .label("s16")
+            .agents(&[Ma::A, Ma::B])
+            .lanhost(),
+    ) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let s = stream(&tb, Dir::Down, "s16-old", a());
+    wait_flowing(&tb, &s, 100_000, Duration::from_secs(10));
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    // The router pings the redirected address: the node answers it.
+    tb.agent(Ma::A)
+        .run(
+            busybox,
+            &["ping", "-c", "2", "-W", "2", "10.1.0.50"],
+            Duration::from_secs(10),
+        )
+        .expect("the router's ping to a redirected address is answered");
+    // Another host takes 10.1.0.50 on LAN A and speaks.
+    let ended = counter(&tb, Ma::A, "redirects_ended");
+    let lh = tb.lanhost();
+    lh.ip(&["addr", "add", "10.1.0.50/24", "dev", "eth0"])
+        .unwrap();
+    lh.ip(&["route", "add", "default", "via", "10.1.0.1"])
+        .unwrap();
+    lh.run(
+        busybox,
+        &["ping", "-c", "3", "-W", "1", "10.1.0.1"],
+        Duration::from_secs(10),
+    )
+    .expect("the other host reaches its gateway, not a tunnel");
+    tb.wait_agent(Ma::A, "the redirect to end", T, |st| {
+        st.counter("redirects_ended") > ended && st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    tb.wait_agent(Ma::B, "the visitor side to go", T, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    // Its Internet traffic leaves by A's WAN as its own.
+    let w = tb.whoami_from(&lh, None).unwrap();
+    assert_eq!(*w.local.ip(), a());
+    assert_eq!(*w.seen.ip(), Ma::A.wan_ip());
+    // The node learns it at its next refresh (a third of the 60 s
+    // lifetime) and stops claiming the address.
+    let t = Duration::from_secs(30);
+    tb.wait_node(&format!("{} to be dropped", a()), t, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    drop(s);
+}
+
+/// Scenario 17: no clocks. ma-b's wall clock is three days behind
+/// (libfaketime), as on a router without NTP: the handover A → B works
+/// as usual. Then ma-a reboots with its state directory wiped: a new
+/// handover works at once (peers meet again with one challenge).
+#[test]
+fn s17_agent_clock_days_off_and_wiped_state() {
+    const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if !Path::new(FAKETIME).exists() {
+        eprintln!("SKIPPED: no libfaketime ({FAKETIME}; Debian's libfaketime)");
+        return;
+    }
+    let mut opts = Options::default().label("s17").agents(&[Ma::A, Ma::B]);
+    for (k, v) in [
+        ("LD_PRELOAD", FAKETIME),
+        ("FAKETIME", "-3d"),
+        // Only the wall clock: timers run on the monotonic one.
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ] {
+        opts.agent_env.push((Ma::B, k.into(), v.into()));
+    }
+    let Some(mut tb) = setup(opts) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    // ma-b's log lines carry its wall clock: three days behind ours.
+    let log = std::fs::read_to_string(tb.agent_dir(Ma::B).join("simsd.log")).unwrap();
+    let stamp: Option<u64> = log
+        .lines()
+        .find_map(|l| l.strip_prefix('[')?.split('.').next()?.parse().ok());
+    let ours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let behind = ours.saturating_sub(stamp.expect("a log line with a time"));
+    assert!(
+        behind > 2 * 86_400,
+        "ma-b's clock is only {behind} s behind"
+    );
+
+    let mut down = stream(&tb, Dir::Down, "s17-down", a());
+    wait_flowing(&tb, &down, 100_000, T);
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 300_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s17 session with ma-b's clock 3 days off");
+
+    // ma-a reboots with an empty state directory (its credentials gone).
+    tb.kill_agent(Ma::A, libc::SIGKILL).unwrap();
+    let _ = std::fs::remove_file(tb.agent_dir(Ma::A).join("simsd.state"));
+    tb.start_agent(Ma::A).unwrap();
+    move_relayed(&mut tb, Ma::A, &[]);
+    let mut again = stream(&tb, Dir::Down, "s17-again", a());
+    wait_flowing(&tb, &again, 100_000, T);
+    let t = Instant::now();
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    eprintln!(
+        "s17: relayed {:.2} s after moving, ma-a freshly wiped",
+        t.elapsed().as_secs_f64()
+    );
+    wait_flowing(&tb, &again, 300_000, T);
+    let r = again.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s17 session after ma-a's wiped reboot");
+}
