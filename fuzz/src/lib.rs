@@ -108,3 +108,27 @@ pub fn time_step(
         u64::from(u.arbitrary::<u32>()?)
     })
 }
+
+/// A node's signature over `input`, from a cache: signing is most of what
+/// a harness spends, and the fuzzer repeats inputs that differ elsewhere.
+pub fn sign_cached(
+    node: usize,
+    sk: &ed25519_compact::SecretKey,
+    input: &sims_proto::msg::ProofInput,
+) -> sims_proto::msg::Sig {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static CACHE: RefCell<HashMap<(usize, Vec<u8>), sims_proto::msg::Sig>> =
+            RefCell::new(HashMap::new());
+    }
+    let bytes = sims_proto::msg::proof_bytes(input).expect("proof fits");
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 1 << 16 {
+            c.clear();
+        }
+        *c.entry((node, bytes.to_vec()))
+            .or_insert_with(|| sims_proto::msg::sign_proof(sk, input).expect("signs"))
+    })
+}
