@@ -1,6 +1,6 @@
 //! `cargo xtask <command>`:
 //!
-//! * `test [--no-lint] [--no-unit] [-- <libtest args>]` — `cargo fmt --check`,
+//! * `test [--no-lint] [--no-unit] [--no-fuzz] [-- <libtest args>]` — `cargo fmt --check`,
 //!   `cargo clippy --workspace --all-targets -- -D warnings`, the workspace's
 //!   unit tests, then builds the binaries and runs the testbed self-test and
 //!   the scenario tests one at a time (root needed; they skip otherwise).
@@ -19,7 +19,12 @@
 //!   tests/vm/): the harness's self-check, then one boot of a Debian kernel
 //!   under QEMU running the testbed self-test and the scenario suite with
 //!   kernel ipip on every agent, then mixed (ma-a kernel, others userspace).
-//!   `cargo xtask test` runs it last (skip with `--no-vm`).
+//!   `cargo xtask test` runs it after the router targets (skip with `--no-vm`).
+//! * `fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]` — builds the
+//!   fuzz crate (fuzz/, outside the workspace) with nightly and the flags
+//!   of cargo-fuzz, runs each libFuzzer target for N s or N executions
+//!   (default 20 s), prints the executions per target (cmd/fuzz.rs).
+//!   `cargo xtask test` ends with 20 s of each (skip with `--no-fuzz`).
 //! * `bench handover [--moves N]` — release build, N alternating moves
 //!   measured with `sims-traffic probe`; the last line is
 //!   `handover median_ms=<x> p99_ms=<y> moves=<n>`. `--debug` uses debug
@@ -39,7 +44,7 @@
 //! | `opts.rs` | the one option parser |
 //! | `cargo.rs` | the workspace, its cargo, host builds |
 //! | `deps.rs` | host packages and rust components on first use |
-//! | `cmd/{test,demo,build,bench}.rs` | the commands |
+//! | `cmd/{test,demo,build,bench,fuzz}.rs` | the commands |
 //! | `targets/{boards,toolchain,footprint}.rs` | the router targets |
 //!
 //! The VM harness is the `sims-vm` crate (tests/vm/), the namespace
@@ -53,7 +58,7 @@ mod targets;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targets] [--no-vm] [-- <test args>]
+const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targets] [--no-vm] [--no-fuzz] [-- <test args>]
        cargo xtask test vm [--no-selftest] [--selftest-only] [--backends kernel,mixed] [--timeout-s N] [-- <test args>]
        cargo xtask demo [--dwell-s N]
        cargo xtask testbed [--daemons] [--at a|b|c] [--for-s N]
@@ -65,7 +70,8 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask build --target <triple>... | --all
        cargo xtask targets [--install]
        cargo xtask bench footprint [--target <triple>]...
-       cargo xtask bench flood";
+       cargo xtask bench flood
+       cargo xtask fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]";
 
 const BENCH_USAGE: &str = "usage: cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]
        cargo xtask bench footprint [--target <triple>]...
@@ -91,6 +97,7 @@ fn main() -> ExitCode {
         ("test", Some("vm")) => cmd::test::test_vm(&rest[1..]),
         ("test", _) => cmd::test::test(rest),
         ("build", _) => cmd::build::build(rest),
+        ("fuzz", _) => cmd::fuzz::fuzz(rest),
         ("targets", _) => cmd::build::list(rest),
         ("demo", _) => cmd::demo::demo(rest),
         ("testbed", _) => cmd::demo::testbed(rest),

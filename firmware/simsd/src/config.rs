@@ -6,9 +6,9 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::owned::{defaults, KernelIds};
 use sims_proto::agent::{AgentConfig, PeerConfig};
 use sims_proto::{AgentId, Prefix};
-use simsd::owned::{defaults, KernelIds};
 
 /// Which tunnel implementation carries relayed packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! simsd, the SIMS Mobility Agent: a thin poll loop around the sans-IO
 //! agent of `sims-proto`, executing its actions on the kernel.
 
-mod config;
 mod daemon;
 mod dataplane;
 mod exec;
@@ -13,6 +12,7 @@ use std::process::ExitCode;
 
 use sims_daemon::args::{exit_status, usage_error, Args as Words};
 use sims_daemon::{logger, status as status_socket};
+use simsd::config;
 
 const USAGE: &str = "\
 Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | check | keygen]

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: lint, unit tests, the testbed self-test and the
 //! scenarios on the host, every router target's tests, then the VM suite
-//! (x86_64 with kernel ipip, then the router targets' guests);
+//! (x86_64 with kernel ipip, then the router targets' guests), then each
+//! fuzz target for 20 s;
 //! `test --target ...` (one target's tests) and `test vm ...`.
 
 use std::time::{Duration, Instant};
@@ -9,15 +10,23 @@ use sims_vm::host::is_root;
 use sims_vm::suite::{self, SuiteOptions};
 
 use crate::cargo::{build_bins, build_test_bins, cargo, run, target_dir, workspace};
+use crate::cmd::fuzz;
 use crate::targets::{self, Board};
 use crate::{deps, opts};
 
 /// `cargo xtask test [--no-lint] [--no-unit] [--no-targets] [--no-vm]
-/// [-- <libtest args>]`, or `test --target <t>... | --all`.
+/// [--no-fuzz] [-- <libtest args>]`, or `test --target <t>... | --all`.
 pub fn test(args: &[String]) -> Result<(), String> {
     let o = opts::parse(
         args,
-        &["--no-lint", "--no-unit", "--no-vm", "--no-targets", "--all"],
+        &[
+            "--no-lint",
+            "--no-unit",
+            "--no-vm",
+            "--no-targets",
+            "--no-fuzz",
+            "--all",
+        ],
         &["--target"],
     )?;
     if !o.targets().is_empty() {
@@ -93,9 +102,21 @@ pub fn test(args: &[String]) -> Result<(), String> {
             guest_suites(&["--all".to_string()], &[])?;
         }
     }
+    if !o.has("--no-fuzz") {
+        // Every fuzz target for a short fixed time (the long runs are
+        // `cargo xtask fuzz --runs N`, docs/BENCHMARKS.md "Fuzzing").
+        let limit = fuzz::Limit {
+            secs: Some(FUZZ_SECS),
+            runs: None,
+        };
+        fuzz::run(&[], limit, false)?;
+    }
     println!("==> all passed");
     Ok(())
 }
+
+/// Seconds per fuzz target in `cargo xtask test`.
+const FUZZ_SECS: u64 = 20;
 
 /// The router targets' tests: unit and protocol tests under QEMU user
 /// mode (natively for x86_64), the release build, and its binaries'

@@ -192,6 +192,51 @@ pub struct Neigh {
     pub state: u16,
 }
 
+/// One message of a kernel datagram, parsed as [`Netlink`] and
+/// [`crate::monitor::Monitor`] parse it (None: not IPv4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Link(LinkInfo),
+    Addr(Option<AddrInfo>),
+    Route(Option<Route>),
+    Rule(Option<Rule>),
+    Neigh(Option<(u32, Ipv4Addr, Neigh)>),
+    /// NLMSG_ERROR: the errno, 0 for an ack.
+    Error(i32),
+    Done,
+    /// A type no parser here reads.
+    Other(u16),
+}
+
+/// Every message of one datagram from the kernel, each through the parser
+/// of its type, up to the first framing error (which ends the list). The
+/// entry point of the fuzz target `netlink` (fuzz/): the framing and the
+/// parsers the daemons use, without a socket.
+pub fn parse_datagram(data: &[u8]) -> Vec<io::Result<Reply>> {
+    let mut out = Vec::new();
+    for m in crate::nlmsg::messages(data) {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                out.push(Err(e));
+                break;
+            }
+        };
+        let p = m.payload;
+        out.push(match m.ty {
+            RTM_NEWLINK | RTM_DELLINK => parse_link(p).map(Reply::Link),
+            RTM_NEWADDR | RTM_DELADDR => parse_addr(p).map(Reply::Addr),
+            RTM_NEWROUTE | RTM_DELROUTE => parse_route(p).map(Reply::Route),
+            RTM_NEWRULE | RTM_DELRULE => parse_rule(p).map(Reply::Rule),
+            RTM_NEWNEIGH => parse_neigh(p).map(Reply::Neigh),
+            crate::nlmsg::NLMSG_ERROR => crate::nlmsg::error_code(&m).map(Reply::Error),
+            crate::nlmsg::NLMSG_DONE => Ok(Reply::Done),
+            ty => Ok(Reply::Other(ty)),
+        });
+    }
+    out
+}
+
 /// A NETLINK_ROUTE socket for synchronous requests.
 pub struct Netlink {
     sock: NlSocket,

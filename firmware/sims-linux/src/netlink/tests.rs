@@ -200,3 +200,26 @@ fn truncated_and_garbage_never_panic() {
     let e = parse_route(&[AF_INET, 16, 0]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
 }
+
+#[test]
+fn datagrams_parse_message_by_message() {
+    let r = sample_route();
+    let mut data = route_msg(RTM_NEWROUTE, ACK, &r).unwrap().finish(1).to_vec();
+    // An ack (NLMSG_ERROR with errno 0, then the request's header).
+    let mut ack = Msg::new(crate::nlmsg::NLMSG_ERROR, 0);
+    ack.push(&[0u8; 20]);
+    data.extend_from_slice(ack.finish(2));
+    let mut done = Msg::new(crate::nlmsg::NLMSG_DONE, 0);
+    done.push(&[0u8; 4]);
+    data.extend_from_slice(done.finish(3));
+    let got: Vec<Reply> = parse_datagram(&data)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, [Reply::Route(Some(r)), Reply::Error(0), Reply::Done]);
+    // A framing error ends the list with it.
+    data.extend_from_slice(&[0xff; 7]);
+    let got = parse_datagram(&data);
+    assert_eq!(got.len(), 4);
+    assert!(got[3].is_err());
+}

@@ -791,6 +791,25 @@ mod tests {
         assert!(Node::restore(NodeConfig::default(), &[], [2; 6], [9; 32]).is_none());
     }
 
+    /// Found by the fuzz target `restore`: a state file whose seed is all
+    /// zeros (a zeroed header-less file, or a version 2 one with its
+    /// checksum) made Node::restore panic in Ed25519's key derivation, and
+    /// sims-node with it at every start.
+    #[test]
+    fn restore_refuses_an_all_zero_key() {
+        let cfg = NodeConfig::default;
+        assert!(Node::restore(cfg(), &[0; 34], [2; 6], [9; 32]).is_none());
+        let mut n = Node::new(cfg(), [1; 32], [2; 6], [0; 32]);
+        n.seq = 3;
+        let mut saved = n.save();
+        saved[6..38].fill(0);
+        let body = saved.len() - crate::persist::CHECKSUM_LEN;
+        use sha2::{Digest, Sha256};
+        let sum = Sha256::digest(&saved[..body]);
+        saved[body..].copy_from_slice(&sum[..crate::persist::CHECKSUM_LEN]);
+        assert!(Node::restore(cfg(), &saved, [2; 6], [9; 32]).is_none());
+    }
+
     #[test]
     fn solicits_on_new_address_and_holds_old_ones() {
         let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);

@@ -72,6 +72,12 @@ impl Node {
         if !r.is_empty() {
             return None;
         }
+        // Not a key (Ed25519 refuses it, and Node::new would panic): a
+        // zeroed file, e.g. a header-less one without a checksum.
+        if seed == [0; 32] {
+            warn!("saved state holds an all-zero key; not restored");
+            return None;
+        }
         let mut n = Node::new(cfg, seed, mac, random);
         n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
         for cred in creds {

@@ -14,7 +14,6 @@
 //! loaded with `nft -f` (once at start and on reload).
 
 mod forward;
-mod offload;
 mod resync;
 mod routing;
 mod tunnels;
@@ -27,6 +26,7 @@ use log::{debug, info};
 use sims_linux::netlink::{Netlink, NUD_STALE};
 use sims_linux::nfset::NfSet;
 use sims_proto::agent::{Action, PeerIdx};
+use simsd::offload;
 use simsd::owned::NFT_TABLE;
 
 use crate::config::{Backend, Config};
