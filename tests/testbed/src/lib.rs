@@ -7,6 +7,7 @@
 
 pub mod bench_dataplane;
 pub mod bench_handover;
+pub mod capture;
 pub mod forge;
 pub mod garbage;
 pub mod harness;
