@@ -60,6 +60,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
     for (step, target) in [
         ("testbed self-test", "testbed"),
         ("scenario tests", "scenarios"),
+        ("attack scenarios", "attacks"),
     ] {
         let mut c = cargo();
         c.args([
