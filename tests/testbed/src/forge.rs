@@ -4,12 +4,17 @@
 //! It forges, with sims-proto's own encoders and Ed25519 keys of its own
 //! choosing: node identities ([`keypair`]), Redirect proofs signed by any
 //! key for any credential, agent, address and sequence ([`redirect_proof`]),
-//! registrations carrying such proofs ([`registration`], sent and answered
-//! with [`register`]) and the cookie a host gets for its own address
-//! ([`cookie`]), and agent-to-agent TunnelRequests with any sender,
-//! instance, envelope sequence, echo and key ([`tunnel_request`]). Forged
-//! signatures, stolen credentials, replayed bytes, replayed or
-//! unauthenticated envelopes are all built from these.
+//! registrations carrying such proofs with any MAC ([`registration`],
+//! [`registration_as`]; sent and answered with [`register`] and
+//! [`register_from`]), solicitations ([`solicitation`]) and the cookie a
+//! host gets for its own address ([`cookie`], [`cookie_in`]), credentials
+//! an issuer never issued ([`credential`]), agent-to-agent TunnelRequests
+//! with any sender, instance, envelope sequence, echo and key
+//! ([`tunnel_request`]), and a registration flood at the rate a socket
+//! takes it ([`flood_claims`], [`flood_registrations`]). Forged signatures, stolen
+//! credentials, replayed bytes, replayed or unauthenticated envelopes,
+//! spoofed sources (sent with `Netns::send_udp_spoofed`) are all built
+//! from these.
 //!
 //! Why it exists: the daemons never produce such datagrams, so the only way
 //! to test that an agent refuses them (and leaves no state behind) is to
@@ -17,8 +22,10 @@
 //! the tests can forge and keeps the scenario file about what must happen.
 //! It only talks to the testbed's own namespaces.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
 
 use ed25519_compact::{KeyPair, Seed};
 use sims_proto::msg::{
@@ -26,6 +33,8 @@ use sims_proto::msg::{
     ProofInput, Registration, RegistrationReply, Sig, Solicitation, Status, TunnelRequest,
 };
 
+use crate::garbage::Prng;
+use crate::netns::Netns;
 use crate::product::SIMS_PORT;
 use crate::sys::Result;
 use crate::testbed::{Ma, Testbed, MN_MAC};
@@ -40,12 +49,36 @@ pub fn key_in_status(k: &KeyPair) -> String {
     k.pk[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn mn_mac() -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (m, h) in mac.iter_mut().zip(MN_MAC.split(':')) {
-        *m = u8::from_str_radix(h, 16).expect("MN_MAC is hex");
+/// `02:00:00:00:00:50` as bytes.
+pub fn mac_bytes(mac: &str) -> [u8; 6] {
+    let mut b = [0u8; 6];
+    for (m, h) in b.iter_mut().zip(mac.split(':')) {
+        *m = u8::from_str_radix(h, 16).expect("a MAC in hex");
     }
-    mac
+    b
+}
+
+pub fn mn_mac() -> [u8; 6] {
+    mac_bytes(MN_MAC)
+}
+
+/// A credential as `issuer` would issue it for `addr`, with a serial of
+/// the forger's choosing (a guess: real serials are random).
+pub fn credential(addr: Ipv4Addr, issuer: &str, serial: u64) -> Credential {
+    Credential {
+        addr: addr.octets(),
+        issuer: issuer.into(),
+        serial,
+    }
+}
+
+/// A Solicitation naming `node`.
+pub fn solicitation(nonce: u64, node: &KeyPair) -> Vec<u8> {
+    let m = Message::Solicitation(Solicitation {
+        nonce,
+        node: *node.pk,
+    });
+    encode(&m, None).expect("solicitation fits").to_vec()
 }
 
 /// A Redirect proof (§5) of `cred` for `agent`, node address and seq,
@@ -64,28 +97,28 @@ pub fn redirect_proof(
 /// The cookie agent `x` gives key `node` at `addr`: what any host holding
 /// `addr` gets by soliciting from it (the answer comes to `addr` only).
 pub fn cookie(tb: &Testbed, x: Ma, addr: Ipv4Addr, node: &KeyPair) -> Result<Cookie> {
+    cookie_in(&tb.mn(), x, addr, node)
+}
+
+/// [`cookie`], soliciting from namespace `ns` (which holds `addr`).
+pub fn cookie_in(ns: &Netns, x: Ma, addr: Ipv4Addr, node: &KeyPair) -> Result<Cookie> {
     let nonce = 0x5eed_0000_0000_0000 | u64::from(u32::from(addr));
-    let m = Message::Solicitation(Solicitation {
-        nonce,
-        node: *node.pk,
-    });
-    let d = encode(&m, None).expect("solicitation fits").to_vec();
-    tb.mn()
-        .udp_request(
-            SocketAddrV4::new(addr, SIMS_PORT),
-            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
-            &d,
-            Duration::from_secs(1),
-            Duration::from_secs(10),
-            |d, _| match decode(d) {
-                Ok(Message::Advertisement(a)) => {
-                    a.solicited.filter(|s| s.nonce == nonce).map(|s| s.cookie)
-                }
-                _ => None,
-            },
-        )
-        .map_err(|e| format!("solicitation to {}: {e}", x.id()))?
-        .ok_or_else(|| format!("{} gave no cookie to {addr}", x.id()))
+    let d = solicitation(nonce, node);
+    ns.udp_request(
+        SocketAddrV4::new(addr, SIMS_PORT),
+        SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+        &d,
+        Duration::from_secs(1),
+        Duration::from_secs(10),
+        |d, _| match decode(d) {
+            Ok(Message::Advertisement(a)) => {
+                a.solicited.filter(|s| s.nonce == nonce).map(|s| s.cookie)
+            }
+            _ => None,
+        },
+    )
+    .map_err(|e| format!("solicitation to {}: {e}", x.id()))?
+    .ok_or_else(|| format!("{} gave no cookie to {addr}", x.id()))
 }
 
 /// A Registration of node key `node` (with the node's real MAC) at `addr`.
@@ -97,11 +130,25 @@ pub fn registration(
     cookie: Cookie,
     bindings: Vec<OldBinding>,
 ) -> Vec<u8> {
+    registration_as(req_id, node, addr, mn_mac(), seq, cookie, bindings)
+}
+
+/// A Registration of node key `node` at `addr` claiming link-layer
+/// address `mac`.
+pub fn registration_as(
+    req_id: u64,
+    node: &KeyPair,
+    addr: Ipv4Addr,
+    mac: [u8; 6],
+    seq: u64,
+    cookie: Cookie,
+    bindings: Vec<OldBinding>,
+) -> Vec<u8> {
     let m = Message::Registration(Registration {
         req_id,
         node: *node.pk,
         addr: addr.octets(),
-        mac: mn_mac(),
+        mac,
         seq,
         cookie,
         bindings: bindings.into_iter().collect(),
@@ -121,20 +168,31 @@ pub fn register(
     datagram: &[u8],
     timeout: Duration,
 ) -> Result<RegistrationReply> {
-    tb.mn()
-        .udp_request(
-            SocketAddrV4::new(addr, SIMS_PORT),
-            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
-            datagram,
-            Duration::from_secs(1),
-            timeout,
-            |d, _| match decode(d) {
-                Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
-                _ => None,
-            },
-        )
-        .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
-        .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))
+    register_from(&tb.mn(), x, addr, req_id, datagram, timeout)
+}
+
+/// [`register`] from namespace `ns` (which holds `addr`).
+pub fn register_from(
+    ns: &Netns,
+    x: Ma,
+    addr: Ipv4Addr,
+    req_id: u64,
+    datagram: &[u8],
+    timeout: Duration,
+) -> Result<RegistrationReply> {
+    ns.udp_request(
+        SocketAddrV4::new(addr, SIMS_PORT),
+        SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+        datagram,
+        Duration::from_secs(1),
+        timeout,
+        |d, _| match decode(d) {
+            Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
+            _ => None,
+        },
+    )
+    .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
+    .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))
 }
 
 /// The status of `addr` in a reply's results.
@@ -162,4 +220,128 @@ pub fn tunnel_request(
         msg,
     });
     encode(&m, Some(key)).expect("tunnel request fits").to_vec()
+}
+
+/// What a flood did: datagrams sent, sends that failed, and the agent's
+/// answers that came back while it ran, by `<reply status>[/<claim's
+/// status>]`.
+#[derive(Clone, Debug, Default)]
+pub struct Flood {
+    pub sent: u64,
+    pub send_errors: u64,
+    pub replies: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+/// The claims of a flood (see [`flood_registrations`]): for each address
+/// of `addrs`, a credential of `issuer`'s that was never issued (random
+/// serial) and a valid Redirect proof of it, signed by `node`, for agent
+/// `agent` and the flooder's address `from`, each with its own sequence
+/// number. Signed once, before a flood, which then costs no signing.
+pub fn flood_claims(
+    node: &KeyPair,
+    agent: &str,
+    issuer: &str,
+    from: Ipv4Addr,
+    addrs: &[Ipv4Addr],
+) -> Vec<(u64, OldBinding)> {
+    let mut rng = Prng::new(random_seed());
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let seq = i as u64 + 1;
+            let cred = credential(*a, issuer, rng.next_u64());
+            let proof = redirect_proof(node, &cred, agent, from, seq);
+            (seq, OldBinding { cred, proof })
+        })
+        .collect()
+}
+
+/// Floods agent `to` with registrations from `from` (the flooder's own
+/// address, holding `cookie` for `node` there) as fast as the socket takes
+/// them (`rate` None) or at `rate` a second, until `limit` passes, `max`
+/// are sent or `stop()` holds: each
+/// with a fresh random request id and one of `claims` ([`flood_claims`]:
+/// a valid proof, what makes the agent spend a verification and ask the
+/// issuer), in turn. Runs in the calling thread's namespace.
+#[allow(clippy::too_many_arguments)]
+pub fn flood_registrations(
+    from: SocketAddrV4,
+    to: SocketAddrV4,
+    node: &KeyPair,
+    mac: [u8; 6],
+    cookie: Cookie,
+    claims: &[(u64, OldBinding)],
+    rate: Option<u64>,
+    limit: Duration,
+    max: u64,
+    stop: impl Fn() -> bool,
+) -> io::Result<Flood> {
+    if claims.is_empty() {
+        return Err(io::Error::other("nothing to claim"));
+    }
+    let mut rng = Prng::new(random_seed());
+    let sock = UdpSocket::bind(from)?;
+    let mut f = Flood::default();
+    let mut buf = vec![0u8; 2048];
+    let t0 = Instant::now();
+    while f.sent + f.send_errors < max && t0.elapsed() < limit && !stop() {
+        if let Some(r) = rate {
+            // Ahead of the rate: wait for it (in short sleeps).
+            let due = Duration::from_secs_f64((f.sent + f.send_errors) as f64 / r.max(1) as f64);
+            if let Some(ahead) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(ahead.min(Duration::from_millis(10)));
+                continue;
+            }
+        }
+        let batch = if rate.is_some() { 8 } else { 64 };
+        for _ in 0..batch {
+            let (seq, ob) = &claims[((f.sent + f.send_errors) % claims.len() as u64) as usize];
+            // xorshift64* never repeats within its period: distinct ids.
+            let req_id = rng.next_u64();
+            let d = registration_as(
+                req_id,
+                node,
+                *from.ip(),
+                mac,
+                *seq,
+                cookie,
+                vec![ob.clone()],
+            );
+            match sock.send_to(&d, to) {
+                Ok(_) => f.sent += 1,
+                Err(_) => f.send_errors += 1,
+            }
+        }
+        // The answers, without waiting for any (at most a batch's worth:
+        // the agent answers each datagram at most once).
+        sock.set_nonblocking(true)?;
+        for _ in 0..256 {
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            f.replies += 1;
+            if let Ok(Message::RegistrationReply(r)) = decode(&buf[..n]) {
+                // The reply's status, and the claim's if it got that far.
+                let claim = r.results.first().map(|b| format!("/{:?}", b.status));
+                let key = format!("{:?}{}", r.status, claim.unwrap_or_default());
+                *f.by_status.entry(key).or_default() += 1;
+            }
+        }
+        sock.set_nonblocking(false)?;
+    }
+    f.elapsed = t0.elapsed();
+    Ok(f)
+}
+
+/// 8 bytes of /dev/urandom.
+fn random_seed() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom readable");
+    u64::from_le_bytes(b)
 }

@@ -7,6 +7,7 @@
 
 pub mod bench_dataplane;
 pub mod bench_handover;
+pub mod capture;
 pub mod forge;
 pub mod garbage;
 pub mod harness;
@@ -30,6 +31,6 @@ pub use sys::wait_for;
 pub use testbed::config;
 pub use testbed::{
     cleanup_stale, default_bin_dir, skip_reason, workspace_dir, KernelState, Ma, MoveInfo, Options,
-    Testbed, CN_IP, CN_PORT, MN_IFACE, MN_MAC, SIMS_PORT, SIMS_PROTO, SIMS_TABLE,
+    Testbed, CN_IP, CN_PORT, GUEST_IFACE, MN_IFACE, MN_MAC, SIMS_PORT, SIMS_PROTO, SIMS_TABLE,
 };
 pub use traffic::{mono_ns, Progress, StreamResult};

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -93,6 +93,56 @@ impl Netns {
         })
     }
 
+    /// Starts `f` on a new thread that has joined this namespace and
+    /// returns at once; `join` the handle for its result. For work that
+    /// runs while the test does something else (a capture, a flood); `f`
+    /// must bound its own time.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<Result<T>>> {
+        let file = File::open(self.path()).map_err(|e| format!("open {:?}: {e}", self.path()))?;
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name(format!("in-{name}"))
+            .spawn(move || {
+                // SAFETY: valid netns fd; affects this thread only.
+                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if r != 0 {
+                    return Err(format!("setns {name}: {}", io::Error::last_os_error()));
+                }
+                Ok(f())
+            })
+            .map_err(|e| format!("spawn a thread in {}: {e}", self.name))
+    }
+
+    /// Sends each datagram `repeat` times from `from`, an address this
+    /// namespace need not have (a spoofed source: [`udp_socket_freebind`]),
+    /// to `to`.
+    /// Bounded by the input.
+    pub fn send_udp_spoofed(
+        &self,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        datagrams: &[Vec<u8>],
+        repeat: usize,
+        pause: Duration,
+    ) -> Result<usize> {
+        self.in_ns(|| -> Result<usize> {
+            let sock = udp_socket_freebind(from).map_err(|e| format!("bind {from}: {e}"))?;
+            let mut sent = 0;
+            for _ in 0..repeat {
+                for d in datagrams {
+                    if sock.send_to(d, to).is_ok() {
+                        sent += 1;
+                    }
+                    std::thread::sleep(pause);
+                }
+            }
+            Ok(sent)
+        })?
+    }
+
     /// Writes sysctls (keys like `net.ipv4.ip_forward`) inside the namespace.
     pub fn sysctls(&self, kv: &[(String, String)]) -> Result<Vec<String>> {
         self.in_ns(|| {
@@ -111,6 +161,27 @@ impl Netns {
         let p = format!("/proc/sys/{}", key.replace('.', "/"));
         self.in_ns(move || std::fs::read_to_string(&p).map(|s| s.trim().to_string()))?
             .map_err(|e| format!("read {key} in {}: {e}", self.name))
+    }
+
+    /// A counter of the namespace's `/proc/net/snmp` (`Udp`,
+    /// `RcvbufErrors`: datagrams dropped because a socket's receive queue
+    /// was full).
+    pub fn snmp_counter(&self, proto: &str, name: &str) -> Result<u64> {
+        let text = self
+            .in_ns(|| std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+            .map_err(|e| format!("/proc/net/snmp in {}: {e}", self.name))?;
+        let tag = format!("{proto}:");
+        let mut rows = text.lines().filter(|l| l.starts_with(&tag));
+        let (names, values) = (rows.next(), rows.next());
+        let (Some(names), Some(values)) = (names, values) else {
+            return Err(format!("no {proto} in /proc/net/snmp of {}", self.name));
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| format!("no {proto} {name} in /proc/net/snmp of {}", self.name))
     }
 
     /// Interface names in the namespace.
@@ -212,4 +283,54 @@ impl Netns {
             Ok(None)
         })?
     }
+}
+
+/// A UDP socket of the calling thread's namespace bound to `addr`, which
+/// need not be an address of the namespace (IP_FREEBIND, IP_TRANSPARENT):
+/// what a host that spoofs its source address sends from.
+pub fn udp_socket_freebind(addr: SocketAddrV4) -> io::Result<UdpSocket> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own; the UdpSocket closes it.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    // IP_FREEBIND binds to an address that is not ours; IP_TRANSPARENT
+    // (CAP_NET_ADMIN) lets the kernel route what is sent from it.
+    let one: libc::c_int = 1;
+    for opt in [libc::IP_FREEBIND, libc::IP_TRANSPARENT] {
+        // SAFETY: valid fd, pointer to a live c_int of its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_IP,
+                opt,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: sockaddr_in is plain old data; all-zero is valid.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = addr.port().to_be();
+    sa.sin_addr = libc::in_addr {
+        s_addr: u32::from(*addr.ip()).to_be(),
+    };
+    // SAFETY: a valid sockaddr_in of its size.
+    let r = unsafe {
+        libc::bind(
+            fd,
+            &sa as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
 }

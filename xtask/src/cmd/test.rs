@@ -70,6 +70,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
         ("testbed self-test", "testbed"),
         ("scenario tests", "scenarios"),
         ("fault scenarios", "faults"),
+        ("attack scenarios", "attacks"),
     ] {
         let mut c = cargo();
         c.args([

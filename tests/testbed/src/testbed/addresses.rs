@@ -8,6 +8,8 @@ pub const CN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const CN_PORT: u16 = 5001;
 pub const MN_MAC: &str = "02:00:00:00:00:50";
 pub const MN_IFACE: &str = "mn0";
+/// A guest's one interface (in its namespace `guest-<x>`).
+pub const GUEST_IFACE: &str = "eth0";
 
 /// One of the three mobility agents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +55,19 @@ impl Ma {
     /// The address dnsmasq gives the mobile node on this agent's LAN.
     pub fn node_addr(self) -> Ipv4Addr {
         Ipv4Addr::new(10, self.n(), 0, 50)
+    }
+    /// A guest's static address on this agent's LAN (outside dnsmasq's
+    /// range and apart from the node's): `10.X.0.66`.
+    pub fn guest_addr(self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.n(), 0, 66)
+    }
+    /// A guest's MAC on this agent's LAN: `02:00:00:00:0X:66`.
+    pub fn guest_mac(self) -> String {
+        format!("02:00:00:00:0{}:66", self.n())
+    }
+    /// A guest's namespace role: `guest-a`.
+    pub fn guest_role(self) -> String {
+        format!("guest-{}", self.letter())
     }
     pub fn provider(self) -> String {
         format!("provider-{}", self.letter())

@@ -11,7 +11,18 @@ use std::time::Duration;
 use super::Testbed;
 use crate::sys::{ip_bin, kill_pid, pid_alive, run_cmd, stop_child};
 
-const ROLES: [&str; 7] = ["cn", "inet", "ma-a", "ma-b", "ma-c", "mn", "lanhost-a"];
+const ROLES: [&str; 10] = [
+    "cn",
+    "inet",
+    "ma-a",
+    "ma-b",
+    "ma-c",
+    "mn",
+    "lanhost-a",
+    "guest-a",
+    "guest-b",
+    "guest-c",
+];
 
 /// Removes namespaces (and kills the processes in them that the old run
 /// recorded having started) that earlier testbed runs left behind: only
@@ -152,6 +163,7 @@ mod tests {
             Some((1234, "s1234-0-".to_string()))
         );
         assert_eq!(parse_ns_name("s1-22-lanhost-a").unwrap().0, 1);
+        assert_eq!(parse_ns_name("s1-22-guest-b").unwrap().0, 1);
         for n in [
             "s1234-0-other",
             "sx-0-cn",

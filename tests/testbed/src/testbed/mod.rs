@@ -9,6 +9,7 @@
 //!                                ── to-c ── wan 100.64.3.2 [ma-c] br-lan 10.3.0.1/24
 //!  mn: mn0 (02:00:00:00:00:50) ══ veth ══ mnport, enslaved to one agent's br-lan
 //!  lanhost-a: eth0 ══ veth ══ lhport on ma-a's br-lan (optional)
+//!  guest-X: eth0 (02:00:00:00:0X:66, 10.X.0.66/24) ══ veth ══ gport on ma-X's br-lan (optional)
 //! ```
 //!
 //! Everything is named `<prefix><role>` with `prefix = s<pid>-<n>-`; Drop
@@ -65,7 +66,7 @@ use crate::netns::Netns;
 use crate::sys::TestbedLock;
 
 pub use crate::product::{SIMS_PORT, SIMS_PROTO, SIMS_TABLE};
-pub use addresses::{Ma, CN_IP, CN_PORT, MN_IFACE, MN_MAC};
+pub use addresses::{Ma, CN_IP, CN_PORT, GUEST_IFACE, MN_IFACE, MN_MAC};
 pub use cleanup::cleanup_stale;
 pub use dhcp::{parse_addrs, UDHCPC_SCRIPT};
 pub use host::{default_bin_dir, skip_reason, workspace_dir};
@@ -119,6 +120,10 @@ impl Testbed {
     }
     pub fn lanhost(&self) -> Netns {
         self.ns("lanhost-a")
+    }
+    /// The guest on `x`'s LAN (`Options::guest`).
+    pub fn guest(&self, x: Ma) -> Netns {
+        self.ns(&x.guest_role())
     }
     pub fn agent(&self, x: Ma) -> Netns {
         self.ns(&x.id())

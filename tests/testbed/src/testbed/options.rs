@@ -11,6 +11,11 @@ pub struct Options {
     pub agents: Vec<Ma>,
     /// Create `lanhost-a`, an ordinary host on LAN A (needs agent A).
     pub lanhost: bool,
+    /// Agents on whose LAN a guest namespace `guest-<x>` is created: an
+    /// ordinary host with its own veth on the bridge, MAC
+    /// [`Ma::guest_mac`] and the static address [`Ma::guest_addr`]/24
+    /// (default route via the agent); an attacker in the scenarios.
+    pub guests: Vec<Ma>,
     /// `(x, y)`: x's config has no `peer` section for y (and its firewall
     /// does not open the WAN to y).
     pub omit_peers: Vec<(Ma, Ma)>,
@@ -47,6 +52,7 @@ impl Default for Options {
         Options {
             agents: Ma::ALL.to_vec(),
             lanhost: false,
+            guests: Vec::new(),
             omit_peers: Vec::new(),
             grace_ms: 1000,
             advert_interval_s: 1,
@@ -85,6 +91,18 @@ impl Options {
     }
     pub fn lanhost(mut self) -> Self {
         self.lanhost = true;
+        self
+    }
+    /// A guest on `x`'s LAN (see [`Options::guests`]).
+    pub fn guest(mut self, x: Ma) -> Self {
+        if !self.guests.contains(&x) {
+            self.guests.push(x);
+        }
+        self
+    }
+    /// The agents' `binding_lifetime` (nodes refresh at a third of it).
+    pub fn binding_lifetime_s(mut self, s: u32) -> Self {
+        self.binding_lifetime_s = s;
         self
     }
     /// Neither x nor y lists the other as a peer.

@@ -14,7 +14,7 @@ use super::cleanup::run_dir_for;
 use super::dhcp::UDHCPC_SCRIPT;
 use super::host::default_traffic_bin;
 use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
-use super::{CN_IP, MN_IFACE, MN_MAC};
+use super::{CN_IP, GUEST_IFACE, MN_IFACE, MN_MAC};
 use crate::netns::Netns;
 use crate::sys::{ip_bin, nft_bin, Result, TestbedLock};
 
@@ -97,6 +97,9 @@ impl Testbed {
         if self.opts.lanhost && !self.has(Ma::A) {
             return Err("lanhost-a needs agent A".into());
         }
+        if let Some(x) = self.opts.guests.iter().find(|x| !self.has(**x)) {
+            return Err(format!("a guest on {}'s LAN needs agent {x}", x.id()));
+        }
         if self.opts.agents.is_empty() {
             return Err("no agents".into());
         }
@@ -106,6 +109,7 @@ impl Testbed {
         if self.opts.lanhost {
             roles.push("lanhost-a".into());
         }
+        roles.extend(self.opts.guests.iter().map(|x| x.guest_role()));
         for r in &roles {
             let ns = self.add_ns(r)?;
             let mut kv: Vec<(String, String)> = vec![
@@ -195,6 +199,23 @@ impl Testbed {
                 "link set lo up".into(),
                 "link set eth0 address 02:00:00:00:00:60".into(),
                 "link set eth0 up".into(),
+            ])?;
+        }
+        for &x in &self.opts.guests.clone() {
+            self.agent(x).ip_batch(&[
+                format!(
+                    "link add gport type veth peer name {GUEST_IFACE} netns {}",
+                    self.guest(x).name
+                ),
+                "link set gport master br-lan".into(),
+                "link set gport up".into(),
+            ])?;
+            self.guest(x).ip_batch(&[
+                "link set lo up".into(),
+                format!("link set {GUEST_IFACE} address {}", x.guest_mac()),
+                format!("addr add {}/24 dev {GUEST_IFACE}", x.guest_addr()),
+                format!("link set {GUEST_IFACE} up"),
+                format!("route add default via {}", x.lan_gw()),
             ])?;
         }
         // Strict rp_filter on every interface; the node answers ARP for /32s.
