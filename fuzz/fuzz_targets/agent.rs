@@ -29,7 +29,7 @@ use sims_proto::msg::{
 };
 use sims_proto::Status;
 
-const STATUSES: [Status; 10] = [
+const STATUSES: [Status; 11] = [
     Status::Ok,
     Status::NotPeer,
     Status::BadProof,
@@ -40,6 +40,7 @@ const STATUSES: [Status; 10] = [
     Status::Timeout,
     Status::BadRequest,
     Status::BadCookie,
+    Status::Failed,
 ];
 const MACS: [[u8; 6]; 3] = [
     [2, 0, 0, 0, 0, 0x50],

@@ -21,7 +21,7 @@ use sims_proto::msg::{
 use sims_proto::node::{Action, Node};
 use sims_proto::Status;
 
-const STATUSES: [Status; 10] = [
+const STATUSES: [Status; 11] = [
     Status::Ok,
     Status::NotPeer,
     Status::BadProof,
@@ -32,12 +32,28 @@ const STATUSES: [Status; 10] = [
     Status::Timeout,
     Status::BadRequest,
     Status::BadCookie,
+    Status::Failed,
 ];
 const AGENTS: [&str; 3] = [AGENT_ID, PEER_IDS[0], PEER_IDS[1]];
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x50];
 const SEED: [u8; 32] = [9; 32];
 const KEEP: usize = 8;
 const MAX_STEPS: usize = 200;
+
+/// Each agent's X25519 key pair and its session key with the node (worked
+/// out once: X25519 is slow next to a step), so that replies can be
+/// sealed as the agents seal them.
+fn agent_keys() -> &'static [([u8; 32], [u8; 32]); 3] {
+    static KEYS: std::sync::OnceLock<[([u8; 32], [u8; 32]); 3]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let node = Node::new(node_config(), SEED, MAC, [5; 32]);
+        core::array::from_fn(|i| {
+            let (sk, pk) = msg::agent_dh_keys([i as u8 + 1; 32]).expect("a key pair");
+            let session = msg::agent_session(&sk, &pk, node.key()).expect("a session");
+            (pk, session)
+        })
+    })
+}
 
 struct World {
     node: Node,
@@ -150,6 +166,10 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
                 agent: id(AGENTS[agent]),
                 provider: Default::default(),
                 endpoint: u.arbitrary()?,
+                dh: match u.ratio(7, 8)? {
+                    true => agent_keys()[agent].0,
+                    false => u.arbitrary()?,
+                },
                 instance: w.instances[agent],
                 seq: u.arbitrary()?,
                 lifetime_s: *u.choose(&[0, 1, 3, 15, u16::MAX])?,
@@ -190,6 +210,7 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
                 lifetime_s: u.arbitrary()?,
                 results,
                 cookie: u.arbitrary()?,
+                mac: [0; 16],
             })
         }
         _ => {
@@ -199,6 +220,7 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
                 req_id,
                 addr,
                 status: *u.choose(&STATUSES)?,
+                mac: [0; 16],
             })
         }
     })
@@ -222,7 +244,14 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
         }
         3..=6 => {
             let m = message(u, w)?;
-            let data = msg::encode(&m, None).expect("fits");
+            let mut data = msg::encode(&m, None).expect("fits");
+            // Replies mostly sealed, by one of the agents (the node believes
+            // only its current agent's seal).
+            let reply = matches!(m, Message::RegistrationReply(_) | Message::ReleaseReply(_));
+            if reply && u.ratio(7, 8)? {
+                let i = u.int_in_range(0..=2)?;
+                msg::seal_reply(&mut data, &agent_keys()[i].1);
+            }
             let (src, dst) = (pick_src(u)?, pick_dst(u, w)?);
             w.node.handle_datagram(t, src, dst, &data, &mut out);
         }

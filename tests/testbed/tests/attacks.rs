@@ -12,7 +12,6 @@
 //! busybox, the binaries); skips with the reason printed otherwise. Run
 //! with `cargo xtask test` (one at a time).
 
-#[allow(dead_code)]
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
