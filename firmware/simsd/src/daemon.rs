@@ -24,6 +24,9 @@ use crate::status;
 /// Neighbour states that mean a host is there.
 const LIVE: u16 = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
 
+/// The state file is written at most this often (except at shutdown).
+const SAVE_EVERY_MS: u64 = 1_000;
+
 /// In the state directory: the saved bindings and credentials.
 const STATE_FILE: &str = "simsd.state";
 /// In the state directory: where `simsd status` asks.
@@ -38,6 +41,7 @@ pub struct Daemon {
     lan: UdpSocket,
     wan: UdpSocket,
     dirty: bool,
+    last_save_ms: u64,
 }
 
 impl Daemon {
@@ -64,6 +68,7 @@ impl Daemon {
             lan,
             wan,
             dirty: true,
+            last_save_ms: 0,
         };
         if let Some(data) = saved {
             if d.with_exec(false, |agent, _, ex| agent.restore(now(), &data, ex)) {
@@ -115,10 +120,19 @@ impl Daemon {
 
     /// Writes the saved state if something in it changed (owner-only: it
     /// lists the nodes' keys and credentials).
-    fn save(&mut self) {
+    /// At most one write a second: a flood of registrations (each renewing
+    /// a guest's credential) must not rewrite the file, on flash, at the
+    /// flood's rate. The loop wakes at least once a second, so a change is
+    /// on disk within about a second; `force` (shutdown) writes at once.
+    fn save(&mut self, force: bool) {
         if !self.dirty {
             return;
         }
+        let t = event::now_ms();
+        if !force && t < self.last_save_ms.saturating_add(SAVE_EVERY_MS) {
+            return;
+        }
+        self.last_save_ms = t;
         self.dirty = false;
         let data = self.agent.save(now());
         if let Err(e) = state::write_atomic(&self.state_file(), &data, state::PRIVATE) {
@@ -265,7 +279,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                             d = d.reload();
                         } else {
                             info!("signal {sig}: shutting down");
-                            d.save();
+                            d.save(true);
                             d.dp.shutdown();
                             return Ok(());
                         }
@@ -300,6 +314,6 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
         let t = now();
         d.with_exec(false, |agent, _, ex| agent.handle_timeout(t, ex));
         d.dp.expire_idle(t.ms);
-        d.save();
+        d.save(false);
     }
 }

@@ -13,6 +13,10 @@
 //!   tunnel too: dnsmasq's "is this address in use?" ping reaches the node
 //!   that holds it (and is answered), so a redirected address is never
 //!   leased to another host.
+//! - `input`: at most 200 control datagrams a second (burst 200) from
+//!   each LAN source address reach simsd's socket: one guest flooding at
+//!   line rate fills neither the socket's buffer nor the daemon's time,
+//!   and the other nodes' datagrams still get through.
 //! - leak guard: nothing from the LAN leaves by the WAN with a source
 //!   outside our LAN prefixes. A visiting node's old address would be
 //!   masqueraded there and the server would reset the session.
@@ -24,6 +28,11 @@ use crate::config::Config;
 
 pub use simsd::owned::{set_in, set_out};
 use simsd::owned::{tunnel_name, NFT_TABLE};
+
+/// The dynamic set of LAN sources the control-port limit tracks.
+const LAN_RATE_SET: &str = "lan_rate";
+/// Control datagrams a second (and burst) allowed per LAN source.
+const LAN_RATE: u32 = 200;
 
 /// The table's text for `cfg`.
 pub fn ruleset(cfg: &Config) -> String {
@@ -48,6 +57,13 @@ pub fn ruleset(cfg: &Config) -> String {
             set_out(i)
         ));
     }
+    // Per-source flood limit on the control port, before the socket.
+    s.push_str(&format!(
+        "\tset {LAN_RATE_SET} {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 60s; }}\n\
+         \tchain input {{\n\t\ttype filter hook input priority filter - 5; policy accept;\n\
+         \t\tiifname \"{lan}\" udp dport {port} update @{LAN_RATE_SET} {{ ip saddr limit rate over {LAN_RATE}/second burst {LAN_RATE} packets }} counter drop\n\t}}\n",
+        port = cfg.agent.port,
+    ));
     s.push_str(
         "\tchain prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n",
     );
@@ -140,6 +156,7 @@ mod tests {
         assert!(r.contains("iifname \"sims-ma-b\" ip saddr != @in_0 ip daddr != @out_0"));
         assert!(r.contains("priority dstnat + 10;"));
         assert!(r.contains("ip daddr @in_0 meta mark set 0x51530001"));
+        assert!(r.contains("udp dport 4434 update @lan_rate { ip saddr limit rate over 200/second"));
         // The router's own packets to a redirected address take the tunnel.
         assert!(r.contains("type route hook output priority mangle;"));
         assert_eq!(

@@ -345,13 +345,13 @@ const FLOOD: Duration = Duration::from_secs(20);
 /// session's bytes arrive intact, and ma-b's verifications stay within
 /// the guest's budget.
 ///
-/// Fails today: simsd takes far fewer datagrams a second than one guest
-/// sends, the kernel drops the rest at its LAN socket (`Udp RcvbufErrors`)
-/// before any per-source limit can sort them, the node's solicitations
-/// and registrations among them, and the node is not registered at B
-/// within 15 s. Run it with `--ignored`.
+/// It failed before simsd's nft table limited each LAN source to 200
+/// control datagrams a second (chain `input`): simsd takes far fewer
+/// datagrams a second than one guest sends, the kernel dropped the rest at
+/// its LAN socket (`Udp RcvbufErrors`), the node's solicitations and
+/// registrations among them, and the node was not registered at B within
+/// 15 s.
 #[test]
-#[ignore = "fails: a line-rate flood fills simsd's LAN socket and locks the node out (issue 9, attack 3)"]
 fn s13_registration_flood_does_not_lock_out() {
     flood_during_handover("s13", None);
 }

@@ -175,6 +175,12 @@ impl Agent {
                 return Some(Status::Replay);
             }
             Some(b) if same(b) => true,
+            // Another node's claim that its issuer has not confirmed yet
+            // (a guest claiming the address first): not final, ask again.
+            Some(b) if b.role == Role::Visitor && b.pending => {
+                self.counters.rx_refused += 1;
+                return Some(Status::NoCapacity);
+            }
             Some(_) => {
                 self.counters.rx_refused += 1;
                 return Some(Status::AddressInUse);

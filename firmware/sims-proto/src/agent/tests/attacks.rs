@@ -788,3 +788,35 @@ fn kill_each_party_at_each_step_of_a_handover() {
     assert_eq!(outcomes[0], 0, "{outcomes:?}");
     assert!(crashes >= 3 * steps, "only {crashes} crashes happened");
 }
+
+/// A guest that claims an arriving node's old address first does not make
+/// the node drop it: the conflict with a claim its issuer has not
+/// confirmed is answered NoCapacity (try again), and the node's retry
+/// succeeds once the issuer has refused the guest. Before: AddressInUse,
+/// final (found by reading the code for s13).
+#[test]
+fn a_squatters_unconfirmed_claim_is_not_final() {
+    let mut w = World::full();
+    w.move_to(A);
+    let x = node_addr(A);
+    let cred = w.node.bindings()[0].cred.clone();
+    // The guest at B claims x with a proof under its own key; A's answer
+    // is slow (lost, retransmitted later).
+    let g = guest_key(0x44);
+    let gaddr = Ipv4Addr::new(10, 2, 0, 66);
+    let c = w.cookie(B, gaddr, &g.pk);
+    let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-b", gaddr.octets(), 1);
+    let proof = msg::sign_proof(&g.sk, &input).unwrap();
+    let d = registration(5, &g, gaddr, M_MAC, 1, c, vec![OldBinding { cred, proof }]);
+    w.drop_peer_traffic = true;
+    w.deliver(vec![(B, SocketAddrV4::new(gaddr, 4434), d)]);
+    assert_eq!(w.binding(B, x).map(|b| b.pending), Some(true));
+    // The real node arrives meanwhile.
+    w.move_to(B);
+    assert_eq!(w.node_state(x), Some(BindingState::Pending), "kept");
+    // A's refusal of the guest comes through; the node's retry wins.
+    w.drop_peer_traffic = false;
+    w.tick(15_000);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    assert_eq!(w.binding(A, x).map(|b| b.peer), Some(0));
+}
