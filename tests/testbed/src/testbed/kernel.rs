@@ -97,13 +97,7 @@ impl Testbed {
             Duration::from_secs(10),
         );
         let (nft_table, set_elements) = match nft {
-            Ok(text) => (
-                true,
-                text.lines()
-                    .filter(|l| l.contains("elements = "))
-                    .map(|l| l.trim().to_string())
-                    .collect(),
-            ),
+            Ok(text) => (true, binding_set_elements(&text)),
             Err(_) => (false, Vec::new()),
         };
         Ok(KernelState {
@@ -204,5 +198,37 @@ mod tests {
                 ("sims-ma-c".to_string(), "ipip".to_string()),
             ]
         );
+    }
+}
+
+/// The element lines of the binding sets (`in_<n>`, `out_<n>`) in `nft
+/// list table` output; the flood limiter's dynamic set (`lan_rate`: one
+/// element per recent LAN source) is not binding state.
+fn binding_set_elements(text: &str) -> Vec<String> {
+    let mut set = "";
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let t = l.trim();
+        if let Some(name) = t
+            .strip_prefix("set ")
+            .and_then(|r| r.split_whitespace().next())
+        {
+            set = name;
+        }
+        if t.contains("elements = ") && (set.starts_with("in_") || set.starts_with("out_")) {
+            out.push(t.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod binding_sets_tests {
+    use super::binding_set_elements;
+
+    #[test]
+    fn only_binding_sets_count() {
+        let text = "table inet sims {\n\tset in_0 {\n\t\ttype ipv4_addr\n\t\telements = { 10.1.0.50 }\n\t}\n\tset lan_rate {\n\t\ttype ipv4_addr\n\t\telements = { 10.1.0.1 limit rate over 200/second }\n\t}\n}\n";
+        assert_eq!(binding_set_elements(text), vec!["elements = { 10.1.0.50 }"]);
     }
 }
