@@ -34,8 +34,9 @@ const LAN_RATE_SET: &str = "lan_rate";
 /// Control datagrams a second (and burst) allowed per LAN source.
 const LAN_RATE: u32 = 200;
 
-/// The table's text for `cfg`.
-pub fn ruleset(cfg: &Config) -> String {
+/// The table's text for `cfg`, with or without the flood limiter (which
+/// needs the kernel's `nft_limit` and dynamic sets).
+fn ruleset(cfg: &Config, limiter: bool) -> String {
     let lan = &cfg.lan_ifname;
     let wan = &cfg.wan_ifname;
     let prefixes: Vec<String> = cfg
@@ -58,12 +59,15 @@ pub fn ruleset(cfg: &Config) -> String {
         ));
     }
     // Per-source flood limit on the control port, before the socket.
-    s.push_str(&format!(
+    let limit = format!(
         "\tset {LAN_RATE_SET} {{ type ipv4_addr; size 4096; flags dynamic,timeout; timeout 60s; }}\n\
          \tchain input {{\n\t\ttype filter hook input priority filter - 5; policy accept;\n\
          \t\tiifname \"{lan}\" udp dport {port} update @{LAN_RATE_SET} {{ ip saddr limit rate over {LAN_RATE}/second burst {LAN_RATE} packets }} counter drop\n\t}}\n",
         port = cfg.agent.port,
-    ));
+    );
+    if limiter {
+        s.push_str(&limit);
+    }
     s.push_str(
         "\tchain prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n",
     );
@@ -134,8 +138,16 @@ fn nft(input: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Loads the table. A kernel without `nft_limit` (or dynamic sets) gets
+/// it without the flood limiter, and a warning: the rest of SIMS works.
 pub fn load(cfg: &Config) -> io::Result<()> {
-    nft(&ruleset(cfg))
+    match nft(&ruleset(cfg, true)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            log::warn!("nft: no flood limiter on this kernel ({e}); loading the table without it");
+            nft(&ruleset(cfg, false))
+        }
+    }
 }
 
 pub fn unload() -> io::Result<()> {
@@ -151,12 +163,14 @@ mod tests {
     fn ruleset_has_one_rule_per_peer_and_the_leak_guard() {
         let text = "config agent\n option id ma-a\n option endpoint 100.64.1.2\n list lan_prefix 10.1.0.0/24\n option lan_ifname br-lan\n option wan_ifname wan\nconfig peer\n option id ma-b\n option endpoint 100.64.2.2\n list lan_prefix 10.2.0.0/24\n option key 6b1d9e3f0a5c7b2e4d8f1a3c5e7b9d0f2a4c6e8b0d1f3a5c7e9b2d4f6a8c0e1f\n";
         let cfg = crate::config::parse(text, "t").unwrap();
-        let r = ruleset(&cfg);
+        let r = ruleset(&cfg, true);
         assert!(r.contains("iifname \"br-lan\" ip saddr @out_0 meta mark set 0x51530001"));
         assert!(r.contains("iifname \"sims-ma-b\" ip saddr != @in_0 ip daddr != @out_0"));
         assert!(r.contains("priority dstnat + 10;"));
         assert!(r.contains("ip daddr @in_0 meta mark set 0x51530001"));
         assert!(r.contains("udp dport 4434 update @lan_rate { ip saddr limit rate over 200/second"));
+        let without = ruleset(&cfg, false);
+        assert!(!without.contains("lan_rate") && without.contains("@in_0"));
         // The router's own packets to a redirected address take the tunnel.
         assert!(r.contains("type route hook output priority mangle;"));
         assert_eq!(
