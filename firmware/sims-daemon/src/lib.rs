@@ -17,7 +17,6 @@ use sims_proto::Now;
 pub fn now() -> Now {
     Now {
         ms: event::now_ms(),
-        unix_s: event::unix_s(),
     }
 }
 

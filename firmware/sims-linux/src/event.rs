@@ -16,14 +16,6 @@ pub fn now_ms() -> u64 {
     })
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_s() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// SIGTERM, SIGINT and SIGHUP delivered through a signalfd.
 pub struct Signals {
     fd: SignalFd,

@@ -71,7 +71,7 @@ mod tests {
     const EVIL: &str = "a\"\\\n\u{1b}\u{9b}\u{202e}z";
 
     fn now() -> Now {
-        Now { ms: 0, unix_s: 0 }
+        Now::ms(0)
     }
 
     #[test]

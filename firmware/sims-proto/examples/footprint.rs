@@ -187,10 +187,7 @@ fn main() -> ExitCode {
     cfg.max_per_peer = cfg.max_per_peer.max(n);
     cfg.max_credentials = cfg.max_credentials.max(n);
 
-    let mut now = Now {
-        ms: 1_000,
-        unix_s: 1_700_000_000,
-    };
+    let mut now = Now::ms(1_000);
     let mut agent = Agent::new(cfg, [7; 32]);
     let mut out: Vec<Action> = Vec::with_capacity(16);
     agent.handle_timeout(now, &mut out);
@@ -202,7 +199,6 @@ fn main() -> ExitCode {
     let peer_src = SocketAddrV4::new(PEER, sims_proto::DEFAULT_PORT);
     for i in 0..n {
         now.ms += 200;
-        now.unix_s = 1_700_000_000 + now.ms / 1000;
         if agent.poll_timeout().is_some_and(|t| now.ms >= t) {
             agent.handle_timeout(now, &mut out);
             out.clear();

@@ -4,18 +4,16 @@
 //! [`Sink`], and [`poll_timeout`](crate::agent::Agent::poll_timeout) says
 //! when to call `handle_timeout` next. Both machines have this one shape.
 
-/// Time inputs: a monotonic clock for timers, the wall clock for the
-/// freshness of peer messages (the node does not use it).
+/// The time input: a monotonic clock, for timers. There is no wall
+/// clock: nothing in the protocol depends on one (docs/PROTOCOL.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
     pub ms: u64,
-    pub unix_s: u64,
 }
 
 impl Now {
-    /// A monotonic time only (the node's tests, where no wall clock matters).
     pub fn ms(ms: u64) -> Self {
-        Now { ms, unix_s: 0 }
+        Now { ms }
     }
 }
 

@@ -471,14 +471,7 @@ fn restore_validates_entries() {
     wr.put(&0usize);
     let data = wr.finish();
     let mut fresh = Agent::new(config(A, &[B, C]), [4; 32]);
-    assert!(fresh.restore(
-        Now {
-            ms: u64::MAX - 5,
-            unix_s: 0
-        },
-        &data,
-        &mut Vec::new()
-    ));
+    assert!(fresh.restore(Now::ms(u64::MAX - 5), &data, &mut Vec::new()));
     let left = fresh.bindings.values().next().map(|b| b.expires_ms);
     assert_eq!(left, Some(u64::MAX), "saturated, no overflow");
     let mut fresh = Agent::new(config(A, &[B, C]), [4; 32]);
