@@ -390,13 +390,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
 type HmacSha256 = Hmac<Sha256>;
 
 fn tag_of(key: &[u8; 32], data: &[u8]) -> [u8; TAG_LEN] {
-    // A 32-byte key is always a valid HMAC key.
-    let mut mac = match HmacSha256::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => return [0; TAG_LEN],
-    };
-    mac.update(data);
-    mac.finalize().into_bytes().into()
+    crate::prf::hmac(key, &[data])
 }
 
 /// Check a peer datagram's tag under `key` (constant time).
@@ -506,11 +500,7 @@ pub fn reply_authentic(d: &[u8], key: &[u8; 32]) -> bool {
     let Some(split) = d.len().checked_sub(16) else {
         return false;
     };
-    let want = reply_mac(key, &d[..split]);
-    want.iter()
-        .zip(&d[split..])
-        .fold(0u8, |x, (a, b)| x | (a ^ b))
-        == 0
+    crate::prf::ct_eq(&reply_mac(key, &d[..split]), &d[split..])
 }
 
 /// Encode a proof input canonically (postcard) for signing.

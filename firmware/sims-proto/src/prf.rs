@@ -22,6 +22,12 @@ pub fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
+/// Whether two byte strings of the same length are equal, in time that
+/// does not depend on where they differ (for tags, cookies).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// A stream of unpredictable values from one secret seed.
 #[derive(Clone)]
 pub struct Prf {

@@ -44,7 +44,7 @@ impl Agent {
     /// epoch or the previous one (constant time).
     pub(super) fn cookie_ok(&self, now: Now, addr: Ipv4Addr, node: &NodeKey, c: &Cookie) -> bool {
         let epoch = now.ms / self.cookie_epoch_ms();
-        let same = |want: Cookie| want.iter().zip(c).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+        let same = |want: Cookie| prf::ct_eq(&want, c);
         let now_ok = same(self.cookie_at(epoch, addr, node));
         let prev_ok = epoch > 0 && same(self.cookie_at(epoch - 1, addr, node));
         now_ok | prev_ok
