@@ -27,21 +27,7 @@ use sims_proto::msg::{
     Registration, Release, Sig, Solicitation, TunnelRelease, TunnelReleaseReply, TunnelReply,
     TunnelRequest, MAX_OLD_BINDINGS,
 };
-use sims_proto::Status;
 
-const STATUSES: [Status; 11] = [
-    Status::Ok,
-    Status::NotPeer,
-    Status::BadProof,
-    Status::Replay,
-    Status::AddressInUse,
-    Status::NoCapacity,
-    Status::UnknownCredential,
-    Status::Timeout,
-    Status::BadRequest,
-    Status::BadCookie,
-    Status::Failed,
-];
 const MACS: [[u8; 6]; 3] = [
     [2, 0, 0, 0, 0, 0x50],
     [2, 0, 0, 0, 0, 0x51],

@@ -19,21 +19,7 @@ use sims_proto::msg::{
     Solicited, MAX_OLD_BINDINGS,
 };
 use sims_proto::node::{Action, Node};
-use sims_proto::Status;
 
-const STATUSES: [Status; 11] = [
-    Status::Ok,
-    Status::NotPeer,
-    Status::BadProof,
-    Status::Replay,
-    Status::AddressInUse,
-    Status::NoCapacity,
-    Status::UnknownCredential,
-    Status::Timeout,
-    Status::BadRequest,
-    Status::BadCookie,
-    Status::Failed,
-];
 const AGENTS: [&str; 3] = [AGENT_ID, PEER_IDS[0], PEER_IDS[1]];
 const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x50];
 const SEED: [u8; 32] = [9; 32];

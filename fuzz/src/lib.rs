@@ -8,7 +8,22 @@ use std::net::Ipv4Addr;
 use sims_proto::agent::{AgentConfig, PeerConfig};
 use sims_proto::limit::Rate;
 use sims_proto::node::NodeConfig;
-use sims_proto::{AgentId, Now, Prefix};
+use sims_proto::{AgentId, Now, Prefix, Status};
+
+/// Every status an answer can carry.
+pub const STATUSES: [Status; 11] = [
+    Status::Ok,
+    Status::NotPeer,
+    Status::BadProof,
+    Status::Replay,
+    Status::AddressInUse,
+    Status::NoCapacity,
+    Status::UnknownCredential,
+    Status::Timeout,
+    Status::BadRequest,
+    Status::BadCookie,
+    Status::Failed,
+];
 
 pub const AGENT_ID: &str = "ma-a";
 pub const PEER_IDS: [&str; 2] = ["ma-b", "ma-c"];
