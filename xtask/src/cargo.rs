@@ -34,6 +34,27 @@ pub fn cargo() -> Command {
     c
 }
 
+/// `cargo` of rustup's `toolchain`, in `dir`, without the environment of
+/// the cargo running xtask (its toolchain, compiler and flags would leak
+/// into the other toolchain's build).
+pub fn toolchain_cargo(rustup: &Path, toolchain: &str, dir: &Path) -> Command {
+    let mut c = Command::new(rustup);
+    c.args(["run", toolchain, "cargo"]).current_dir(dir);
+    for v in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTDOC",
+        "CARGO",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
 /// Runs `c`; Err names `step` if it cannot start or fails.
 pub fn status(step: &str, c: &mut Command) -> Result<(), String> {
     let st = c

@@ -201,21 +201,8 @@ fn ensure_nightly() -> Result<(), String> {
 /// `cargo` of the nightly toolchain, without the environment of the
 /// cargo running xtask.
 fn nightly_cargo() -> Result<Command, String> {
-    let mut c = Command::new(rustup()?);
-    c.args(["run", "nightly", "cargo"]).current_dir(workspace());
-    for v in [
-        "RUSTUP_TOOLCHAIN",
-        "RUSTC",
-        "RUSTDOC",
-        "CARGO",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
-        c.env_remove(v);
-    }
+    let mut c = crate::cargo::toolchain_cargo(&rustup()?, "nightly", &workspace());
+    c.env_remove("CARGO_TARGET_DIR");
     Ok(c)
 }
 

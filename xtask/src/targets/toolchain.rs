@@ -305,20 +305,7 @@ impl Targets {
     /// `cargo` of the board's toolchain with the board's environment.
     fn cargo(&mut self, b: &Board, release: bool) -> Result<Command, String> {
         self.ensure_toolchain(b)?;
-        let mut c = Command::new(self.rustup()?);
-        c.args(["run", &b.toolchain, "cargo"]).current_dir(&self.ws);
-        for v in [
-            "RUSTUP_TOOLCHAIN",
-            "RUSTC",
-            "RUSTDOC",
-            "CARGO",
-            "RUSTFLAGS",
-            "CARGO_ENCODED_RUSTFLAGS",
-            "CARGO_BUILD_RUSTFLAGS",
-            "CARGO_BUILD_TARGET",
-        ] {
-            c.env_remove(v);
-        }
+        let mut c = crate::cargo::toolchain_cargo(&self.rustup()?, &b.toolchain, &self.ws);
         c.env("CARGO_TARGET_DIR", self.cargo_dir(b));
         let mut flags = b.rustflags.clone();
         if release {
