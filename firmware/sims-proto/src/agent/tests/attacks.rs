@@ -38,6 +38,25 @@ fn registration(
     msg::encode(&m, None).unwrap().to_vec()
 }
 
+/// A reply (unsealed) that refuses `addr` with `status`: what a forger
+/// sends to make the node drop an address.
+fn refusal_of(req_id: u64, addr: Ipv4Addr, status: Status) -> RegistrationReply {
+    let mut r = RegistrationReply {
+        req_id,
+        status: Status::Ok,
+        cred: None,
+        lifetime_s: 60,
+        results: heapless::Vec::new(),
+        cookie: None,
+        mac: [0; 16],
+    };
+    let _ = r.results.push(msg::BindingResult {
+        addr: addr.octets(),
+        status,
+    });
+    r
+}
+
 /// Agent `i`'s answers to a datagram from `src` (nothing delivered).
 fn answers(w: &mut World, i: usize, src: Ipv4Addr, data: &[u8]) -> Vec<(Ipv4Addr, Message)> {
     let mut out = Vec::new();
@@ -158,19 +177,7 @@ fn node_ignores_forged_agent_answers() {
     w.drop_peer_traffic = true;
     w.tick(21_000);
     w.drop_peer_traffic = saved;
-    let mut refusal = RegistrationReply {
-        req_id: 0,
-        status: Status::Ok,
-        cred: None,
-        lifetime_s: 60,
-        results: heapless::Vec::new(),
-        cookie: None,
-        mac: [0; 16],
-    };
-    let _ = refusal.results.push(msg::BindingResult {
-        addr: x.octets(),
-        status: Status::AddressInUse,
-    });
+    let mut refusal = refusal_of(0, x, Status::AddressInUse);
     let ignored = w.node.counters.rx_ignored;
     let agent = SocketAddrV4::new(lan_gw(B), 4434);
     let elsewhere = SocketAddrV4::new(Ipv4Addr::new(10, 2, 0, 99), 4434);
@@ -695,19 +702,7 @@ fn unsealed_reply_cannot_drop_a_relayed_address() {
         }
     }
     let reg = reg.expect("a refresh");
-    let mut refusal = RegistrationReply {
-        req_id: reg.0.req_id,
-        status: Status::Ok,
-        cred: None,
-        lifetime_s: 60,
-        results: heapless::Vec::new(),
-        cookie: None,
-        mac: [0; 16],
-    };
-    let _ = refusal.results.push(msg::BindingResult {
-        addr: x.octets(),
-        status: Status::UnknownCredential,
-    });
+    let refusal = refusal_of(reg.0.req_id, x, Status::UnknownCredential);
     let agent = SocketAddrV4::new(lan_gw(B), 4434);
     for key in [None, Some([0x13; 32])] {
         let mut d = msg::encode(&Message::RegistrationReply(refusal.clone()), None).unwrap();
