@@ -32,6 +32,13 @@ const STATE_FILE: &str = "simsd.state";
 /// In the state directory: where `simsd status` asks.
 pub const SOCKET_FILE: &str = "simsd.sock";
 
+/// The LAN socket: pinned to the LAN device, broadcasts allowed.
+fn bind_lan(cfg: &Config) -> Result<UdpSocket, String> {
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
+    bind_udp(any, Some(&cfg.lan_ifname), true, true)
+        .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))
+}
+
 pub struct Daemon {
     cfg: Config,
     cfg_path: String,
@@ -52,10 +59,8 @@ impl Daemon {
         saved: Option<Vec<u8>>,
     ) -> Result<Self, String> {
         let dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
-        let port = cfg.agent.port;
-        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
-        let lan = bind_udp(any, Some(&cfg.lan_ifname), true, true)
-            .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))?;
+        let lan = bind_lan(&cfg)?;
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
         let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
             .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
@@ -159,13 +164,12 @@ impl Daemon {
     /// The LAN bridge was recreated: SO_BINDTODEVICE bound the socket to
     /// the old device's index, so bind a new one to the new device.
     fn rebind_lan(&mut self) {
-        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.cfg.agent.port);
-        match bind_udp(any, Some(&self.cfg.lan_ifname), true, true) {
+        match bind_lan(&self.cfg) {
             Ok(s) => {
                 info!("LAN socket bound to the new {}", self.cfg.lan_ifname);
                 self.lan = s;
             }
-            Err(e) => warn!("rebind on {}: {e}", self.cfg.lan_ifname),
+            Err(e) => warn!("{e}"),
         }
     }
 
