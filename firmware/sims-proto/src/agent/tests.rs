@@ -313,6 +313,15 @@ impl World {
         self.run_node(acts);
     }
 
+    /// Hands agent `i` one datagram and returns its actions, delivering
+    /// nothing (the test looks at them).
+    fn feed(&mut self, i: usize, src: SocketAddrV4, via_lan: bool, data: &[u8]) -> Vec<Action> {
+        let mut out = Vec::new();
+        let now = self.time();
+        self.agents[i].handle_datagram(now, src, via_lan, data, &self.lans[i], &mut out);
+        out
+    }
+
     /// What a host at `addr` with key `node` gets by soliciting agent `i`:
     /// the cookie for its own address (sent there by unicast).
     fn cookie(&mut self, i: usize, addr: Ipv4Addr, node: &NodeKey) -> msg::Cookie {
@@ -321,17 +330,7 @@ impl World {
             node: *node,
         });
         let data = msg::encode(&sol, None).unwrap();
-        let mut out = Vec::new();
-        let now = self.time();
-        self.agents[i].handle_datagram(
-            now,
-            SocketAddrV4::new(addr, 4434),
-            true,
-            &data,
-            &EmptyLan,
-            &mut out,
-        );
-        for a in out {
+        for a in self.feed(i, SocketAddrV4::new(addr, 4434), true, &data) {
             if let Action::Send { dst, data } = a {
                 assert_eq!(*dst.ip(), addr, "the cookie goes to the address only");
                 if let Ok(Message::Advertisement(adv)) = msg::decode(&data) {
@@ -653,16 +652,7 @@ fn garbage_never_panics_and_is_counted() {
             valid.truncate((x % valid.len() as u64) as usize);
             d = valid.clone();
         }
-        let mut out = Vec::new();
-        let now = w.time();
-        w.agents[A].handle_datagram(
-            now,
-            SocketAddrV4::new(wan(B), 4434),
-            false,
-            &d,
-            &EmptyLan,
-            &mut out,
-        );
+        let out = w.feed(A, SocketAddrV4::new(wan(B), 4434), false, &d);
         assert!(out.is_empty());
         let mut acts = Vec::new();
         let src = SocketAddrV4::new(wan(B), 4434);

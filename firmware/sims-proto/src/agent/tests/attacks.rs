@@ -59,17 +59,8 @@ fn refusal_of(req_id: u64, addr: Ipv4Addr, status: Status) -> RegistrationReply 
 
 /// Agent `i`'s answers to a datagram from `src` (nothing delivered).
 fn answers(w: &mut World, i: usize, src: Ipv4Addr, data: &[u8]) -> Vec<(Ipv4Addr, Message)> {
-    let mut out = Vec::new();
-    let now = w.time();
-    w.agents[i].handle_datagram(
-        now,
-        SocketAddrV4::new(src, 4434),
-        true,
-        data,
-        &w.lans[i],
-        &mut out,
-    );
-    out.into_iter()
+    w.feed(i, SocketAddrV4::new(src, 4434), true, data)
+        .into_iter()
         .filter_map(|a| match a {
             Action::Send { dst, data } => msg::decode(&data).ok().map(|m| (*dst.ip(), m)),
             _ => None,
@@ -388,16 +379,7 @@ fn restart_mid_handover_ends_consistent() {
         .find(|(f, t, d)| *f == B && *t == A && d[5] == 0x11)
         .map(|(_, _, d)| d.clone())
         .unwrap();
-    let mut out = Vec::new();
-    let now = w.time();
-    w.agents[A].handle_datagram(
-        now,
-        SocketAddrV4::new(wan(B), 4434),
-        false,
-        &req,
-        &EmptyLan,
-        &mut out,
-    );
+    w.feed(A, SocketAddrV4::new(wan(B), 4434), false, &req);
     // (A challenged the first sight of B's run; answer it like B would.)
     let saved = w.agents[A].save(w.time());
     let mut a2 = Agent::new(config(A, &[B, C]), [0xa3; 32]);
