@@ -28,6 +28,7 @@ mod cookie;
 mod home;
 mod peer;
 mod persist;
+mod reload;
 mod visitor;
 
 use alloc::collections::BTreeMap;
@@ -48,6 +49,7 @@ pub use crate::driver::{Now, Sink};
 pub use action::{Action, EmptyLan, LanView};
 pub use config::{AgentConfig, PeerConfig, PeerIdx};
 use peer::{OutKind, Outgoing, PeerState};
+pub use reload::PeerMap;
 use visitor::PendingReg;
 
 /// Counters, for status and for tests.
@@ -150,6 +152,8 @@ pub struct Agent {
     challenges: Buckets,
     /// Registrations whose pending request was dropped with its binding.
     orphans: Vec<(u32, Ipv4Addr)>,
+    /// Peers removed by a reload, answered with refusals for a while.
+    retired: Vec<reload::Retired>,
     pub counters: Counters,
 }
 
@@ -158,6 +162,18 @@ pub struct Agent {
 pub(crate) enum Source {
     Lan(Ipv4Addr),
     Peer(PeerIdx),
+}
+
+/// The token buckets of `cfg`'s rates, full: verifications per LAN
+/// source, per peer and in total, and challenges per peer.
+fn budgets(cfg: &AgentConfig) -> [Buckets; 4] {
+    let peers = cfg.peers.len().max(1);
+    [
+        Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16)),
+        Buckets::new(cfg.verify_per_peer, peers),
+        Buckets::new(cfg.verify_total, 1),
+        Buckets::new(peer::CHALLENGES, peers),
+    ]
 }
 
 /// At most one broadcast answer to solicitations per this many ms.
@@ -170,9 +186,7 @@ impl Agent {
     pub fn new(cfg: AgentConfig, seed: [u8; 32]) -> Self {
         let n = cfg.peers.len();
         let mut prf = Prf::new(seed);
-        let verify_source = Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16));
-        let verify_peer = Buckets::new(cfg.verify_per_peer, n.max(1));
-        let verify_total = Buckets::new(cfg.verify_total, 1);
+        let [verify_source, verify_peer, verify_total, challenges] = budgets(&cfg);
         let instance = prf.u64();
         let cookie_key = prf.bytes32();
         let (dh_sk, dh_pk) = msg::agent_dh_keys(prf.bytes32()).unwrap_or(([0; 32], [0; 32]));
@@ -197,8 +211,9 @@ impl Agent {
             verify_source,
             verify_peer,
             verify_total,
-            challenges: Buckets::new(peer::CHALLENGES, n.max(1)),
+            challenges,
             orphans: Vec::new(),
+            retired: Vec::new(),
             counters: Counters::default(),
         }
     }

@@ -51,6 +51,32 @@ pub(super) struct PeerState {
     echo: u64,
 }
 
+impl PeerState {
+    /// Does a request of run `instance` with sequence `seq` continue the
+    /// peer's run we know?
+    pub(super) fn continues(&self, instance: u64, seq: u64) -> bool {
+        instance == self.rx_instance && self.rx_seq != 0 && seq > self.rx_seq
+    }
+
+    pub(super) fn accepted(&mut self, seq: u64) {
+        self.rx_seq = seq;
+    }
+
+    pub(super) fn echo(&self) -> u64 {
+        self.echo
+    }
+}
+
+/// A request's envelope: (instance, seq, echo, request id); None for
+/// replies and challenges.
+pub(super) fn request_envelope(m: &Message) -> Option<(u64, u64, u64, u64)> {
+    match m {
+        Message::TunnelRequest(a) => Some((a.instance, a.seq, a.echo, a.msg.req_id)),
+        Message::TunnelRelease(a) => Some((a.instance, a.seq, a.echo, a.msg.req_id)),
+        _ => None,
+    }
+}
+
 struct Envelope {
     sender: AgentId,
     instance: u64,
@@ -123,6 +149,9 @@ impl Agent {
         out: &mut impl Sink<Action>,
     ) -> Option<PeerIdx> {
         let Some(p) = self.cfg.peers.iter().position(|p| &p.id == sender) else {
+            if self.answer_retired(now, src, sender, data, m, out) {
+                return None;
+            }
             self.counters.rx_unauthenticated += 1;
             info!("peer message from {src} claiming {sender}: not a roaming peer");
             return None;
@@ -135,13 +164,11 @@ impl Agent {
         }
         // Replies and challenges answer one of our outstanding requests;
         // their handlers match them by id.
-        let (instance, seq, echo, req_id) = match m {
-            Message::TunnelRequest(a) => (a.instance, a.seq, a.echo, a.msg.req_id),
-            Message::TunnelRelease(a) => (a.instance, a.seq, a.echo, a.msg.req_id),
-            _ => return Some(p),
+        let Some((instance, seq, echo, req_id)) = request_envelope(m) else {
+            return Some(p);
         };
         let ps = &mut self.peers[p];
-        let continues = instance == ps.rx_instance && ps.rx_seq != 0 && seq > ps.rx_seq;
+        let continues = ps.continues(instance, seq);
         let answers = ps.challenge != 0 && echo == ps.challenge;
         if continues || answers {
             if answers {
@@ -199,12 +226,17 @@ impl Agent {
     /// Give a message to peer `p` a fresh envelope (this run, a new
     /// sequence, the peer's latest challenge).
     fn reseal(&mut self, p: PeerIdx, m: &Message) -> Message {
+        self.seal(self.peers[p].echo, m)
+    }
+
+    /// `m` in an envelope of this run, a new sequence and `echo`.
+    pub(super) fn seal(&mut self, echo: u64, m: &Message) -> Message {
         self.tx_seq += 1;
         let e = Envelope {
             sender: self.cfg.id.clone(),
             instance: self.instance,
             seq: self.tx_seq,
-            echo: self.peers[p].echo,
+            echo,
         };
         match m {
             Message::TunnelRequest(a) => Message::TunnelRequest(e.wrap(a)),
@@ -218,13 +250,22 @@ impl Agent {
 
     pub(super) fn send_peer(&mut self, p: PeerIdx, m: &Message, out: &mut impl Sink<Action>) {
         let peer = &self.cfg.peers[p];
-        match msg::encode(m, Some(&peer.key)) {
+        let (key, dst) = (peer.key, SocketAddrV4::new(peer.endpoint, peer.port));
+        self.send_tagged(&key, dst, m, out);
+    }
+
+    /// Sends `m` to `dst`, tagged under `key`.
+    pub(super) fn send_tagged(
+        &mut self,
+        key: &[u8; 32],
+        dst: SocketAddrV4,
+        m: &Message,
+        out: &mut impl Sink<Action>,
+    ) {
+        match msg::encode(m, Some(key)) {
             Some(data) => {
                 self.counters.tx += 1;
-                out.push(Action::Send {
-                    dst: SocketAddrV4::new(peer.endpoint, peer.port),
-                    data,
-                })
+                out.push(Action::Send { dst, data })
             }
             None => self.counters.tx_failed_encode += 1,
         }

@@ -984,3 +984,125 @@ fn node_re_registers_when_its_agent_reboots() {
     );
     assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
 }
+
+impl World {
+    /// Agent `i` takes a config with `peers` in place (simsd's SIGHUP);
+    /// what it sends is delivered. Returns the kernel actions it asked
+    /// for in doing so.
+    fn reconfigure(&mut self, i: usize, peers: &[usize]) -> Vec<Action> {
+        let mut out = Platform::new(false);
+        let now = self.time();
+        let map = self.agents[i].reconfigure(now, config(i, peers), &mut out);
+        assert!(map.is_some(), "in place");
+        let mut kernel = Vec::new();
+        let mut next = Vec::new();
+        for a in out.actions {
+            match a {
+                Action::Send { .. } | Action::BroadcastLan { .. } => {
+                    self.route(i, vec![a], &mut next)
+                }
+                other => kernel.push(other),
+            }
+        }
+        self.actions[i].extend(kernel.iter().cloned());
+        self.deliver(next);
+        kernel
+    }
+}
+
+#[test]
+fn reload_reordering_and_adding_peers_touches_no_binding() {
+    let mut w = World::new([&[B], &[A, C], &[A, B]]);
+    w.move_to(A);
+    w.move_to(B);
+    assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+    let expires = w.binding(A, node_addr(A)).unwrap().expires_ms;
+    let tx = w.agents[A].counters.tx;
+    let challenged = |w: &World| {
+        (
+            w.agents[A].counters.rx_challenged,
+            w.agents[B].counters.rx_challenged,
+        )
+    };
+    let before = challenged(&w);
+    // C is added in front of B: B moves from index 0 to 1.
+    let kernel = w.reconfigure(A, &[C, B]);
+    assert!(
+        kernel.is_empty(),
+        "nothing in the kernel changes: {kernel:?}"
+    );
+    assert_eq!(w.agents[A].counters.tx, tx, "nothing sent");
+    let home = w.binding(A, node_addr(A)).unwrap();
+    assert_eq!((home.role, home.peer), (Role::Home, 1), "follows B by id");
+    // The run goes on: B's refreshes are accepted without a challenge.
+    w.tick(25_000);
+    assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+    assert!(w.binding(A, node_addr(A)).unwrap().expires_ms > expires);
+    assert_eq!(challenged(&w), before);
+    assert!(!w.actions[A]
+        .iter()
+        .any(|a| matches!(a, Action::HomeDel { .. } | Action::TunnelDown { .. })));
+}
+
+#[test]
+fn reload_removing_a_peer_ends_its_bindings_and_the_node_is_told() {
+    let mut w = World::full(); // A's peers: [B, C]
+    w.move_to(A);
+    w.move_to(B);
+    assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+    let kernel = w.reconfigure(A, &[C]);
+    assert_eq!(
+        kernel,
+        vec![
+            Action::HomeDel {
+                addr: node_addr(A),
+                peer: 0
+            },
+            Action::TunnelDown { peer: 0 }
+        ]
+    );
+    assert!(w.binding(A, node_addr(A)).is_none());
+    assert!(
+        w.binding(B, node_addr(A)).is_none(),
+        "B was told (TunnelRelease) and removed its side"
+    );
+    assert_eq!(w.tunnel_balance(B), 0);
+    // A replay of B's last request to A gets no answer from A.
+    let last = w
+        .wire
+        .iter()
+        .rev()
+        .find(|(from, to, d)| {
+            *from == B && *to == A && matches!(msg::decode(d), Ok(Message::TunnelRequest(_)))
+        })
+        .map(|(_, _, d)| d.clone())
+        .unwrap();
+    let src = SocketAddrV4::new(wan(B), 4434);
+    let sent = w.feed(A, src, false, &last);
+    assert!(sent.is_empty(), "{sent:?}");
+    // At the node's next refresh B asks A, A refuses (NotPeer), B tells
+    // the node, which stops claiming the address.
+    let refused = w.agents[A].counters.rx_refused;
+    w.tick(25_000);
+    assert!(w.agents[A].counters.rx_refused > refused);
+    assert_ne!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
+    w.tick(2_000);
+    assert_eq!(w.node_state(node_addr(A)), None, "dropped");
+    assert!(w.binding(B, node_addr(A)).is_none());
+    // The node's B address is untouched, and nothing is left at A.
+    assert_eq!(w.node_state(node_addr(B)), Some(BindingState::Native));
+    assert_eq!(w.tunnel_balance(A), 0);
+}
+
+#[test]
+fn reload_cannot_change_our_identity_in_place() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    let mut cfg = config(A, &[B, C]);
+    cfg.endpoint = Ipv4Addr::new(100, 64, 9, 2);
+    let (mut out, now) = (Vec::new(), w.time());
+    assert!(w.agents[A].reconfigure(now, cfg, &mut out).is_none());
+    assert!(out.is_empty());
+    assert!(w.binding(A, node_addr(A)).is_some());
+}
