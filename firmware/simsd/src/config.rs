@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::owned::{defaults, KernelIds};
-use sims_proto::agent::{AgentConfig, PeerConfig};
+use sims_proto::agent::{AgentConfig, PeerConfig, MAX_PEERS};
 use sims_proto::{AgentId, Prefix};
 
 /// Which tunnel implementation carries relayed packets.
@@ -360,8 +360,8 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             key,
         });
     }
-    if cfg.agent.peers.len() > 250 {
-        return Err(err(0, "more than 250 peers".into()));
+    if cfg.agent.peers.len() > MAX_PEERS {
+        return Err(err(0, format!("more than {MAX_PEERS} peers")));
     }
     // Across sections: the later of two clashing options is the one named.
     if let Some((l, e)) = first_clash(&ids, |i| i.1, |a, b| a.0 == b.0) {

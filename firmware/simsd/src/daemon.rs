@@ -12,17 +12,14 @@ use sims_daemon::status::StatusSocket;
 use sims_daemon::{now, random_seed, state};
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::{Event, Monitor};
-use sims_linux::netlink::{NUD_DELAY, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE};
+use sims_linux::netlink::NUD_LIVE;
 use sims_linux::udp::bind_udp;
-use sims_proto::agent::{Agent, PeerIdx};
+use sims_proto::agent::Agent;
 
 use crate::config::{self, Config};
 use crate::dataplane::Dataplane;
 use crate::exec::{Exec, Lan};
 use crate::status;
-
-/// Neighbour states that mean a host is there.
-const LIVE: u16 = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
 
 /// The state file is written at most this often (except at shutdown).
 const SAVE_EVERY_MS: u64 = 1_000;
@@ -179,7 +176,7 @@ impl Daemon {
         let Event::NeighNew(index, addr, n) = ev else {
             return;
         };
-        let (Some(mac), true) = (n.mac, n.state & LIVE != 0) else {
+        let (Some(mac), true) = (n.mac, n.state & NUD_LIVE != 0) else {
             return;
         };
         if *index != self.dp.lan_index() {
@@ -189,9 +186,15 @@ impl Daemon {
         self.with_exec(false, |agent, _, ex| agent.lan_neighbour(t, addr, mac, ex));
     }
 
-    /// SIGHUP: a valid new config replaces the running one, keeping the
-    /// bindings whose peers still exist; an invalid one changes nothing.
-    fn reload(self) -> Self {
+    /// SIGHUP: a valid new config replaces the running one; an invalid
+    /// one changes nothing. Peers (added, removed, reordered, new keys or
+    /// prefixes), limits and timers are taken in place: the bindings of
+    /// the peers that stay, and their kernel state, are not touched (their
+    /// sessions lose no packet); a removed peer's bindings end and it is
+    /// told. Anything else (interfaces, our id, endpoint, port or
+    /// prefixes, the backend, the kernel numbers) restarts the data
+    /// plane, keeping the bindings whose peers remain.
+    fn reload(mut self) -> Self {
         let cfg = match config::load(&self.cfg_path) {
             Ok(c) => c,
             Err(e) => {
@@ -199,6 +202,30 @@ impl Daemon {
                 return self;
             }
         };
+        if self.dp.reloads_in_place(&cfg) {
+            let (t, agent_cfg) = (now(), cfg.agent.clone());
+            let map = self.with_exec(false, |agent, _, ex| agent.reconfigure(t, agent_cfg, ex));
+            if map.is_some() {
+                match self.dp.reconfigure(&cfg) {
+                    Ok(()) => {
+                        info!(
+                            "configuration reloaded in place, {} peers",
+                            cfg.agent.peers.len()
+                        );
+                        self.cfg = cfg;
+                        self.dirty = true;
+                        return self;
+                    }
+                    Err(e) => error!("reload in place failed ({e}); restarting the data plane"),
+                }
+            }
+        }
+        self.restart(cfg)
+    }
+
+    /// The data plane and the agent started again under `cfg`, from the
+    /// agent's saved state (the previous configuration if `cfg` fails).
+    fn restart(self, cfg: Config) -> Self {
         let saved = self.agent.save(now());
         let (path, dir) = (self.cfg_path.clone(), self.dir.clone());
         let old_cfg = self.cfg.clone();
@@ -207,7 +234,7 @@ impl Daemon {
         drop(old);
         match Daemon::start(cfg, &path, &dir, Some(saved.clone())) {
             Ok(d) => {
-                info!("configuration reloaded");
+                info!("configuration reloaded, data plane restarted");
                 d
             }
             Err(e) => {
@@ -234,8 +261,8 @@ enum Slot {
     Wan,
     /// The userspace backend's raw ipip socket.
     RawIpip,
-    /// A peer's TUN device (userspace backend).
-    Tun(PeerIdx),
+    /// A peer's TUN device (userspace backend), by its kernel slot.
+    Tun(usize),
 }
 
 pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {

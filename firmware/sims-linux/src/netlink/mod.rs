@@ -107,6 +107,9 @@ pub const NUD_FAILED: u16 = 0x20;
 pub const NUD_NOARP: u16 = 0x40;
 pub const NUD_PERMANENT: u16 = 0x80;
 pub const NUD_NONE: u16 = 0x00;
+/// Neighbour states that mean a host is there (answering, or not yet
+/// found gone).
+pub const NUD_LIVE: u16 = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -393,15 +396,22 @@ impl Netlink {
 
     /// IPv4 routes of one table.
     pub fn routes(&mut self, table: u32) -> io::Result<Vec<Route>> {
+        self.routes_where(|r| r.table == table)
+    }
+
+    /// IPv4 routes of every table.
+    pub fn all_routes(&mut self) -> io::Result<Vec<Route>> {
+        self.routes_where(|_| true)
+    }
+
+    fn routes_where(&mut self, keep: impl Fn(&Route) -> bool) -> io::Result<Vec<Route>> {
         self.sock.dump(
             || {
                 let mut m = Msg::new(RTM_GETROUTE, DUMP);
                 m.push(&[AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
                 m
             },
-            only(RTM_NEWROUTE, |p| {
-                Ok(parse_route(p)?.filter(|r| r.table == table))
-            }),
+            only(RTM_NEWROUTE, |p| Ok(parse_route(p)?.filter(|r| keep(r)))),
         )
     }
 

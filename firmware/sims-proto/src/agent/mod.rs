@@ -49,7 +49,7 @@ pub use crate::driver::{Now, Sink};
 pub use action::{Action, EmptyLan, LanView};
 pub use config::{AgentConfig, PeerConfig, PeerIdx};
 use peer::{OutKind, Outgoing, PeerState};
-pub use reload::PeerMap;
+pub use reload::{PeerMap, MAX_PEERS};
 use visitor::PendingReg;
 
 /// Counters, for status and for tests.

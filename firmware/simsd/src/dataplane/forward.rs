@@ -8,7 +8,6 @@ use std::io;
 
 use log::debug;
 use sims_linux::rawipip::RawIpip;
-use sims_proto::agent::PeerIdx;
 
 use super::{offload, Dataplane};
 
@@ -47,12 +46,10 @@ impl Dataplane {
         self.forward.as_ref().map(|f| f.raw.fd())
     }
 
-    /// (peer, TUN fd) of each userspace tunnel that is up.
-    pub fn tun_fds(&self) -> Vec<(PeerIdx, i32)> {
-        self.tunnels
-            .iter()
-            .enumerate()
-            .filter_map(|(p, t)| Some((p, t.as_ref()?.tun.as_ref()?.fd())))
+    /// (slot, TUN fd) of each userspace tunnel that is up.
+    pub fn tun_fds(&self) -> Vec<(usize, i32)> {
+        (0..self.slots.len())
+            .filter_map(|s| Some((s, self.tunnel(s)?.tun.as_ref()?.fd())))
             .collect()
     }
 
@@ -62,10 +59,12 @@ impl Dataplane {
     }
 
     /// Packets the kernel routed into a peer's TUN: encapsulate and send.
-    pub fn pump_tun(&mut self, p: PeerIdx, buf: &mut [u8]) {
-        let remote = self.cfg.agent.peers[p].endpoint;
+    pub fn pump_tun(&mut self, s: usize, buf: &mut [u8]) {
+        let Some(remote) = self.peer_slot(s).map(|x| x.endpoint) else {
+            return;
+        };
         for _ in 0..BURST {
-            let Some(tun) = self.tunnels[p].as_ref().and_then(|t| t.tun.as_ref()) else {
+            let Some(tun) = self.tunnel(s).and_then(|t| t.tun.as_ref()) else {
                 return;
             };
             let n = match tun.read(buf) {
@@ -79,8 +78,10 @@ impl Dataplane {
             if let Some(f) = self.forward.as_ref() {
                 match f.raw.send(pkt, remote) {
                     Ok(()) => {
-                        self.traffic[p].tx_packets += 1;
-                        self.traffic[p].tx_bytes += n as u64;
+                        if let Some(x) = self.slots[s].as_mut() {
+                            x.traffic.tx_packets += 1;
+                            x.traffic.tx_bytes += n as u64;
+                        }
                     }
                     Err(e) => debug!("ipip send to {remote}: {e}"),
                 }
@@ -108,17 +109,18 @@ impl Dataplane {
                     continue;
                 }
             };
-            let Some(p) = self.cfg.agent.peers.iter().position(|x| x.endpoint == src) else {
+            let Some(slot) = self.slots.iter_mut().flatten().find(|x| x.endpoint == src) else {
                 f.drops.unknown_endpoint += 1;
                 continue;
             };
             let inner = &mut buf[inner];
-            let Some(tun) = self.tunnels[p].as_ref().and_then(|t| t.tun.as_ref()) else {
-                self.traffic[p].rx_dropped += 1;
+            let t = &mut slot.traffic;
+            let Some(tun) = slot.tunnel.as_ref().and_then(|t| t.tun.as_ref()) else {
+                t.rx_dropped += 1;
                 continue;
             };
             if inner.len() < 20 || inner[0] >> 4 != 4 {
-                self.traffic[p].rx_dropped += 1;
+                t.rx_dropped += 1;
                 continue;
             }
             // A kernel ipip peer's packets may still need what its device
@@ -129,7 +131,6 @@ impl Dataplane {
             } else {
                 None
             };
-            let t = &mut self.traffic[p];
             let mut write = |pkt: &[u8]| match tun.write(pkt) {
                 Ok(_) => {
                     t.rx_packets += 1;

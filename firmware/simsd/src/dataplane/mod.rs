@@ -16,6 +16,7 @@
 mod forward;
 mod resync;
 mod routing;
+mod slots;
 mod tunnels;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +24,7 @@ use std::io;
 use std::net::Ipv4Addr;
 
 use log::{debug, info};
-use sims_linux::netlink::{Netlink, NUD_STALE};
+use sims_linux::netlink::{Netlink, NUD_LIVE, NUD_STALE};
 use sims_linux::nfset::NfSet;
 use sims_proto::agent::{Action, PeerIdx};
 use simsd::offload;
@@ -32,8 +33,9 @@ use simsd::owned::NFT_TABLE;
 use crate::config::{Backend, Config};
 use crate::nft;
 use forward::Forwarder;
+use slots::PeerSlot;
+use tunnels::kernel_has_ipip;
 pub use tunnels::Kind;
-use tunnels::{kernel_has_ipip, Tunnel};
 
 const EEXIST: i32 = libc::EEXIST;
 const ENOENT: i32 = libc::ENOENT;
@@ -56,17 +58,24 @@ pub struct Dataplane {
     pub kind: Kind,
     lan_index: u32,
     lan_addr: Ipv4Addr,
-    tunnels: Vec<Option<Tunnel>>,
+    /// The peers' kernel slots (table, mark, nft sets, tunnel), stable
+    /// while a peer stays configured: a reload that reorders the peers
+    /// moves nothing in the kernel (slots.rs).
+    slots: Vec<Option<PeerSlot>>,
+    /// The slot of each of the agent's peers (by its index).
+    slot_of: Vec<usize>,
+    /// The nft table has the flood limiter (the kernel has nft_limit).
+    limiter: bool,
     /// The userspace backend's forwarder (None with kernel ipip).
     forward: Option<Forwarder>,
-    home: BTreeSet<(u32, PeerIdx)>,
-    visitor: BTreeSet<(u32, PeerIdx)>,
+    /// Bound addresses and the slot of their peer.
+    home: BTreeSet<(u32, usize)>,
+    visitor: BTreeSet<(u32, usize)>,
     /// Visiting nodes' MACs, for their neighbour entries (put back when
     /// the LAN bridge is recreated).
     visitor_mac: BTreeMap<u32, [u8; 6]>,
     /// The LAN bridge was recreated and our state is not on it yet.
     lan_moved: bool,
-    traffic: Vec<Traffic>,
 }
 
 /// `r`, with the errors in `codes` (an object already there, or already
@@ -109,7 +118,6 @@ impl Dataplane {
             Kind::Userspace => Some(Forwarder::open(cfg.agent.endpoint)?),
             Kind::Kernel => None,
         };
-        let n = cfg.agent.peers.len();
         let mut dp = Dataplane {
             cfg: cfg.clone(),
             nl,
@@ -117,15 +125,21 @@ impl Dataplane {
             kind,
             lan_index: lan.index,
             lan_addr,
-            tunnels: (0..n).map(|_| None).collect(),
+            slots: cfg
+                .agent
+                .peers
+                .iter()
+                .map(|p| Some(PeerSlot::new(p)))
+                .collect(),
+            slot_of: (0..cfg.agent.peers.len()).collect(),
+            limiter: false,
             forward,
             home: BTreeSet::new(),
             visitor: BTreeSet::new(),
             visitor_mac: BTreeMap::new(),
             lan_moved: false,
-            traffic: vec![Traffic::default(); n],
         };
-        nft::load(cfg)?;
+        dp.limiter = nft::load(cfg, &dp.slot_ids())?;
         dp.remove_stale()?;
         Ok(dp)
     }
@@ -133,9 +147,9 @@ impl Dataplane {
     /// Execute one action of the agent.
     pub fn apply(&mut self, a: &Action) -> io::Result<()> {
         match *a {
-            Action::TunnelUp { peer } => self.tunnel_up(peer),
+            Action::TunnelUp { peer } => self.tunnel_up(self.slot(peer)?),
             Action::TunnelDown { peer } => {
-                self.tunnel_idle(peer);
+                self.tunnel_idle(self.slot(peer)?);
                 Ok(())
             }
             // The home side is one set element: traffic to `addr` (after
@@ -145,17 +159,20 @@ impl Dataplane {
             // node's own packets on our LAN when it comes back, before it
             // could tell us it is back.
             Action::HomeAdd { addr, peer } => {
+                let peer = self.slot(peer)?;
                 self.tunnel_index(peer)?;
                 ignore(self.nf.add(NFT_TABLE, &nft::set_in(peer), addr), &[EEXIST])?;
                 self.home.insert((u32::from(addr), peer));
                 Ok(())
             }
             Action::HomeDel { addr, peer } => {
+                let peer = self.slot(peer)?;
                 self.home.remove(&(u32::from(addr), peer));
                 ignore(self.nf.del(NFT_TABLE, &nft::set_in(peer), addr), &[ENOENT])?;
                 Ok(())
             }
             Action::VisitorAdd { addr, peer, mac } => {
+                let peer = self.slot(peer)?;
                 // Our side first: the leak guard already stops the node's old
                 // address at our WAN; from now on it goes into the tunnel.
                 ignore(self.nf.add(NFT_TABLE, &nft::set_out(peer), addr), &[EEXIST])?;
@@ -171,6 +188,7 @@ impl Dataplane {
                 self.update_catch_all()
             }
             Action::VisitorDel { addr, peer } => {
+                let peer = self.slot(peer)?;
                 self.visitor.remove(&(u32::from(addr), peer));
                 self.visitor_mac.remove(&u32::from(addr));
                 ignore(
@@ -187,8 +205,8 @@ impl Dataplane {
 
     /// Remove everything we installed (clean shutdown).
     pub fn shutdown(&mut self) {
-        for p in 0..self.tunnels.len() {
-            let _ = self.tunnel_down(p);
+        for s in 0..self.slots.len() {
+            let _ = self.tunnel_down(s);
         }
         let _ = self.remove_stale();
         let _ = nft::unload();
@@ -196,7 +214,12 @@ impl Dataplane {
 
     /// Traffic counters: ours for userspace, the kernel's for ipip.
     pub fn peer_traffic(&mut self, p: PeerIdx) -> Traffic {
-        let t = self.traffic[p];
+        let t = self
+            .slot(p)
+            .ok()
+            .and_then(|s| self.peer_slot(s))
+            .map(|x| x.traffic)
+            .unwrap_or_default();
         if self.kind == Kind::Kernel {
             let name = self.tunnel_name(p);
             let read = |k: &str| {
@@ -234,10 +257,8 @@ impl Dataplane {
     /// Who holds `addr` on the LAN now (for the "held by another host"
     /// check): a live neighbour entry's MAC.
     pub fn lan_holder(&mut self, addr: Ipv4Addr) -> Option<[u8; 6]> {
-        use sims_linux::netlink::{NUD_DELAY, NUD_PERMANENT, NUD_PROBE, NUD_REACHABLE, NUD_STALE};
-        let live = NUD_REACHABLE | NUD_STALE | NUD_DELAY | NUD_PROBE | NUD_PERMANENT;
         match self.nl.neigh_get(self.lan_index, addr) {
-            Ok(Some(n)) if n.state & live != 0 => n.mac,
+            Ok(Some(n)) if n.state & NUD_LIVE != 0 => n.mac,
             _ => None,
         }
     }

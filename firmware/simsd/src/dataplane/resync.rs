@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 
 use log::{debug, info, warn};
 use sims_linux::monitor::Event;
+use sims_proto::agent::MAX_PEERS;
 use simsd::owned::{self, NFT_TABLE};
 
 use super::{ignore, Dataplane, EEXIST, ENOENT, ESRCH};
@@ -26,14 +27,15 @@ impl Dataplane {
                 ignore(self.nl.rule_del(&r), &[ENOENT])?;
             }
         }
-        let n = self.cfg.agent.peers.len();
-        for t in self.ids().tables(n) {
-            for r in self.nl.routes(t)? {
-                if r.protocol == proto {
-                    ignore(self.nl.route_del(&r), &[ENOENT, ESRCH])?;
-                }
+        // Every table a slot can have: a run that reloaded may have used
+        // slots beyond this config's peers.
+        let tables = self.ids().tables(MAX_PEERS);
+        for r in self.nl.all_routes()? {
+            if r.protocol == proto && tables.contains(&r.table) {
+                ignore(self.nl.route_del(&r), &[ENOENT, ESRCH])?;
             }
         }
+        let n = self.slots.len();
         for l in self.nl.links()? {
             if owned::is_our_tunnel(&l.name, l.kind.as_deref()) {
                 info!("removing stale tunnel {}", l.name);
@@ -51,22 +53,24 @@ impl Dataplane {
     /// rules, a tunnel was recreated, or events were lost).
     pub fn resync(&mut self) -> io::Result<()> {
         let rules = self.nl.rules()?;
-        for p in 0..self.tunnels.len() {
-            let Some(index) = self.tunnels[p].as_ref().map(|t| t.index) else {
+        for s in 0..self.slots.len() {
+            let Some(index) = self.tunnel(s).map(|t| t.index) else {
                 continue;
             };
-            let name = self.tunnel_name(p);
+            let name = self.slot_tunnel_name(s);
             let exists = self.nl.links()?.iter().any(|l| l.index == index);
             if !exists {
                 warn!("tunnel {name} disappeared; recreating it");
-                self.tunnels[p] = None;
-                self.tunnel_up(p)?;
+                if let Some(x) = self.peer_slot_mut(s) {
+                    x.tunnel = None;
+                }
+                self.tunnel_up(s)?;
                 continue;
             }
-            if !rules.contains(&self.peer_rule(p)) {
-                ignore(self.nl.rule_add(&self.peer_rule(p)), &[EEXIST])?;
+            if !rules.contains(&self.peer_rule(s)) {
+                ignore(self.nl.rule_add(&self.peer_rule(s)), &[EEXIST])?;
             }
-            self.nl.route_replace(&self.default_route(p, index))?;
+            self.nl.route_replace(&self.default_route(s, index))?;
         }
         let home: Vec<_> = self.home.iter().copied().collect();
         for (a, p) in home {
@@ -93,8 +97,6 @@ impl Dataplane {
     pub fn on_event(&mut self, ev: &Event) -> io::Result<()> {
         // Only losses of state we still want count: our own removals (and
         // the events of our own changes) must not cost a resync.
-        let tunnel_up = |p: usize| self.tunnels.get(p).is_some_and(|t| t.is_some());
-        let peers = self.tunnels.len();
         if let Event::LinkNew(l) = ev {
             if l.name == self.cfg.lan_ifname && l.index != self.lan_index {
                 // netifd recreated the bridge: our routes and neighbour
@@ -119,6 +121,8 @@ impl Dataplane {
                 return Ok(());
             }
         }
+        let tunnel_up = |s: usize| self.tunnel(s).is_some();
+        let peers = self.slots.len();
         let need = match ev {
             // netifd deletes every rule when it (re)starts.
             Event::RuleDel(r) => {
@@ -133,7 +137,9 @@ impl Dataplane {
                         || (0..peers).any(|p| r.table == self.ids().peer_table(p) && tunnel_up(p)))
             }
             // A tunnel we hold went away (routes through it went with it).
-            Event::LinkDel(l) => self.tunnels.iter().flatten().any(|t| t.index == l.index),
+            Event::LinkDel(l) => {
+                (0..peers).any(|s| self.tunnel(s).is_some_and(|t| t.index == l.index))
+            }
             _ => false,
         };
         if need {

@@ -1,15 +1,14 @@
 //! Policy routing: the rules and routes simsd installs, built from the
 //! numbers in `simsd::owned::KernelIds`. One catch-all rule (while visitor
 //! bindings exist) finds the SIMS table of /32s; one `fwmark` rule per
-//! peer routes marked packets into the peer's table, whose one default
-//! route is the peer's tunnel. Never a rule per binding: each rule costs
+//! peer (numbered by its slot, slots.rs) routes marked packets into the
+//! peer's table, whose one default route is the peer's tunnel. Never a rule per binding: each rule costs
 //! every forwarded packet (docs/ARCHITECTURE.md).
 
 use std::io;
 use std::net::Ipv4Addr;
 
 use sims_linux::netlink::{Route, RouteType, Rule, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE};
-use sims_proto::agent::PeerIdx;
 use simsd::owned::KernelIds;
 
 use super::{ignore, Dataplane, EEXIST, ENOENT};
@@ -29,11 +28,11 @@ impl Dataplane {
         }
     }
 
-    pub(super) fn peer_rule(&self, p: PeerIdx) -> Rule {
+    pub(super) fn peer_rule(&self, s: usize) -> Rule {
         Rule {
             priority: self.ids().peer_rule_priority(),
-            table: self.ids().peer_table(p),
-            fwmark: Some((self.ids().peer_mark(p), u32::MAX)),
+            table: self.ids().peer_table(s),
+            fwmark: Some((self.ids().peer_mark(s), u32::MAX)),
             src: None,
             protocol: self.ids().route_protocol,
         }
@@ -53,9 +52,9 @@ impl Dataplane {
         }
     }
 
-    pub(super) fn default_route(&self, p: PeerIdx, oif: u32) -> Route {
+    pub(super) fn default_route(&self, s: usize, oif: u32) -> Route {
         Route {
-            table: self.ids().peer_table(p),
+            table: self.ids().peer_table(s),
             dst: Ipv4Addr::UNSPECIFIED,
             dst_len: 0,
             oif: Some(oif),

@@ -40,7 +40,7 @@ pub(super) struct Tunnel {
     /// Unused since (monotonic ms): removed after `TUNNEL_LINGER_MS`, so a
     /// node moving back and forth does not pay for device churn (removing
     /// a device waits for RCU grace periods: ~20 ms).
-    idle_since: Option<u64>,
+    pub(super) idle_since: Option<u64>,
 }
 
 const TUNNEL_LINGER_MS: u64 = 1000;
@@ -50,21 +50,31 @@ impl Dataplane {
         owned::tunnel_name(&self.cfg.agent.peers[p].id)
     }
 
-    pub(super) fn tunnel_index(&self, p: PeerIdx) -> io::Result<u32> {
-        self.tunnels
-            .get(p)
-            .and_then(|t| t.as_ref())
+    /// The tunnel device of slot `s`'s peer.
+    pub(super) fn slot_tunnel_name(&self, s: usize) -> String {
+        owned::tunnel_name(self.peer_slot(s).map_or("", |x| x.id.as_str()))
+    }
+
+    pub(super) fn tunnel(&self, s: usize) -> Option<&Tunnel> {
+        self.peer_slot(s)?.tunnel.as_ref()
+    }
+
+    pub(super) fn tunnel_index(&self, s: usize) -> io::Result<u32> {
+        self.tunnel(s)
             .map(|t| t.index)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tunnel not up"))
     }
 
-    pub(super) fn tunnel_up(&mut self, p: PeerIdx) -> io::Result<()> {
-        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+    pub(super) fn tunnel_up(&mut self, s: usize) -> io::Result<()> {
+        let Some(slot) = self.peer_slot_mut(s) else {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer"));
+        };
+        if let Some(t) = slot.tunnel.as_mut() {
             t.idle_since = None;
             return Ok(());
         }
-        let name = self.tunnel_name(p);
-        let remote = self.cfg.agent.peers[p].endpoint;
+        let remote = slot.endpoint;
+        let name = self.slot_tunnel_name(s);
         let (index, tun) = match self.kind {
             Kind::Kernel => {
                 if let Some(l) = self.nl.link_by_name(&name)? {
@@ -83,10 +93,10 @@ impl Dataplane {
                 (l.index, Some(t))
             }
         };
-        self.configure_tunnel(p, &name, index)?;
+        self.configure_tunnel(s, &name, index)?;
         info!("tunnel {name} to {remote} up ({})", self.kind.as_str());
-        if let Some(slot) = self.tunnels.get_mut(p) {
-            *slot = Some(Tunnel {
+        if let Some(slot) = self.peer_slot_mut(s) {
+            slot.tunnel = Some(Tunnel {
                 index,
                 tun,
                 idle_since: None,
@@ -95,34 +105,34 @@ impl Dataplane {
         Ok(())
     }
 
-    fn configure_tunnel(&mut self, p: PeerIdx, name: &str, index: u32) -> io::Result<()> {
+    fn configure_tunnel(&mut self, s: usize, name: &str, index: u32) -> io::Result<()> {
         self.nl.link_set_mtu(index, self.cfg.tunnel_mtu)?;
         // Loose reverse-path filtering and an address of its own: without
         // them the kernel drops tunnelled return traffic.
         sysctl::set_ipv4_conf(name, "rp_filter", "2")?;
         ignore(self.nl.addr_add(index, self.lan_addr, 32, true), &[EEXIST])?;
         self.nl.link_set_up(index, true)?;
-        self.nl.route_replace(&self.default_route(p, index))?;
-        ignore(self.nl.rule_add(&self.peer_rule(p)), &[EEXIST])?;
+        self.nl.route_replace(&self.default_route(s, index))?;
+        ignore(self.nl.rule_add(&self.peer_rule(s)), &[EEXIST])?;
         Ok(())
     }
 
     /// The last binding with a peer is gone: the tunnel lingers a moment.
-    pub(super) fn tunnel_idle(&mut self, p: PeerIdx) {
-        if let Some(Some(t)) = self.tunnels.get_mut(p) {
+    pub(super) fn tunnel_idle(&mut self, s: usize) {
+        if let Some(t) = self.peer_slot_mut(s).and_then(|x| x.tunnel.as_mut()) {
             t.idle_since.get_or_insert(sims_linux::event::now_ms());
         }
     }
 
     /// Remove tunnels idle for longer than the linger time.
     pub fn expire_idle(&mut self, now_ms: u64) {
-        for p in 0..self.tunnels.len() {
-            let expired = self.tunnels[p]
-                .as_ref()
+        for s in 0..self.slots.len() {
+            let expired = self
+                .tunnel(s)
                 .and_then(|t| t.idle_since)
                 .is_some_and(|t| now_ms >= t + TUNNEL_LINGER_MS);
             if expired {
-                if let Err(e) = self.tunnel_down(p) {
+                if let Err(e) = self.tunnel_down(s) {
                     warn!("removing tunnel: {e}");
                 }
             }
@@ -131,20 +141,19 @@ impl Dataplane {
 
     /// When `expire_idle` next has work.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.tunnels
-            .iter()
-            .filter_map(|t| t.as_ref()?.idle_since)
+        (0..self.slots.len())
+            .filter_map(|s| self.tunnel(s)?.idle_since)
             .map(|t| t + TUNNEL_LINGER_MS)
             .min()
     }
 
-    pub(super) fn tunnel_down(&mut self, p: PeerIdx) -> io::Result<()> {
-        let Some(t) = self.tunnels.get_mut(p).and_then(|t| t.take()) else {
+    pub(super) fn tunnel_down(&mut self, s: usize) -> io::Result<()> {
+        let Some(t) = self.peer_slot_mut(s).and_then(|x| x.tunnel.take()) else {
             return Ok(());
         };
-        ignore(self.nl.rule_del(&self.peer_rule(p)), &[ENOENT])?;
+        ignore(self.nl.rule_del(&self.peer_rule(s)), &[ENOENT])?;
         ignore(
-            self.nl.route_del(&self.default_route(p, t.index)),
+            self.nl.route_del(&self.default_route(s, t.index)),
             &[ENOENT, ESRCH],
         )?;
         match t.tun {
@@ -152,7 +161,7 @@ impl Dataplane {
             Some(tun) => tun.close_detached(),
             None => ignore(self.nl.link_delete(t.index), &[ENOENT, libc::ENODEV])?,
         }
-        info!("tunnel {} down", self.tunnel_name(p));
+        info!("tunnel {} down", self.slot_tunnel_name(s));
         Ok(())
     }
 }
