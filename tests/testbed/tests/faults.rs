@@ -2,7 +2,8 @@
 //! the namespace testbed with the real daemons: a LAN bridge recreated
 //! under the bindings, the issuer down mid-handover, a redirected address
 //! taken by another host, an agent whose clock is days off or whose state
-//! was wiped. They run on the host only (`cargo xtask test`), not in every
+//! was wiped, reloads that add, remove and reorder peers, the current
+//! agent killed in the middle of a handover. They run on the host only (`cargo xtask test`), not in every
 //! VM guest: what they exercise does not depend on the tunnel backend, and
 //! the guests' time is better spent on the main scenarios.
 
@@ -229,4 +230,168 @@ fn s17_agent_clock_days_off_and_wiped_state() {
     wait_flowing(&tb, &again, 300_000, T);
     let r = again.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s17 session after ma-a's wiped reboot");
+}
+
+/// The path of busybox (for its ping).
+fn busybox() -> &'static str {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox")
+}
+
+/// `conf` (a UCI file of the testbed's agents) with its peer sections in
+/// the order of `ids`, the others left out.
+fn with_peers(conf: &str, ids: &[&str]) -> String {
+    let mut parts = conf.split("\nconfig peer ");
+    let mut out = parts.next().unwrap_or_default().to_string();
+    let peers: Vec<&str> = parts.collect();
+    for id in ids {
+        let sec = peers
+            .iter()
+            .find(|p| p.contains(&format!("option id '{id}'")))
+            .unwrap_or_else(|| panic!("no peer {id} in {conf}"));
+        out.push_str("\nconfig peer ");
+        out.push_str(sec);
+    }
+    out
+}
+
+/// ma-a rereads its config after SIGHUP, in place.
+fn reload_in_place(tb: &mut Testbed, conf: &Path, text: &str) {
+    let before = tb.agent_log(Ma::A).matches("reloaded in place").count();
+    std::fs::write(conf, text).unwrap();
+    tb.signal_agent(Ma::A, libc::SIGHUP).unwrap();
+    wait_for(
+        "ma-a to reload in place",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            let n = tb.agent_log(Ma::A).matches("reloaded in place").count();
+            Ok((n > before).then_some(()))
+        },
+    )
+    .unwrap();
+}
+
+/// Scenario 18: SIGHUP reloads in place, and bindings follow their peer
+/// by id. ma-a's peers are reordered (C before B, so B's index changes):
+/// the relayed path loses not one packet (the router pings the node's old
+/// address through the tunnel every 20 ms across the reload: all
+/// answered), B's tunnel is the same device, the session goes on. Then
+/// B's agreement is removed: ma-a ends the redirect and tells ma-b (its
+/// visitor side goes at once), and the node is told at its next refresh
+/// (ma-a answers ma-b's request NotPeer) and stops claiming the address.
+#[test]
+fn s18_reload_in_place_follows_peers_by_id() {
+    let Some(mut tb) = setup(
+        Options::default()
+            .label("s18")
+            .agents(&[Ma::A, Ma::B, Ma::C]),
+    ) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    // Slow streams: the pings measure the reload, not a full queue.
+    let slow = |dir, label| {
+        tb.stream(
+            StreamSpec::new(dir, label)
+                .rate(20_000)
+                .duration_ms(90_000)
+                .bind(a()),
+        )
+        .unwrap()
+    };
+    let mut down = slow(Dir::Down, "s18-down");
+    // Keeps the address in use after `down` is checked and done.
+    let hold = slow(Dir::Up, "s18-hold");
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 10_000, T);
+    let ma_a = tb.agent(Ma::A);
+    let link = || {
+        ma_a.ip(&["-o", "link", "show", "sims-ma-b"])
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+    };
+    let index = link().unwrap();
+    let conf = tb.agent_dir(Ma::A).join("sims.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    assert!(text.find("'ma-b'") < text.find("'ma-c'"), "{text}");
+
+    let pinger = {
+        let ns = tb.agent(Ma::A);
+        let target = a().to_string();
+        std::thread::spawn(move || {
+            ns.run(
+                busybox(),
+                &["ping", "-c", "150", "-i", "0.02", "-W", "1", &target],
+                Duration::from_secs(30),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    reload_in_place(&mut tb, &conf, &with_peers(&text, &["ma-c", "ma-b"]));
+    let pings = pinger.join().unwrap().unwrap();
+    assert!(
+        pings.contains("150 packets transmitted, 150 packets received"),
+        "a packet lost across the reload: {pings}"
+    );
+    assert_eq!(link().unwrap(), index, "the same tunnel device");
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 20_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s18 session across the reload");
+
+    // B's agreement ends.
+    reload_in_place(&mut tb, &conf, &with_peers(&text, &["ma-c"]));
+    tb.wait_agent(Ma::A, "the redirect to end", T, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    tb.wait_agent(Ma::B, "ma-b told, its visitor side gone", T, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    assert!(link().is_err(), "ma-a's tunnel to ma-b is gone");
+    // The next refresh comes within a third of the 60 s lifetime.
+    tb.wait_node(
+        &format!("{} to be dropped", a()),
+        Duration::from_secs(30),
+        |st| st.binding(&a().to_string()).is_none(),
+    )
+    .unwrap();
+    assert!(counter(&tb, Ma::A, "rx_refused") > 0);
+    drop(hold);
+}
+
+/// Scenario 19: the current agent is killed (kill -9) in the middle of a
+/// handover: ma-a is stopped (SIGSTOP) so that ma-b's request waits for
+/// it, ma-b dies with the visitor side pending and restarts; when ma-a
+/// continues, the node's retry completes the handover and the session's
+/// bytes arrive intact, with one binding on each side.
+#[test]
+fn s19_current_agent_killed_mid_handover() {
+    let Some(mut tb) = setup(Options::default().label("s19").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s19-down", a());
+    wait_flowing(&tb, &down, 100_000, T);
+    tb.signal_agent(Ma::A, libc::SIGSTOP).unwrap();
+    let m = tb.move_to(Ma::B).unwrap();
+    assert_eq!(m.addr, b());
+    tb.wait_agent(Ma::B, "the visitor side pending", T, |st| {
+        st.binding(&a().to_string()).is_some_and(|b| b.pending)
+    })
+    .unwrap();
+    tb.kill_agent(Ma::B, libc::SIGKILL).unwrap();
+    tb.start_agent(Ma::B).unwrap();
+    tb.signal_agent(Ma::A, libc::SIGCONT).unwrap();
+    tb.wait_node_binding(a(), "relayed", Duration::from_secs(30))
+        .unwrap();
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    wait_flowing(&tb, &down, 300_000, Duration::from_secs(30));
+    let r = down.finish(Duration::from_secs(60)).unwrap();
+    assert_verified(&r, "s19 session across ma-b's death mid-handover");
 }
