@@ -4,7 +4,8 @@
 //! harness plays the nodes and the two peers, and remembers the cookies,
 //! credentials, request ids and challenges the agent handed out), from
 //! LAN hosts, peers and strangers, on the LAN or not; timeouts; changes of
-//! who holds an address on the LAN; restarts through save and restore.
+//! who holds an address on the LAN; restarts through save and restore;
+//! reloads in place that reorder, remove and add back the peers.
 //!
 //! After every step: the tables are within the configured limits, the
 //! actions so far describe exactly the agent's bindings (a tunnel is up
@@ -74,8 +75,11 @@ struct World {
     /// What the harness sent, for replays: (source, via_lan, datagram).
     sent: Vec<(SocketAddrV4, bool, Vec<u8>)>,
     /// The kernel state the actions so far describe.
+    /// By the harness's peer numbers (0, 1), whatever the agent's order.
     installed: BTreeMap<Ipv4Addr, (Role, usize)>,
     tunnels: BTreeSet<usize>,
+    /// The agent's peers: its index → the harness's peer number.
+    order: Vec<usize>,
 }
 
 impl World {
@@ -94,6 +98,7 @@ impl World {
             sent: Vec::new(),
             installed: BTreeMap::new(),
             tunnels: BTreeSet::new(),
+            order: vec![0, 1],
         }
     }
 
@@ -101,6 +106,32 @@ impl World {
     /// `ctx`: the address and node a node message came from.
     fn apply(&mut self, out: Vec<Action>, ctx: Option<(Ipv4Addr, usize)>) {
         for a in out {
+            let a = match a {
+                Action::TunnelUp { peer } => Action::TunnelUp {
+                    peer: self.order[peer],
+                },
+                Action::TunnelDown { peer } => Action::TunnelDown {
+                    peer: self.order[peer],
+                },
+                Action::HomeAdd { addr, peer } => Action::HomeAdd {
+                    addr,
+                    peer: self.order[peer],
+                },
+                Action::HomeDel { addr, peer } => Action::HomeDel {
+                    addr,
+                    peer: self.order[peer],
+                },
+                Action::VisitorAdd { addr, peer, mac } => Action::VisitorAdd {
+                    addr,
+                    peer: self.order[peer],
+                    mac,
+                },
+                Action::VisitorDel { addr, peer } => Action::VisitorDel {
+                    addr,
+                    peer: self.order[peer],
+                },
+                other => other,
+            };
             match a {
                 Action::Send { dst, data } => self.sent_by_agent(dst, &data, ctx),
                 Action::BroadcastLan { data } => {
@@ -187,7 +218,8 @@ impl World {
         let n = self.agent.bindings().count();
         assert!(n <= c.max_bindings, "{n} bindings");
         assert!(self.agent.credential_count() <= c.max_credentials);
-        for p in 0..2 {
+        assert_eq!(c.peers.len(), self.order.len());
+        for p in 0..c.peers.len() {
             assert!(self.agent.binding_count(p) <= c.max_per_peer);
         }
         let mut per_node: BTreeMap<[u8; 32], usize> = BTreeMap::new();
@@ -198,7 +230,7 @@ impl World {
         let held: BTreeMap<Ipv4Addr, (Role, usize)> = self
             .agent
             .bindings()
-            .map(|(a, b)| (a, (b.role, b.peer)))
+            .map(|(a, b)| (a, (b.role, self.order[b.peer])))
             .collect();
         assert_eq!(
             held, self.installed,
@@ -525,7 +557,7 @@ fn envelope<T>(u: &mut Unstructured, w: &mut World, p: usize, msg: T) -> Result<
 }
 
 fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
-    match u.int_in_range(0..=9)? {
+    match u.int_in_range(0..=10)? {
         0 | 1 => {
             w.now += time_step(u)?;
             let mut out = Vec::new();
@@ -562,12 +594,26 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
                 false => Some((pick_addr(u)?, *u.choose(&MACS)?)),
             };
         }
+        9 => {
+            // A reload in place: the peers reordered, one or both removed,
+            // or added back. Removals happen under the old numbering.
+            let order = u
+                .choose(&[vec![0, 1], vec![1, 0], vec![0], vec![1], vec![]])?
+                .clone();
+            let mut out = Vec::new();
+            let map = w
+                .agent
+                .reconfigure(now(w.now), agent_config_with(&order), &mut out);
+            assert!(map.is_some(), "a reload of the peers is in place");
+            w.apply(out, None);
+            w.order = order;
+        }
         _ => {
             // A restart: the new run restores what the old one saved.
             let saved = w.agent.save(now(w.now));
             let seed: [u8; 32] = u.arbitrary()?;
             w.now += time_step(u)?;
-            let mut agent = Agent::new(agent_config(), seed);
+            let mut agent = Agent::new(agent_config_with(&w.order), seed);
             let mut out = Vec::new();
             assert!(
                 agent.restore(now(w.now), &saved, &mut out),

@@ -51,6 +51,12 @@ pub fn id(s: &str) -> AgentId {
 
 /// Agent ma-a on 10.1.0.0/24 with peers ma-b and ma-c; small tables.
 pub fn agent_config() -> AgentConfig {
+    agent_config_with(&[0, 1])
+}
+
+/// The same with the harness's peers `peers` (indices into `PEER_IDS`),
+/// in that order.
+pub fn agent_config_with(peers: &[usize]) -> AgentConfig {
     let mut c = AgentConfig::new(id(AGENT_ID), ENDPOINT);
     c.lan_prefixes = vec![lan(0)];
     c.advert_interval_ms = 1000;
@@ -73,9 +79,9 @@ pub fn agent_config() -> AgentConfig {
     };
     c.retransmit_initial_ms = 100;
     c.retransmit_tries = 3;
-    for (i, p) in PEER_IDS.iter().enumerate() {
+    for &i in peers {
         c.peers.push(PeerConfig {
-            id: id(p),
+            id: id(PEER_IDS[i]),
             endpoint: PEER_ENDPOINTS[i],
             port: PORT,
             prefixes: vec![lan(i + 1)],
