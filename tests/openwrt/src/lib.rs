@@ -1,0 +1,88 @@
+//! What the tests of SIMS's OpenWrt files share: where the sources and
+//! OpenWrt's own tools (the kit in `../shared/openwrt`) are, the
+//! templates' key placeholders, and running a program with a clear error.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The top of the SIMS sources.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// OpenWrt's userland built for this machine (`SIMS_OPENWRT_KIT`, or
+/// `../shared/openwrt` beside the sources), if it is there.
+pub fn kit() -> Option<PathBuf> {
+    let dir = std::env::var_os("SIMS_OPENWRT_KIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/openwrt"));
+    dir.join("root/usr/sbin/uci").exists().then_some(dir)
+}
+
+/// 32 random bytes as 64 hex digits, like `simsd keygen`.
+pub fn fresh_key() -> String {
+    let mut b = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The placeholders `<key a:b>` of a template, in order of appearance.
+pub fn placeholders(text: &str) -> Vec<String> {
+    text.match_indices("'<key ")
+        .filter_map(|(i, _)| {
+            let rest = &text[i + 1..];
+            rest.find('>').map(|j| rest[..=j].to_string())
+        })
+        .collect()
+}
+
+/// `text` with each placeholder replaced by the key `keys` holds for it
+/// (a fresh one the first time: both sides of a pair get the same).
+pub fn keyed(text: &str, keys: &mut BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for p in placeholders(text) {
+        let k = keys.entry(p.clone()).or_insert_with(fresh_key).clone();
+        out = out.replace(&p, &k);
+    }
+    out
+}
+
+/// Runs `cmd`; its stdout, or an error with its status and stderr.
+pub fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `uci show <name>` of the kit's libuci on the config file `file`:
+/// `key=value` lines, values unquoted.
+pub fn uci_show(kit: &Path, file: &Path) -> Result<BTreeMap<String, String>, String> {
+    let conf = std::env::temp_dir().join(format!("sims-uci-{}", std::process::id()));
+    let delta = conf.join(".delta");
+    fs::create_dir_all(&delta).map_err(|e| e.to_string())?;
+    fs::copy(file, conf.join("sims")).map_err(|e| e.to_string())?;
+    let out = run(Command::new(kit.join("root/usr/sbin/uci"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-t")
+        .arg(&delta)
+        .args(["show", "sims"]));
+    let _ = fs::remove_dir_all(&conf);
+    Ok(out?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect())
+}
