@@ -286,7 +286,9 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 "route_protocol" => cfg.ids.route_protocol = num(k, v)?,
                 "mark_base" => cfg.ids.mark_base = num(k, v)?,
                 "tunnel_mtu" => cfg.tunnel_mtu = num(k, v)?,
-                "enabled" => {}
+                // For the init script: whether to start, and the UCI
+                // interfaces whose changes reload simsd.
+                "enabled" | "lan_network" | "wan_network" => {}
                 _ => return Err(format!("unknown option '{k}' in agent section")),
             }
             Ok(())
