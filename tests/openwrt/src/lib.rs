@@ -66,19 +66,28 @@ pub fn run(cmd: &mut Command) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `uci show <name>` of the kit's libuci on the config file `file`:
-/// `key=value` lines, values unquoted.
+/// `uci show sims` of the kit's libuci on the config file `file`.
 pub fn uci_show(kit: &Path, file: &Path) -> Result<BTreeMap<String, String>, String> {
-    let conf = std::env::temp_dir().join(format!("sims-uci-{}", std::process::id()));
+    uci_show_config(kit, file, "sims")
+}
+
+/// `uci show <name>` of the kit's libuci on `file` as config `name`:
+/// `key=value` lines, values unquoted.
+pub fn uci_show_config(
+    kit: &Path,
+    file: &Path,
+    name: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let conf = std::env::temp_dir().join(format!("sims-uci-{name}-{}", std::process::id()));
     let delta = conf.join(".delta");
     fs::create_dir_all(&delta).map_err(|e| e.to_string())?;
-    fs::copy(file, conf.join("sims")).map_err(|e| e.to_string())?;
+    fs::copy(file, conf.join(name)).map_err(|e| e.to_string())?;
     let out = run(Command::new(kit.join("root/usr/sbin/uci"))
         .arg("-c")
         .arg(&conf)
         .arg("-t")
         .arg(&delta)
-        .args(["show", "sims"]));
+        .args(["show", name]));
     let _ = fs::remove_dir_all(&conf);
     Ok(out?
         .lines()

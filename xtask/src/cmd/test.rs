@@ -89,8 +89,16 @@ pub fn test(args: &[String]) -> Result<(), String> {
     // The package's init script under OpenWrt's own procd (the kit in
     // ../shared/openwrt), and the feed's test.sh, with the simsd just built.
     let mut c = cargo();
-    c.args(["test", "-p", "sims-openwrt", "--test", "procd", "--test", "feed"])
-        .env("SIMS_BIN_DIR", &bin_dir);
+    c.args([
+        "test",
+        "-p",
+        "sims-openwrt",
+        "--test",
+        "procd",
+        "--test",
+        "feed",
+    ])
+    .env("SIMS_BIN_DIR", &bin_dir);
     run("OpenWrt package: init script under procd, feed test.sh", c)?;
     if !o.has("--no-targets") {
         // The router targets (board-configs/): unit tests under QEMU user
