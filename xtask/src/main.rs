@@ -20,6 +20,11 @@
 //!   under QEMU running the testbed self-test and the scenario suite with
 //!   kernel ipip on every agent, then mixed (ma-a kernel, others userspace).
 //!   `cargo xtask test` runs it after the router targets (skip with `--no-vm`).
+//! * `package --target <triple>... | --all` — the `sims` OpenWrt package
+//!   (.ipk and .apk) of each board in `target/openwrt/<package arch>/`,
+//!   then installed with the kit's opkg, its apk metadata read, and the
+//!   feed's test.sh run under QEMU user mode (cmd/package.rs). `cargo
+//!   xtask test` runs it for every board after the router targets.
 //! * `fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]` — builds the
 //!   fuzz crate (fuzz/, outside the workspace) with nightly and the flags
 //!   of cargo-fuzz, runs each libFuzzer target for N s or N executions
@@ -44,7 +49,7 @@
 //! | `opts.rs` | the one option parser |
 //! | `cargo.rs` | the workspace, its cargo, host builds |
 //! | `deps.rs` | host packages and rust components on first use |
-//! | `cmd/{test,demo,build,bench,fuzz}.rs` | the commands |
+//! | `cmd/{test,demo,build,bench,fuzz,package}.rs` | the commands |
 //! | `targets/{boards,toolchain,footprint}.rs` | the router targets |
 //!
 //! The VM harness is the `sims-vm` crate (tests/vm/), the namespace
@@ -68,6 +73,7 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask test --target <triple>... | --all [-- <test args>]
        cargo xtask test vm --target <triple>... | --all [-- <test args>]
        cargo xtask build --target <triple>... | --all
+       cargo xtask package --target <triple>... | --all
        cargo xtask targets [--install]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench flood
@@ -97,6 +103,7 @@ fn main() -> ExitCode {
         ("test", Some("vm")) => cmd::test::test_vm(&rest[1..]),
         ("test", _) => cmd::test::test(rest),
         ("build", _) => cmd::build::build(rest),
+        ("package", _) => cmd::package::package(rest),
         ("fuzz", _) => cmd::fuzz::fuzz(rest),
         ("targets", _) => cmd::build::list(rest),
         ("demo", _) => cmd::demo::demo(rest),

@@ -8,6 +8,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod package;
+
 /// The top of the SIMS sources.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -20,6 +22,16 @@ pub fn kit() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/openwrt"));
     dir.join("root/usr/sbin/uci").exists().then_some(dir)
+}
+
+/// Running as root (the namespaces of the kit's `ow-ns` need it)?
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 /// 32 random bytes as 64 hex digits, like `simsd keygen`.
@@ -78,7 +90,10 @@ pub fn uci_show_config(
     file: &Path,
     name: &str,
 ) -> Result<BTreeMap<String, String>, String> {
-    let conf = std::env::temp_dir().join(format!("sims-uci-{name}-{}", std::process::id()));
+    // One directory per call: tests run in parallel threads.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let conf = std::env::temp_dir().join(format!("sims-uci-{name}-{}-{n}", std::process::id()));
     let delta = conf.join(".delta");
     fs::create_dir_all(&delta).map_err(|e| e.to_string())?;
     fs::copy(file, conf.join(name)).map_err(|e| e.to_string())?;

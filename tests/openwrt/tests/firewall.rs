@@ -10,17 +10,12 @@ use std::process::Command;
 
 use sims_openwrt::*;
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Runs the uci-defaults script with `conf` as /etc/config.
+/// Runs the uci-defaults script with `conf` as /etc/config. One at a
+/// time: uci keeps its uncommitted changes in /tmp/.uci, which the kit's
+/// namespaces share with the host, so two runs at once would mix them.
 fn uci_defaults(kit: &Path, conf: &Path) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     run(Command::new(kit.join("bin/ow-ns"))
         .arg("-c")
         .arg(conf)

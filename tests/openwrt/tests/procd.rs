@@ -254,15 +254,6 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn init_script_under_procd() {
     let (Some(kit), Some(bin), true) = (kit(), std::env::var_os("SIMS_BIN_DIR"), is_root()) else {

@@ -86,24 +86,22 @@ pub fn test(args: &[String]) -> Result<(), String> {
         .env("SIMS_BIN_DIR", &bin_dir);
         run(step, c)?;
     }
-    // The package's init script under OpenWrt's own procd (the kit in
-    // ../shared/openwrt), and the feed's test.sh, with the simsd just built.
+    // The OpenWrt package with OpenWrt's own programs (the kit in
+    // ../shared/openwrt) and the simsd just built: installed, upgraded
+    // and removed with opkg and apk, its init script under procd, the
+    // feed's test.sh.
     let mut c = cargo();
-    c.args([
-        "test",
-        "-p",
-        "sims-openwrt",
-        "--test",
-        "procd",
-        "--test",
-        "feed",
-    ])
-    .env("SIMS_BIN_DIR", &bin_dir);
-    run("OpenWrt package: init script under procd, feed test.sh", c)?;
+    c.args(["test", "-p", "sims-openwrt"])
+        .args(["--test", "packages", "--test", "procd", "--test", "feed"])
+        .env("SIMS_BIN_DIR", &bin_dir);
+    run("OpenWrt package: opkg, apk, procd, test.sh", c)?;
     if !o.has("--no-targets") {
         // The router targets (board-configs/): unit tests under QEMU user
         // mode, release builds, `--version` of each binary.
         test_targets(&["--all".to_string()], &[])?;
+        // The sims package of every board, installed with OpenWrt's
+        // opkg, its apk metadata read, the feed's test.sh under QEMU.
+        super::package::package_boards(&["--all".to_string()])?;
     }
     if !o.has("--no-vm") {
         // The same scenarios over kernel ipip, in a VM with a real kernel.

@@ -274,7 +274,7 @@ impl Targets {
 
     /// The cargo runner for tests: QEMU user mode, or nothing if the
     /// target runs natively here.
-    fn runner(&mut self, b: &Board) -> Result<Option<PathBuf>, String> {
+    pub fn runner(&mut self, b: &Board) -> Result<Option<PathBuf>, String> {
         if b.runs_natively() {
             return Ok(None);
         }
