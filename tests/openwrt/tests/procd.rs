@@ -5,7 +5,10 @@
 //! the script registers (command, respawn, netdev, reload signal,
 //! triggers, the firewall rules per enabled peer), `uci commit` + the
 //! config.change event reloading simsd in place (same process), respawn
-//! after kill -9, `enabled '0'`, stop.
+//! after kill -9, `enabled '0'`, stop; and OpenWrt's real fw4 compiling
+//! the default firewall, the package's uci-defaults and the rules procd
+//! holds for simsd into a ruleset nft accepts, whose openings follow the
+//! peers (netifd's answers to fw4 come from the kit's ow-ubus-stub).
 //!
 //! Needs root, the kit and a built simsd (`SIMS_BIN_DIR`): `cargo xtask
 //! test` runs it after building the daemons; without them it says
@@ -37,6 +40,15 @@ config peer 'ma_b'
 \tlist lan_prefix '10.2.0.0/24'
 \toption key '1111111111111111111111111111111111111111111111111111111111111112'
 ";
+
+/// netifd's answers to fw4 (ow-ubus-stub): the LAN and WAN of the agent.
+/// procd's service data, which fw4 also reads, comes from the real procd.
+const NETIFD: &str = r#"{ "network.interface": { "dump": { "interface": [
+    { "interface": "lan", "up": true, "device": "br-lan", "l3_device": "br-lan",
+      "ipv4-address": [ { "address": "10.1.0.1", "mask": 24 } ], "data": {} },
+    { "interface": "wan", "up": true, "device": "wan", "l3_device": "wan",
+      "ipv4-address": [ { "address": "100.64.1.2", "mask": 24 } ], "data": {} } ] } },
+  "network.device": { "status": { } } }"#;
 
 /// procd in its namespaces, and everything the test made; all of it goes
 /// when this is dropped, however the test ends.
@@ -74,9 +86,32 @@ impl OpenWrt {
         let id = std::process::id();
         let dir = std::env::temp_dir().join(format!("sims-procd-{id}"));
         let _ = fs::remove_dir_all(&dir);
-        for d in ["etc/init.d", "etc/rc.d", "etc/config", "run", "usr/sbin"] {
+        for d in [
+            "etc/init.d",
+            "etc/rc.d",
+            "etc/config",
+            "run",
+            "usr/sbin",
+            "usr/bin",
+        ] {
             fs::create_dir_all(dir.join(d)).unwrap();
         }
+        // fw4 runs `utpl`, which the kit has as a 5-byte file naming its
+        // symlink target (ucode) instead of the symlink: put it back.
+        std::os::unix::fs::symlink("ucode", dir.join("usr/bin/utpl")).unwrap();
+        // OpenWrt's default firewall, the package's uci-defaults (run
+        // later, as at installation), what netifd would answer fw4.
+        fs::copy(
+            kit.join("root/etc/config/firewall"),
+            dir.join("etc/config/firewall"),
+        )
+        .unwrap();
+        fs::copy(
+            repo().join("openwrt-package/sims/files/sims.uci-defaults"),
+            dir.join("etc/90-sims"),
+        )
+        .unwrap();
+        fs::write(dir.join("etc/netifd.json"), NETIFD).unwrap();
         let init = dir.join("etc/init.d/sims");
         fs::copy(repo().join("openwrt-package/sims/files/sims.init"), &init).unwrap();
         fs::set_permissions(&init, fs::Permissions::from_mode(0o755)).unwrap();
@@ -164,6 +199,16 @@ impl OpenWrt {
         ]))
     }
 
+    /// The ruleset OpenWrt's fw4 compiles there: the default firewall, the
+    /// package's uci-defaults, and the rules procd holds for simsd; nft
+    /// must accept it.
+    fn fw4_ruleset(&self) -> String {
+        self.router(
+            "fw4 print > /tmp/sims-fw4.nft && nft -c -f /tmp/sims-fw4.nft && cat /tmp/sims-fw4.nft",
+        )
+        .unwrap_or_else(|e| panic!("fw4: {e}"))
+    }
+
     fn simsd_pid(&self) -> Option<u64> {
         let s = self.service();
         let i = &s["sims"]["instances"]["simsd"];
@@ -172,11 +217,14 @@ impl OpenWrt {
 
     /// simsd's own status, from its socket (the state dir is under run/).
     fn simsd_status(&self) -> Value {
-        let out = run(Command::new(self.dir.join("usr/sbin/simsd"))
-            .arg("--state-dir")
-            .arg(self.dir.join("run/sims"))
-            .args(["status", "--json"]))
-        .unwrap();
+        // Its socket comes a moment after procd reports it running.
+        let out = wait("simsd's status socket", || {
+            run(Command::new(self.dir.join("usr/sbin/simsd"))
+                .arg("--state-dir")
+                .arg(self.dir.join("run/sims"))
+                .args(["status", "--json"]))
+            .ok()
+        });
         serde_json::from_str(&out).unwrap()
     }
 
@@ -303,6 +351,30 @@ fn init_script_under_procd() {
     );
     assert_eq!(ow.simsd_status()["id"], "ma-a");
 
+    // The real fw4 compiles the service data into openings for ma-b only,
+    // and the uci-defaults' zone into forwarding for the tunnels.
+    ow.router("cd /etc && sh ./90-sims").unwrap();
+    ow.router(
+        "ow-ubus-stub /var/run/ubus/ubus.sock /etc/netifd.json >/dev/null 2>&1 & \
+         i=0; until ubus list network.interface >/dev/null 2>&1 || [ $i -gt 50 ]; do sleep 0.1; i=$((i+1)); done",
+    )
+    .unwrap();
+    let rules = ow.fw4_ruleset();
+    for want in [
+        "ip saddr 100.64.2.2 udp dport 4434 counter accept",
+        "meta l4proto 4 ip saddr 100.64.2.2 counter accept",
+        "define sims_devices = { \"sims-*\" }",
+        "jump accept_to_sims comment \"!fw4: Accept lan to sims forwarding\"",
+        "jump accept_to_lan comment \"!fw4: Accept sims to lan forwarding\"",
+        "jump accept_to_wan comment \"!fw4: Accept sims to wan forwarding\"",
+    ] {
+        assert!(
+            rules.contains(want),
+            "fw4's ruleset lacks {want:?}:\n{rules}"
+        );
+    }
+    assert!(!rules.contains("100.64.3.2"));
+
     // A peer added with uci: simsd reloads in place, and its openings come.
     ow.router(
         "uci set sims.ma_c=peer && uci set sims.ma_c.id=ma-c \
@@ -323,6 +395,9 @@ fn init_script_under_procd() {
         "reloaded in place, not restarted"
     );
     assert_eq!(ow.firewall_rules().len(), 4);
+    assert!(ow
+        .fw4_ruleset()
+        .contains("meta l4proto 4 ip saddr 100.64.3.2 counter accept"));
     // A peer disabled: its openings go.
     ow.router("uci set sims.ma_b.enabled=0 && uci commit sims")
         .unwrap();
@@ -331,6 +406,7 @@ fn init_script_under_procd() {
         let r = ow.firewall_rules();
         (r.len() == 2 && r.iter().all(|x| x.contains("ma-c"))).then_some(())
     });
+    assert!(!ow.fw4_ruleset().contains("100.64.2.2"), "ma-b closed");
     assert_eq!(ow.simsd_pid(), Some(pid));
 
     // kill -9 (procd's pids are the PID namespace's): procd starts it
