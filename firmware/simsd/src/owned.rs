@@ -14,7 +14,11 @@ pub mod defaults {
     /// The table of bound /32 host routes.
     pub const TABLE: u32 = 144;
     /// The catch-all rule's priority; per-peer rules use the next one.
-    pub const RULE_PRIORITY: u32 = 1000;
+    /// Clear of what OpenWrt's routing daemons own, and before them all:
+    /// mwan3 1000-3999 (deleted whole when it stops), netifd 10000, 20000
+    /// and 90000+, pbr 30000. A relayed packet must find its tunnel or its
+    /// visitor before any of their policies sends it to a WAN.
+    pub const RULE_PRIORITY: u32 = 900;
     /// The routing protocol of every route and rule simsd installs.
     pub const ROUTE_PROTOCOL: u8 = 153;
     /// Peer n's packets carry mark `MARK_BASE + 1 + n`.
@@ -96,7 +100,12 @@ mod tests {
         let ids = KernelIds::default();
         assert_eq!((ids.peer_table(0), ids.peer_table(2)), (145, 147));
         assert_eq!(ids.peer_mark(1), 0x5153_0002);
-        assert_eq!(ids.peer_rule_priority(), 1001);
+        assert_eq!(ids.peer_rule_priority(), 901);
+        // Clear of mwan3 (1000-3999), netifd (10000, 20000, 90000+), pbr
+        // (30000), and before them.
+        for p in [ids.rule_priority, ids.peer_rule_priority()] {
+            assert!(p < 1000, "{p}");
+        }
         assert_eq!(ids.tables(2), 144..=146);
         assert_eq!(tunnel_name("ma-b"), "sims-ma-b");
         assert!(is_our_tunnel("sims-ma-b", Some("tun")));

@@ -41,6 +41,6 @@ mod tests {
         assert_eq!(SIMS_PORT, 4434);
         assert_eq!(tunnel_name("ma-b"), "sims-ma-b");
         assert_eq!(nft_set_out(0), "out_0");
-        assert_eq!(SIMS_MARK_RULE_PRIORITY, 1001);
+        assert_eq!(SIMS_MARK_RULE_PRIORITY, 901);
     }
 }

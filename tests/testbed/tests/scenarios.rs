@@ -669,8 +669,12 @@ fn s8_garbage_is_counted_and_survived() {
     assert!(tb.agent_running(Ma::A));
 }
 
-/// netifd deletes every ip rule when it (re)starts: simsd must notice and
-/// put its own back while a relayed session runs.
+/// The rule flushes of OpenWrt's routing daemons, under a relayed
+/// session: mwan3 deletes its whole range (1000-3999) when it stops, which
+/// must not touch simsd's rules (their priorities are below it); netifd
+/// deletes every rule but the kernel's defaults when it (re)starts, and
+/// simsd must put its own back within 1 s. The session's bytes arrive
+/// intact across both.
 #[test]
 fn s9_rule_flush_is_repaired_and_session_survives() {
     let Some(mut tb) = setup(Options::default().label("s9").agents(&[Ma::A, Ma::B])) else {
@@ -681,31 +685,64 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
     tb.move_to(Ma::B).unwrap();
     tb.wait_node_binding(a(), "relayed", T).unwrap();
     wait_flowing(&tb, &down, 100_000, T);
+    // Every rule's priority in the agent's namespace.
+    let prefs = |x: Ma| -> Vec<u32> {
+        let out = tb.agent(x).ip(&["-4", "rule", "show"]).unwrap();
+        out.lines()
+            .filter_map(|l| l.split(':').next()?.trim().parse().ok())
+            .collect()
+    };
+    let del_pref = |x: Ma, p: u32| {
+        let _ = tb.agent(x).run(
+            "/usr/sbin/ip",
+            &["-4", "rule", "del", "pref", &p.to_string()],
+            Duration::from_secs(5),
+        );
+    };
     for x in [Ma::A, Ma::B] {
         let before = tb.agent_kernel_state(x).unwrap().rules;
         assert!(!before.is_empty(), "{}: no SIMS rules to flush", x.id());
-        // What netifd does: every non-default rule goes.
-        for pref in [SIMS_RULE_PRIORITY, SIMS_MARK_RULE_PRIORITY] {
-            let ns = tb.agent(x);
-            let pref = pref.to_string();
-            let del = ["rule", "del", "pref", &pref];
-            let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
-            let _ = ns.run("/usr/sbin/ip", &del, Duration::from_secs(5));
+        for p in [SIMS_RULE_PRIORITY, SIMS_MARK_RULE_PRIORITY] {
+            assert!(!(1000..=3999).contains(&p), "{p} is mwan3's");
+        }
+        // What mwan3 does when it stops: its range goes, ours stays.
+        for p in prefs(x).into_iter().filter(|p| (1000..=3999).contains(p)) {
+            del_pref(x, p);
+        }
+        assert_eq!(
+            tb.agent_kernel_state(x).unwrap().rules,
+            before,
+            "{}",
+            x.id()
+        );
+        // What netifd does when it starts: everything but the defaults.
+        let t = std::time::Instant::now();
+        for p in prefs(x)
+            .into_iter()
+            .filter(|p| ![0, 32766, 32767].contains(p))
+        {
+            del_pref(x, p);
+            del_pref(x, p);
         }
         wait_for(
-            &format!("{} to reinstall its rules", x.id()),
-            Duration::from_secs(5),
-            Duration::from_millis(20),
+            &format!("{} to reinstall its rules within 1 s", x.id()),
+            Duration::from_secs(1),
+            Duration::from_millis(10),
             || {
                 let now = tb.agent_kernel_state(x).map_err(|e| e.to_string())?;
                 Ok((now.rules == before).then_some(()))
             },
         )
         .unwrap();
+        eprintln!(
+            "s9: {} repaired its rules {:.0} ms after a full flush",
+            x.id(),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
     }
     wait_flowing(&tb, &down, 200_000, T);
     let r = down.finish(Duration::from_secs(30)).unwrap();
-    assert_verified(&r, "s9 across the rule flush");
+    assert_verified(&r, "s9 across the rule flushes");
 }
 
 /// SIGHUP with a broken config changes nothing and says where the error
