@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use crate::owned::{defaults, KernelIds};
+use crate::uci::Section;
 use sims_proto::agent::{AgentConfig, PeerConfig, MAX_PEERS};
 use sims_proto::{AgentId, Prefix};
 
@@ -44,89 +45,22 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// One parsed UCI section.
-struct Section {
-    kind: String,
-    name: Option<String>,
-    line: usize,
-    /// (key, value, line, is_list)
-    options: Vec<(String, String, usize, bool)>,
-}
-
-/// Split a UCI line into words, honouring single and double quotes.
-fn words(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut in_word = false;
-    for c in line.chars() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => cur.push(c),
-            None if c == '\'' || c == '"' => {
-                quote = Some(c);
-                in_word = true;
-            }
-            None if c == '#' && !in_word => break,
-            None if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            None => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if quote.is_some() {
-        return Err("unterminated quote".into());
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
-}
-
+/// Reads the UCI syntax as libuci does (uci.rs), with errors naming the
+/// file and line.
 fn parse_sections(text: &str, file: &str) -> Result<Vec<Section>, ConfigError> {
-    let err = |line: usize, reason: String| ConfigError {
+    crate::uci::parse(text).map_err(|(line, reason)| ConfigError {
         file: file.to_string(),
         line,
         reason,
-    };
-    let mut sections: Vec<Section> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let w = words(raw).map_err(|e| err(n, e))?;
-        let Some(first) = w.first() else { continue };
-        match first.as_str() {
-            "config" => {
-                if w.len() < 2 || w.len() > 3 {
-                    return Err(err(n, "expected: config <type> ['<name>']".into()));
-                }
-                sections.push(Section {
-                    kind: w[1].clone(),
-                    name: w.get(2).cloned(),
-                    line: n,
-                    options: Vec::new(),
-                });
-            }
-            "option" | "list" => {
-                if w.len() != 3 {
-                    return Err(err(n, format!("expected: {first} <name> '<value>'")));
-                }
-                let Some(s) = sections.last_mut() else {
-                    return Err(err(n, format!("{first} outside of a config section")));
-                };
-                s.options
-                    .push((w[1].clone(), w[2].clone(), n, first == "list"));
-            }
-            "package" => {}
-            other => return Err(err(n, format!("unknown keyword '{other}'"))),
-        }
-    }
-    Ok(sections)
+    })
+}
+
+/// Every value of a section's options, in order: (key, value, line). A
+/// list gives one entry per value; config.rs decides what repeats.
+fn entries(s: &Section) -> impl Iterator<Item = (&String, &String, &usize)> {
+    s.options
+        .iter()
+        .flat_map(|o| o.values.iter().map(move |(v, line)| (&o.key, v, line)))
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
@@ -233,7 +167,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         ids: KernelIds::default(),
         tunnel_mtu: defaults::TUNNEL_MTU,
     };
-    for (k, v, line, _) in &a.options {
+    for (k, v, line) in entries(a) {
         let r: Result<(), String> = (|| {
             let ac = &mut cfg.agent;
             match k.as_str() {
@@ -319,7 +253,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let mut port = cfg.agent.port;
         let mut prefixes = Vec::new();
         let mut enabled = true;
-        for (k, v, line, _) in &s.options {
+        for (k, v, line) in entries(s) {
             let r: Result<(), String> = (|| {
                 match k.as_str() {
                     "id" => pid = Some((agent_id(v)?, *line)),
@@ -519,8 +453,10 @@ config peer 'ma_b'
         assert!(error_of(&bad_ip).starts_with("/etc/config/sims:5: endpoint"));
         let unknown = GOOD.replace("option backend", "option bakend");
         assert!(error_of(&unknown).contains(":7: unknown option 'bakend'"));
+        // As libuci, a quoted value may span lines: this one runs on to
+        // the quote of the key (line 15), whose own is never closed.
         let quote = GOOD.replace("'ma-b'", "'ma-b");
-        assert!(error_of(&quote).contains(":12: unterminated quote"));
+        assert!(error_of(&quote).contains(":15: unterminated '"));
         let long_id = GOOD.replace("'ma-b'", "'a-very-long-id'");
         assert!(error_of(&long_id).contains(":12: id"));
         let dup = GOOD.replace("'ma-b'", "'ma-a'");
@@ -528,7 +464,7 @@ config peer 'ma_b'
             error_of(&dup),
             "/etc/config/sims:12: peer id 'ma-a' is not unique (also on line 3)"
         );
-        assert!(error_of("option id x").contains(":1: option outside"));
+        assert!(error_of("option id x").contains(":1: option before the first config section"));
         assert!(error_of("").contains("no 'config agent'"));
         let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
         assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));

@@ -9,3 +9,4 @@ pub mod config;
 #[path = "dataplane/offload.rs"]
 pub mod offload;
 pub mod owned;
+pub mod uci;

@@ -90,6 +90,16 @@ pub fn uci_show_config(
     file: &Path,
     name: &str,
 ) -> Result<BTreeMap<String, String>, String> {
+    Ok(uci_show_text(kit, file, name)?
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect())
+}
+
+/// What `uci show <name>` of the kit's libuci prints for `file` as config
+/// `name`, or its error.
+pub fn uci_show_text(kit: &Path, file: &Path, name: &str) -> Result<String, String> {
     // One directory per call: tests run in parallel threads.
     static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -104,9 +114,16 @@ pub fn uci_show_config(
         .arg(&delta)
         .args(["show", name]));
     let _ = fs::remove_dir_all(&conf);
-    Ok(out?
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect())
+    out
+}
+
+/// What simsd reads from `text` (its UCI reader), printed as `uci show
+/// <name>` prints it.
+pub fn simsd_show(text: &str, name: &str) -> Result<String, (usize, String)> {
+    let sections = simsd::uci::parse(text)?;
+    let mut out = simsd::uci::show(&sections, name).join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    Ok(out)
 }
