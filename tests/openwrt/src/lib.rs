@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod fw4;
 pub mod package;
 
 /// The top of the SIMS sources.

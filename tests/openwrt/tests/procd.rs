@@ -349,21 +349,31 @@ fn init_script_under_procd() {
             "sims-ipip-ma-b wan 100.64.2.2 4 -"
         ]
     );
+    // What the testbed's fw4 compiles from (sims_openwrt::fw4) is what the
+    // real procd holds for the real init script.
+    assert_eq!(
+        inst["data"]["firewall"],
+        sims_openwrt::fw4::service_rules(&[("ma-b", "100.64.2.2")], 4434)
+    );
     assert_eq!(ow.simsd_status()["id"], "ma-a");
 
     // The real fw4 compiles the service data into openings for ma-b only,
     // and the uci-defaults' zone into forwarding for the tunnels.
     ow.router("cd /etc && sh ./90-sims").unwrap();
-    ow.router(
-        "ow-ubus-stub /var/run/ubus/ubus.sock /etc/netifd.json >/dev/null 2>&1 & \
-         i=0; until ubus list network.interface >/dev/null 2>&1 || [ $i -gt 50 ]; do sleep 0.1; i=$((i+1)); done",
-    )
-    .unwrap();
+    ow.router(&format!(
+        "{} /var/run/ubus/ubus.sock /etc/netifd.json >/dev/null 2>&1 & \
+         i=0; until ubus list network.interface >/dev/null 2>&1; do \
+           i=$((i+1)); [ $i -gt 50 ] && exit 1; sleep 0.1; done",
+        ow.kit.join("bin/ow-ubus-stub").display()
+    ))
+    .expect("the netifd stub on ubus");
     let rules = ow.fw4_ruleset();
     for want in [
         "ip saddr 100.64.2.2 udp dport 4434 counter accept",
         "meta l4proto 4 ip saddr 100.64.2.2 counter accept",
         "define sims_devices = { \"sims-*\" }",
+        "define lan_devices = { \"br-lan\" }",
+        "define wan_devices = { \"wan\" }",
         "jump accept_to_sims comment \"!fw4: Accept lan to sims forwarding\"",
         "jump accept_to_lan comment \"!fw4: Accept sims to lan forwarding\"",
         "jump accept_to_wan comment \"!fw4: Accept sims to wan forwarding\"",

@@ -395,3 +395,66 @@ fn s19_current_agent_killed_mid_handover() {
     let r = down.finish(Duration::from_secs(60)).unwrap();
     assert_verified(&r, "s19 session across ma-b's death mid-handover");
 }
+
+/// Scenario 20: the agents' firewall is what OpenWrt's real fw4 compiles
+/// for a router with the package (the default /etc/config/firewall, the
+/// package's sims zone, the openings the init script registers for the
+/// peers; `sims_openwrt::fw4`), and `fw4 reload` (the ruleset loaded
+/// again, as fw4 does: its own table only) during a relayed session
+/// leaves simsd's `inet sims` table, its kernel state and the session
+/// intact. Skipped where the OpenWrt kit is not (the VM guests).
+#[test]
+fn s20_fw4_reload_keeps_relayed_session() {
+    if sims_openwrt::kit().is_none() {
+        eprintln!("SKIPPED: no OpenWrt kit (../shared/openwrt, or SIMS_OPENWRT_KIT)");
+        return;
+    }
+    let Some(mut tb) = setup(Options::default().label("s20").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let mut down = stream(&tb, Dir::Down, "s20-down", a());
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 100_000, T);
+    for x in [Ma::A, Ma::B] {
+        let ns = tb.agent(x);
+        let fw4 = ns
+            .run(
+                "/usr/sbin/nft",
+                &["list", "table", "inet", "fw4"],
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        for want in [
+            "!fw4: Handle sims IPv4/IPv6 forward traffic",
+            "!fw4: Accept lan to sims forwarding",
+            "!fw4: ubus:sims[simsd] rule 1",
+        ] {
+            assert!(
+                fw4.contains(want),
+                "{}: not fw4's ruleset ({want}):\n{fw4}",
+                x.id()
+            );
+        }
+        let before = tb.agent_kernel_state(x).unwrap();
+        let file = tb.agent_dir(x).join("fw4.nft");
+        ns.run(
+            "/usr/sbin/nft",
+            &["-f", &file.to_string_lossy()],
+            Duration::from_secs(15),
+        )
+        .unwrap();
+        let after = tb.agent_kernel_state(x).unwrap();
+        assert!(after.nft_table, "{}: inet sims is still there", x.id());
+        assert_eq!(
+            (&after.rules, &after.routes, &after.set_elements),
+            (&before.rules, &before.routes, &before.set_elements),
+            "{}: simsd's state untouched by fw4 reload",
+            x.id()
+        );
+    }
+    wait_flowing(&tb, &down, 300_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s20 session across fw4 reloads");
+}

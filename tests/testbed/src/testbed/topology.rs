@@ -16,6 +16,7 @@ use super::host::default_traffic_bin;
 use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
 use super::{CN_IP, GUEST_IFACE, MN_IFACE, MN_MAC};
 use crate::netns::Netns;
+use crate::product::SIMS_PORT;
 use crate::sys::{ip_bin, nft_bin, Result, TestbedLock};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -268,9 +269,51 @@ impl Testbed {
         Ok(())
     }
 
-    /// The fw4-like ruleset of an agent.
+    /// The firewall of agent `x`: what OpenWrt's real fw4 compiles for it
+    /// (the default firewall, the package's sims zone, the openings the
+    /// init script registers for its peers) where the OpenWrt kit is here;
+    /// elsewhere (the VM guests) the hand-written fw4-like ruleset.
     pub fn firewall_ruleset(&self, x: Ma) -> String {
-        config::firewall_ruleset(&config::peers_of(x, &self.opts))
+        let peers = config::peers_of(x, &self.opts);
+        if let Some(kit) = sims_openwrt::kit() {
+            match self.fw4_ruleset(&kit, x, &peers) {
+                Ok(r) => return r,
+                Err(e) => eprintln!(
+                    "[testbed] fw4 for {}: {e}; the fw4-like ruleset instead",
+                    x.id()
+                ),
+            }
+        }
+        config::firewall_ruleset(&peers)
+    }
+
+    fn fw4_ruleset(&self, kit: &std::path::Path, x: Ma, peers: &[Ma]) -> Result<String> {
+        use sims_openwrt::fw4;
+        let (lan, wan) = (x.lan_gw().to_string(), x.wan_ip().to_string());
+        let ids: Vec<(String, String)> = peers
+            .iter()
+            .map(|y| (y.id(), y.wan_ip().to_string()))
+            .collect();
+        let ids: Vec<(&str, &str)> = ids.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        fw4::compile(
+            kit,
+            &self.agent_dir(x).join("fw4-build"),
+            &[
+                fw4::Interface {
+                    name: "lan",
+                    device: "br-lan",
+                    addr: &lan,
+                    mask: 24,
+                },
+                fw4::Interface {
+                    name: "wan",
+                    device: "wan",
+                    addr: &wan,
+                    mask: 24,
+                },
+            ],
+            &fw4::service_rules(&ids, SIMS_PORT),
+        )
     }
 
     fn load_firewall(&self, x: Ma) -> Result<()> {
