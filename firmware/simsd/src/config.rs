@@ -240,10 +240,28 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     if cfg.agent.max_bindings == 0 || cfg.agent.max_bindings > 65_536 {
         return Err(err(a.line, "max_bindings must be 1..65536".into()));
     }
-    if !(1..=255).contains(&cfg.ids.route_protocol) || (253..=255).contains(&cfg.ids.table) {
+    if !(1..=255).contains(&cfg.ids.route_protocol) {
+        return Err(err(a.line, "route_protocol must be 1..255".into()));
+    }
+    // Our tables are `table ..= table + MAX_PEERS` and our marks
+    // `mark_base + 1 ..= mark_base + MAX_PEERS` (one per peer slot, and
+    // slots outlive the config that made them): no table may be one of
+    // the kernel's own (0, 253-255: a peer's default route would replace
+    // the router's), and neither range may wrap.
+    let span = MAX_PEERS as u32 + 1;
+    if cfg.ids.table < 256 || cfg.ids.table.checked_add(span).is_none() {
         return Err(err(
             a.line,
-            "route_protocol must be 1..255 and table not 253..255".into(),
+            format!(
+                "table must be 256..{}: it and the {MAX_PEERS} above it are simsd's",
+                u32::MAX - span
+            ),
+        ));
+    }
+    if cfg.ids.mark_base.checked_add(span).is_none() {
+        return Err(err(
+            a.line,
+            format!("mark_base must be at most {}", u32::MAX - span),
         ));
     }
     for s in sections.iter().filter(|s| s.kind == "peer") {
@@ -466,6 +484,13 @@ config peer 'ma_b'
         );
         assert!(error_of("option id x").contains(":1: option before the first config section"));
         assert!(error_of("").contains("no 'config agent'"));
+        // A peer slot's table must never be the kernel's main or local.
+        for t in ["144", "0", "4294967100"] {
+            let table = GOOD.replace("option backend userspace", &format!("option table '{t}'"));
+            assert!(error_of(&table).contains(":2: table must be 256.."), "{t}");
+        }
+        let marks = GOOD.replace("option backend userspace", "option mark_base '0xffffff80'");
+        assert!(error_of(&marks).contains(":2: mark_base must be at most"));
         let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
         assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));
     }

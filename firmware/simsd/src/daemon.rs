@@ -202,22 +202,23 @@ impl Daemon {
                 return self;
             }
         };
-        if self.dp.reloads_in_place(&cfg) {
-            let (t, agent_cfg) = (now(), cfg.agent.clone());
-            let map = self.with_exec(false, |agent, _, ex| agent.reconfigure(t, agent_cfg, ex));
-            if map.is_some() {
-                match self.dp.reconfigure(&cfg) {
-                    Ok(()) => {
-                        info!(
-                            "configuration reloaded in place, {} peers",
-                            cfg.agent.peers.len()
-                        );
-                        self.cfg = cfg;
-                        self.dirty = true;
-                        return self;
-                    }
-                    Err(e) => error!("reload in place failed ({e}); restarting the data plane"),
+        // The agent takes the new peers first either way: a removed peer's
+        // bindings end with a TunnelRelease even when the data plane then
+        // restarts (which restores only the bindings of the peers that stay).
+        let (t, agent_cfg) = (now(), cfg.agent.clone());
+        let map = self.with_exec(false, |agent, _, ex| agent.reconfigure(t, agent_cfg, ex));
+        if map.is_some() && self.dp.reloads_in_place(&cfg) {
+            match self.dp.reconfigure(&cfg) {
+                Ok(()) => {
+                    info!(
+                        "configuration reloaded in place, {} peers",
+                        cfg.agent.peers.len()
+                    );
+                    self.cfg = cfg;
+                    self.dirty = true;
+                    return self;
                 }
+                Err(e) => error!("reload in place failed ({e}); restarting the data plane"),
             }
         }
         self.restart(cfg)

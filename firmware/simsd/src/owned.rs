@@ -11,8 +11,9 @@ pub const NFT_TABLE: &str = "sims";
 
 /// Defaults of the numbers an operator may change in `/etc/config/sims`.
 pub mod defaults {
-    /// The table of bound /32 host routes.
-    pub const TABLE: u32 = 144;
+    /// The table of bound /32 host routes; peer slots' tables follow it
+    /// (up to `TABLE + 250`), clear of the kernel's own (253-255).
+    pub const TABLE: u32 = 1144;
     /// The catch-all rule's priority; per-peer rules use the next one.
     /// Clear of what OpenWrt's routing daemons own, and before them all:
     /// mwan3 1000-3999 (deleted whole when it stops), netifd 10000, 20000
@@ -98,7 +99,7 @@ mod tests {
     #[test]
     fn formulas() {
         let ids = KernelIds::default();
-        assert_eq!((ids.peer_table(0), ids.peer_table(2)), (145, 147));
+        assert_eq!((ids.peer_table(0), ids.peer_table(2)), (1145, 1147));
         assert_eq!(ids.peer_mark(1), 0x5153_0002);
         assert_eq!(ids.peer_rule_priority(), 901);
         // Clear of mwan3 (1000-3999), netifd (10000, 20000, 90000+), pbr
@@ -106,7 +107,7 @@ mod tests {
         for p in [ids.rule_priority, ids.peer_rule_priority()] {
             assert!(p < 1000, "{p}");
         }
-        assert_eq!(ids.tables(2), 144..=146);
+        assert_eq!(ids.tables(2), 1144..=1146);
         assert_eq!(tunnel_name("ma-b"), "sims-ma-b");
         assert!(is_our_tunnel("sims-ma-b", Some("tun")));
         assert!(!is_our_tunnel("sims-ma-b", Some("veth")));

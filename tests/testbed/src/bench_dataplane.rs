@@ -14,7 +14,7 @@
 //!   packets, counted at the CN, and a TCP stream) with no binding, and
 //!   with 10,000 visitor bindings' worth of SIMS state installed on MA-B —
 //!   exactly what simsd installs per visitor binding: a /32 in the SIMS
-//!   table (144, proto 153) and an element of the peer's `out_` set, plus
+//!   table (1144, proto 153) and an element of the peer's `out_` set, plus
 //!   the catch-all rule. (Installed directly rather than through 10,000
 //!   registrations: it is this kernel state that every forwarded packet
 //!   meets.)

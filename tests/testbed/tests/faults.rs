@@ -341,6 +341,21 @@ fn s18_reload_in_place_follows_peers_by_id() {
     wait_flowing(&tb, &down, 20_000, T);
     let r = down.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s18 session across the reload");
+    // A new handover through B after the reorder uses B's slot (0, its
+    // place at start), not its new index: home and back, then B again.
+    move_relayed(&mut tb, Ma::A, &[]);
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    let set = |name: &str| {
+        ma_a.run(
+            "/usr/sbin/nft",
+            &["list", "set", "inet", "sims", name],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_default()
+    };
+    assert!(set("in_0").contains(&a().to_string()), "{}", set("in_0"));
+    assert!(!set("in_1").contains(&a().to_string()), "{}", set("in_1"));
 
     // B's agreement ends.
     reload_in_place(&mut tb, &conf, &with_peers(&text, &["ma-c"]));
@@ -361,6 +376,10 @@ fn s18_reload_in_place_follows_peers_by_id() {
     )
     .unwrap();
     assert!(counter(&tb, Ma::A, "rx_refused") > 0);
+    assert!(
+        !tb.agent_log(Ma::A).contains("removed with bindings left"),
+        "the agent removed B's bindings itself, in B's slot"
+    );
     drop(hold);
 }
 

@@ -295,6 +295,7 @@ impl Agent {
             .retain(|a, c| c.expires_ms > now.ms || bindings.contains_key(a));
         self.regs
             .retain(|_, r| r.done_until_ms.is_none_or(|d| d > now.ms));
+        self.expire_retired(now);
     }
 
     // ---- datagrams --------------------------------------------------------

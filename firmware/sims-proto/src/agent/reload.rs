@@ -156,6 +156,11 @@ impl Agent {
 pub const MAX_PEERS: usize = 250;
 
 impl Agent {
+    /// Retired peers whose time is up are forgotten (from the timer).
+    pub(super) fn expire_retired(&mut self, now: Now) {
+        self.retired.retain(|r| r.until_ms > now.ms);
+    }
+
     /// A message from `sender`, which is no peer now: if it is a retired
     /// peer's (its endpoint, its key) and continues its run, a request is
     /// refused. True if it was a retired peer's.
@@ -176,7 +181,6 @@ impl Agent {
         }) else {
             return false;
         };
-        self.counters.rx_refused += 1;
         let r = &mut self.retired[i];
         let Some((instance, seq, _, _)) = request_envelope(m) else {
             // An answer to a release we sent it at the reload.
@@ -219,6 +223,7 @@ impl Agent {
             _ => return true,
         };
         info!("refusing a request of {sender}: no longer a roaming peer");
+        self.counters.rx_refused += 1;
         let sealed = self.seal(echo, &answer);
         self.send_tagged(&key, dst, &sealed, out);
         true

@@ -13,7 +13,7 @@ use crate::sys::{nft_bin, wait_for, Result};
 
 /// What SIMS left in an agent's kernel: rules at simsd's priorities
 /// (1000, 1001) or with its protocol (153), proto-153 routes in any table
-/// and anything in table 144, `sims-*` links and elements in the
+/// and anything in the SIMS tables, `sims-*` links and elements in the
 /// `inet sims` sets (the names and numbers: [`crate::product`]).
 #[derive(Clone, Debug, Default)]
 pub struct KernelState {

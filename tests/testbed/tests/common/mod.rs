@@ -106,7 +106,7 @@ pub fn wait_no_state_for(tb: &Testbed, addr: Ipv4Addr, timeout: Duration) {
     .unwrap();
 }
 
-/// No agent holds any binding, and no SIMS rule, route (table 144 or
+/// No agent holds any binding, and no SIMS rule, route (table 1144 or
 /// proto 153), tunnel device or nft set element is left anywhere.
 pub fn no_sims_state(tb: &Testbed) -> Result<(), String> {
     for x in tb.opts.agents.clone() {
