@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sims_openwrt::package::{self, Spec, Written};
+use sims_openwrt::run;
 
 use crate::opts;
 use crate::targets::{self, Board, Targets};
@@ -69,10 +70,6 @@ fn name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn run(c: &mut Command) -> Result<String, String> {
-    sims_openwrt::run(c)
 }
 
 /// One board's packages, as an operator of that board would install them.

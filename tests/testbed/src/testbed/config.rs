@@ -1,8 +1,6 @@
 //! What the testbed writes for each agent: the UCI config simsd reads and
 //! the fw4-like nftables ruleset.
 
-use std::fs::File;
-
 use super::{Ma, Options};
 use crate::product::{SIMS_PORT, TUNNEL_PREFIX};
 
@@ -18,12 +16,7 @@ pub fn peers_of(x: Ma, opts: &Options) -> Vec<Ma> {
 /// 32 random bytes as hex (simsd refuses an all-zero key, so a failed
 /// read is a failed test, not a weak key).
 pub fn random_key_hex() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("/dev/urandom readable");
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    sims_openwrt::fresh_key()
 }
 
 /// The UCI config simsd reads for agent `x` (OpenWrt `/etc/config` syntax):
