@@ -69,6 +69,13 @@ struct World {
     peer_reqs: Vec<(usize, u64, Ipv4Addr)>,
     /// The agent's latest challenge nonce to each peer.
     challenges: [u64; 2],
+    /// Where each peer is now as the agent's actions said (PeerEndpoint),
+    /// and the address the agent last challenged it at when a datagram
+    /// came from elsewhere (answering from there moves it).
+    endpoints: [Ipv4Addr; 2],
+    moving: [Option<Ipv4Addr>; 2],
+    /// Applying a restore's actions (moves come from the saved state).
+    restoring: bool,
     peer_instance: [u64; 2],
     peer_seq: [u64; 2],
     node_seq: [u64; 3],
@@ -92,6 +99,9 @@ impl World {
             creds: Vec::new(),
             peer_reqs: Vec::new(),
             challenges: [0; 2],
+            endpoints: PEER_ENDPOINTS,
+            moving: [None; 2],
+            restoring: false,
             peer_instance: [11, 22],
             peer_seq: [0; 2],
             node_seq: [0; 3],
@@ -130,6 +140,10 @@ impl World {
                     addr,
                     peer: self.order[peer],
                 },
+                Action::PeerEndpoint { peer, addr } => Action::PeerEndpoint {
+                    peer: self.order[peer],
+                    addr,
+                },
                 other => other,
             };
             match a {
@@ -153,6 +167,15 @@ impl World {
                 Action::VisitorAdd { addr, peer, .. } => self.add(addr, Role::Visitor, peer),
                 Action::HomeDel { addr, peer } => self.del(addr, Role::Home, peer),
                 Action::VisitorDel { addr, peer } => self.del(addr, Role::Visitor, peer),
+                Action::PeerEndpoint { peer, addr } => {
+                    assert!(
+                        self.moving[peer] == Some(addr) || self.restoring,
+                        "peer {peer} moved to {addr}, where it was not challenged"
+                    );
+                    assert!(!addr.is_unspecified() && !addr.is_loopback());
+                    self.endpoints[peer] = addr;
+                    self.moving[peer] = None;
+                }
             }
         }
     }
@@ -173,9 +196,20 @@ impl World {
 
     fn sent_by_agent(&mut self, dst: SocketAddrV4, data: &[u8], ctx: Option<(Ipv4Addr, usize)>) {
         let m = msg::decode(data).expect("the agent sends what decodes");
-        if let Some(p) = PEER_ENDPOINTS.iter().position(|e| e == dst.ip()) {
-            assert!(m.msg_type().is_peer(), "node message to a peer");
-            assert!(msg::verify_tag(data, &PEER_KEYS[p]), "bad tag to peer {p}");
+        if m.msg_type().is_peer() {
+            let p = (0..2)
+                .find(|&p| msg::verify_tag(data, &PEER_KEYS[p]))
+                .expect("a peer message under one of the agreements' keys");
+            // Where the peer is, its configured endpoint (a removed peer
+            // is answered there), or a challenge at a new address.
+            if *dst.ip() != self.endpoints[p] && *dst.ip() != PEER_ENDPOINTS[p] {
+                let Message::PeerChallenge(a) = &m else {
+                    panic!("{:?} to {dst}, not where peer {p} is", m.msg_type());
+                };
+                self.moving[p] = Some(*dst.ip());
+                self.challenges[p] = a.msg.nonce;
+                return;
+            }
             match m {
                 Message::TunnelRequest(a) => {
                     let addr = Ipv4Addr::from(a.msg.cred.addr);
@@ -190,7 +224,7 @@ impl World {
             }
             return;
         }
-        assert!(!m.msg_type().is_peer(), "peer message to {dst}");
+        assert!(!self.endpoints.contains(dst.ip()), "node message to a peer");
         let Some((from, node)) = ctx else { return };
         if *dst.ip() != from {
             return;
@@ -242,6 +276,13 @@ impl World {
             "tunnels up without bindings, or the reverse"
         );
         assert!(self.agent.poll_timeout().is_some());
+        for p in 0..c.peers.len() {
+            assert_eq!(
+                self.agent.peer_endpoint(p),
+                self.endpoints[self.order[p]],
+                "where peer {p} is, and what the actions said"
+            );
+        }
     }
 
     fn deliver(
@@ -523,7 +564,9 @@ fn peer_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
     };
     let data = msg::encode(&m, Some(&key)).expect("fits");
     let src = if u.ratio(15, 16)? {
-        SocketAddrV4::new(PEER_ENDPOINTS[p], PORT)
+        SocketAddrV4::new(w.endpoints[p], PORT)
+    } else if let (Some(to), true) = (w.moving[p], u.ratio(1, 2)?) {
+        SocketAddrV4::new(to, PORT)
     } else {
         SocketAddrV4::new(pick_addr(u)?, u.arbitrary()?)
     };
@@ -606,6 +649,13 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
                 .reconfigure(now(w.now), agent_config_with(&order), &mut out);
             assert!(map.is_some(), "a reload of the peers is in place");
             w.apply(out, None);
+            // A peer removed comes back as configured.
+            for p in 0..2 {
+                if !order.contains(&p) {
+                    w.endpoints[p] = PEER_ENDPOINTS[p];
+                    w.moving[p] = None;
+                }
+            }
             w.order = order;
         }
         _ => {
@@ -623,7 +673,16 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
             w.installed.clear();
             w.tunnels.clear();
             w.challenges = [0; 2];
+            w.moving = [None; 2];
+            w.restoring = true;
             w.apply(out, None);
+            w.restoring = false;
+            // simsd following its WAN says hello at every start.
+            if u.ratio(1, 2)? {
+                let mut out = Vec::new();
+                w.agent.hello_peers(now(w.now), &mut out);
+                w.apply(out, None);
+            }
         }
     }
     Ok(())

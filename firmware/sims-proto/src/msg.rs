@@ -288,6 +288,19 @@ pub struct PeerChallenge {
     pub nonce: u64,
 }
 
+/// "This is my run, from my address": sent to every peer when an agent
+/// starts and when its WAN address changes, so that peers learn both
+/// before a handover needs them (a new address is challenged there).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerHello {
+    pub req_id: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerHelloReply {
+    pub req_id: u64,
+}
+
 /// The envelope of every agent-to-agent message: who sent it, in which run
 /// of its daemon (`instance`, random per start), a per-run sequence
 /// number, and the receiver's latest challenge nonce (`echo`, 0 if none).
@@ -316,6 +329,8 @@ pub enum Message {
     TunnelRelease(Authed<TunnelRelease>),
     TunnelReleaseReply(Authed<TunnelReleaseReply>),
     PeerChallenge(Authed<PeerChallenge>),
+    PeerHello(Authed<PeerHello>),
+    PeerHelloReply(Authed<PeerHelloReply>),
 }
 
 impl Message {
@@ -332,6 +347,8 @@ impl Message {
             Message::TunnelRelease(_) => MsgType::TunnelRelease,
             Message::TunnelReleaseReply(_) => MsgType::TunnelReleaseReply,
             Message::PeerChallenge(_) => MsgType::PeerChallenge,
+            Message::PeerHello(_) => MsgType::PeerHello,
+            Message::PeerHelloReply(_) => MsgType::PeerHelloReply,
         }
     }
 
@@ -343,6 +360,8 @@ impl Message {
             Message::TunnelRelease(a) => Some(&a.sender),
             Message::TunnelReleaseReply(a) => Some(&a.sender),
             Message::PeerChallenge(a) => Some(&a.sender),
+            Message::PeerHello(a) => Some(&a.sender),
+            Message::PeerHelloReply(a) => Some(&a.sender),
             _ => None,
         }
     }
@@ -384,6 +403,8 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         MsgType::TunnelRelease => Message::TunnelRelease(de(body)?),
         MsgType::TunnelReleaseReply => Message::TunnelReleaseReply(de(body)?),
         MsgType::PeerChallenge => Message::PeerChallenge(de(body)?),
+        MsgType::PeerHello => Message::PeerHello(de(body)?),
+        MsgType::PeerHelloReply => Message::PeerHelloReply(de(body)?),
     })
 }
 
@@ -425,6 +446,8 @@ pub fn encode(msg: &Message, key: Option<&[u8; 32]>) -> Option<Datagram> {
         Message::TunnelRelease(m) => postcard::to_slice(m, body),
         Message::TunnelReleaseReply(m) => postcard::to_slice(m, body),
         Message::PeerChallenge(m) => postcard::to_slice(m, body),
+        Message::PeerHello(m) => postcard::to_slice(m, body),
+        Message::PeerHelloReply(m) => postcard::to_slice(m, body),
     }
     .ok()?
     .len();

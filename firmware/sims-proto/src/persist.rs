@@ -28,7 +28,7 @@ impl Kind {
     /// The layout this build writes.
     pub fn current_version(self) -> u8 {
         match self {
-            Kind::Agent => 2,
+            Kind::Agent => 3,
             Kind::Node => 2,
         }
     }

@@ -48,6 +48,8 @@ pub enum MsgType {
     TunnelRelease = 0x13,
     TunnelReleaseReply = 0x14,
     PeerChallenge = 0x15,
+    PeerHello = 0x16,
+    PeerHelloReply = 0x17,
 }
 
 impl MsgType {
@@ -64,6 +66,8 @@ impl MsgType {
             0x13 => Self::TunnelRelease,
             0x14 => Self::TunnelReleaseReply,
             0x15 => Self::PeerChallenge,
+            0x16 => Self::PeerHello,
+            0x17 => Self::PeerHelloReply,
             _ => return None,
         })
     }

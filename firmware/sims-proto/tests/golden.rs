@@ -12,9 +12,10 @@
 use sims_proto::msg::{
     agent_dh_keys, agent_session, decode, encode, node_session, proof_bytes, reply_authentic,
     seal_reply, sign_proof, verify_proof, verify_tag, Advertisement, AgentId, Authed,
-    BindingResult, Credential, Message, OldBinding, PeerChallenge, ProofDomain, ProofInput,
-    Provider, Registration, RegistrationReply, Release, ReleaseReply, Sig, Solicitation, Solicited,
-    Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, PROOF_CONTEXT,
+    BindingResult, Credential, Message, OldBinding, PeerChallenge, PeerHello, PeerHelloReply,
+    ProofDomain, ProofInput, Provider, Registration, RegistrationReply, Release, ReleaseReply, Sig,
+    Solicitation, Solicited, Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest,
+    PROOF_CONTEXT,
 };
 
 const GOLDEN: &str = include_str!("golden/messages.hex");
@@ -200,6 +201,18 @@ fn messages() -> Vec<(&'static str, Message)> {
             Message::PeerChallenge(envelope(PeerChallenge {
                 req_id: 0x0102_0304_0506_0708,
                 nonce: 0x0f0e_0d0c_0b0a_0908,
+            })),
+        ),
+        (
+            "peer_hello",
+            Message::PeerHello(envelope(PeerHello {
+                req_id: 0x1112_1314_1516_1718,
+            })),
+        ),
+        (
+            "peer_hello_reply",
+            Message::PeerHelloReply(envelope(PeerHelloReply {
+                req_id: 0x1112_1314_1516_1718,
             })),
         ),
     ]

@@ -30,6 +30,9 @@ pub struct Config {
     /// Table, rule priority, route protocol and mark base of our state.
     pub ids: KernelIds,
     pub tunnel_mtu: u32,
+    /// No `endpoint` configured: our endpoint is the WAN device's address,
+    /// followed as it changes (a DHCP or PPPoE WAN).
+    pub follow_wan: bool,
 }
 
 #[derive(Debug)]
@@ -166,6 +169,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         backend: Backend::Auto,
         ids: KernelIds::default(),
         tunnel_mtu: defaults::TUNNEL_MTU,
+        follow_wan: false,
     };
     for (k, v, line) in entries(a) {
         let r: Result<(), String> = (|| {
@@ -232,8 +236,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let (own_id, id_line) = id.ok_or_else(|| err(a.line, "agent section has no 'id'".into()))?;
     cfg.agent.id = own_id.clone();
     ids.push((own_id, id_line));
-    cfg.agent.endpoint =
-        endpoint.ok_or_else(|| err(a.line, "agent section has no 'endpoint'".into()))?;
+    match endpoint {
+        Some(e) => cfg.agent.endpoint = e,
+        // Filled in from the WAN device when the daemon starts.
+        None => cfg.follow_wan = true,
+    }
     if cfg.agent.lan_prefixes.is_empty() {
         return Err(err(a.line, "agent section has no 'lan_prefix'".into()));
     }

@@ -12,7 +12,7 @@ use sims_daemon::status::StatusSocket;
 use sims_daemon::{now, random_seed, state};
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::{Event, Monitor};
-use sims_linux::netlink::NUD_LIVE;
+use sims_linux::netlink::{Netlink, NUD_LIVE};
 use sims_linux::udp::bind_udp;
 use sims_proto::agent::Agent;
 
@@ -34,6 +34,52 @@ fn bind_lan(cfg: &Config) -> Result<UdpSocket, String> {
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
     bind_udp(any, Some(&cfg.lan_ifname), true, true)
         .map_err(|e| format!("bind {any} on {}: {e}", cfg.lan_ifname))
+}
+
+/// The WAN device's IPv4 address (its first, not link-local), our
+/// endpoint when none is configured.
+fn wan_address(wan: &str) -> Option<Ipv4Addr> {
+    let mut nl = Netlink::open().ok()?;
+    let link = nl.link_by_name(wan).ok()??;
+    let addrs = nl.addrs(Some(link.index)).ok()?;
+    addrs
+        .iter()
+        .map(|a| a.addr)
+        .find(|a| !a.is_link_local() && !a.is_loopback() && !a.is_unspecified())
+}
+
+/// `cfg` with its endpoint: the configured one, or the WAN device's
+/// address, waited for (a DHCP or PPPoE WAN may not have one yet when we
+/// start) until it comes or a signal ends the wait (None).
+fn with_endpoint(mut cfg: Config, signals: &Signals) -> Option<Config> {
+    if !cfg.follow_wan {
+        return Some(cfg);
+    }
+    let mut said = false;
+    loop {
+        if let Some(a) = wan_address(&cfg.wan_ifname) {
+            info!(
+                "endpoint {a}: the address of {} (none configured)",
+                cfg.wan_ifname
+            );
+            cfg.agent.endpoint = a;
+            return Some(cfg);
+        }
+        if !said {
+            info!("waiting for an IPv4 address on {}", cfg.wan_ifname);
+            said = true;
+        }
+        if !event::poll_readable(&[signals.fd()], 1000)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            if let Some(sig) = signals.next() {
+                if sig != libc::SIGHUP {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 pub struct Daemon {
@@ -61,6 +107,8 @@ impl Daemon {
         let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
             .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
+        let mut dp = dp;
+        dp.keep_moves_in(dir.join(crate::dataplane::MOVED_FILE));
         let mut d = Daemon {
             cfg,
             cfg_path: cfg_path.to_string(),
@@ -78,6 +126,10 @@ impl Daemon {
             } else {
                 warn!("saved state unreadable; starting empty");
             }
+        }
+        if d.cfg.follow_wan {
+            // Peers learn our run, and our address if it changed, now.
+            d.with_exec(false, |agent, _, ex| agent.hello_peers(now(), ex));
         }
         let cfg = &d.cfg;
         info!(
@@ -195,13 +247,16 @@ impl Daemon {
     /// prefixes, the backend, the kernel numbers) restarts the data
     /// plane, keeping the bindings whose peers remain.
     fn reload(mut self) -> Self {
-        let cfg = match config::load(&self.cfg_path) {
+        let mut cfg = match config::load(&self.cfg_path) {
             Ok(c) => c,
             Err(e) => {
                 error!("reload refused, keeping the running configuration: {e}");
                 return self;
             }
         };
+        if cfg.follow_wan {
+            cfg.agent.endpoint = wan_address(&cfg.wan_ifname).unwrap_or(self.cfg.agent.endpoint);
+        }
         // The agent takes the new peers first either way: a removed peer's
         // bindings end with a TunnelRelease even when the data plane then
         // restarts (which restores only the bindings of the peers that stay).
@@ -222,6 +277,29 @@ impl Daemon {
             }
         }
         self.restart(cfg)
+    }
+
+    /// An address changed somewhere: if we follow the WAN's and it is not
+    /// our endpoint any more, the data plane restarts on the new one
+    /// (tunnels' local end, sockets) keeping the bindings, and the peers
+    /// are told (`Daemon::start`). An address gone with none new (the
+    /// WAN down) changes nothing: nobody can reach us anyway.
+    fn follow_wan(self) -> Self {
+        if !self.cfg.follow_wan {
+            return self;
+        }
+        match wan_address(&self.cfg.wan_ifname) {
+            Some(a) if a != self.cfg.agent.endpoint => {
+                info!(
+                    "WAN address of {} changed from {} to {a}: following it",
+                    self.cfg.wan_ifname, self.cfg.agent.endpoint
+                );
+                let mut cfg = self.cfg.clone();
+                cfg.agent.endpoint = a;
+                self.restart(cfg)
+            }
+            _ => self,
+        }
     }
 
     /// The data plane and the agent started again under `cfg`, from the
@@ -270,6 +348,9 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let cfg = config::load(cfg_path).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
+    let Some(cfg) = with_endpoint(cfg, &signals) else {
+        return Ok(());
+    };
     let mut mon = Monitor::with_neighbours().map_err(|e| format!("netlink monitor: {e}"))?;
     let saved = std::fs::read(dir.join(STATE_FILE)).ok();
     let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
@@ -321,11 +402,13 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                     let events = mon.recv().unwrap_or_default();
                     let overrun = mon.take_overrun();
                     let lan_before = d.dp.lan_index();
+                    let mut addr_changed = overrun;
                     for ev in &events {
                         if let Err(e) = d.dp.on_event(ev) {
                             warn!("resync: {e}");
                         }
                         d.on_neighbour(ev);
+                        addr_changed |= matches!(ev, Event::AddrNew(_) | Event::AddrDel(_));
                     }
                     if overrun {
                         if let Err(e) = d.dp.resync() {
@@ -335,8 +418,12 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                     if d.dp.lan_index() != lan_before {
                         d.rebind_lan();
                     }
+                    if addr_changed {
+                        d = d.follow_wan();
+                    }
                 }
-                Slot::Status => status.serve(|| status::json(&d.agent, &mut d.dp, event::now_ms())),
+                Slot::Status => status
+                    .serve(|| status::json(&d.agent, &mut d.dp, d.cfg.follow_wan, event::now_ms())),
                 Slot::Lan => d.on_datagram(true, &mut buf),
                 Slot::Wan => d.on_datagram(false, &mut buf),
                 Slot::RawIpip => d.dp.pump_raw(&mut buf),

@@ -10,17 +10,20 @@ use sims_proto::agent::{Agent, Role};
 
 use crate::dataplane::Dataplane;
 
-pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
+/// `follow_wan`: our endpoint is the WAN device's address (none configured).
+pub fn json(agent: &Agent, dp: &mut Dataplane, follow_wan: bool, now_ms: u64) -> String {
     let cfg = agent.config();
     let mut s = String::new();
     let _ = write!(
         s,
-        "{{\"id\":{},\"provider\":{},\"version\":{},\"instance\":\"{:016x}\",\"backend\":{},\"bindings\":[",
+        "{{\"id\":{},\"provider\":{},\"version\":{},\"instance\":\"{:016x}\",\"backend\":{},\"endpoint\":\"{}\",\"endpoint_from\":{},\"bindings\":[",
         q(&cfg.id),
         q(&cfg.provider),
         q(env!("CARGO_PKG_VERSION")),
         agent.instance(),
-        q(dp.kind.as_str())
+        q(dp.kind.as_str()),
+        cfg.endpoint,
+        q(if follow_wan { "wan" } else { "config" })
     );
     for (i, (addr, b)) in agent.bindings().enumerate() {
         let _ = write!(
@@ -43,10 +46,11 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         let t = dp.peer_traffic(p);
         let _ = write!(
             s,
-            "{}{{\"id\":{},\"endpoint\":\"{}\",\"tunnel\":{},\"bindings\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_packets\":{},\"rx_bytes\":{},\"rx_dropped\":{}}}",
+            "{}{{\"id\":{},\"endpoint\":\"{}\",\"moved\":{},\"tunnel\":{},\"bindings\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_packets\":{},\"rx_bytes\":{},\"rx_dropped\":{}}}",
             if p > 0 { "," } else { "" },
             q(&peer.id),
-            peer.endpoint,
+            agent.peer_endpoint(p),
+            agent.peer_endpoint(p) != peer.endpoint,
             q(&dp.tunnel_name(p)),
             agent.binding_count(p),
             t.tx_packets,
@@ -60,7 +64,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
     let drops = dp.rx_drops();
     let _ = write!(
         s,
-        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"rate_limited\":{},\"redirects_ended\":{},\"kernel_failed\":{},\"tx\":{},\"table_full\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
+        "],\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"rate_limited\":{},\"redirects_ended\":{},\"kernel_failed\":{},\"tx\":{},\"table_full\":{},\"peer_moved\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
         agent.credential_count(),
         c.rx_ok,
         c.rx_malformed,
@@ -77,6 +81,7 @@ pub fn json(agent: &Agent, dp: &mut Dataplane, now_ms: u64) -> String {
         c.kernel_failed,
         c.tx,
         c.table_full,
+        c.peer_moved,
         drops.unknown_endpoint,
         drops.malformed,
         drops.errors

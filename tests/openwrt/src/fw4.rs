@@ -24,21 +24,32 @@ pub struct Interface<'a> {
 }
 
 /// The firewall rules `/etc/init.d/sims` registers for enabled peers
-/// `(id, endpoint)`: their control port and ipip from the WAN zone.
+/// `(id, endpoint)`: the control port from the WAN zone, ipip from each
+/// peer's endpoint, and ipip from the set of peers that moved.
 pub fn service_rules(peers: &[(&str, &str)], port: u16) -> Value {
-    let mut rules = Vec::new();
+    let mut rules = vec![json!({
+        "type": "rule", "name": "sims-control", "src": "wan",
+        "proto": "udp", "dest_port": port.to_string(), "target": "ACCEPT"
+    })];
     for (id, endpoint) in peers {
-        rules.push(json!({
-            "type": "rule", "name": format!("sims-control-{id}"), "src": "wan",
-            "src_ip": endpoint, "proto": "udp", "dest_port": port.to_string(), "target": "ACCEPT"
-        }));
         rules.push(json!({
             "type": "rule", "name": format!("sims-ipip-{id}"), "src": "wan",
             "src_ip": endpoint, "proto": "4", "target": "ACCEPT"
         }));
     }
+    rules.push(json!({
+        "type": "ipset", "name": MOVED_SET, "family": "ipv4", "match": ["src_ip"],
+        "loadfile": "/var/run/sims/fw4-moved"
+    }));
+    rules.push(json!({
+        "type": "rule", "name": "sims-ipip-moved", "src": "wan",
+        "proto": "4", "ipset": MOVED_SET, "target": "ACCEPT"
+    }));
     Value::Array(rules)
 }
+
+/// The fw4 set of peers' new addresses (simsd fills it).
+pub const MOVED_SET: &str = "sims_moved";
 
 /// procd's `service get_data` answer with the sims instance's rules.
 pub fn service_data(rules: &Value) -> Value {

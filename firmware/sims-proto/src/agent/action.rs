@@ -71,4 +71,10 @@ pub enum Action {
         addr: Ipv4Addr,
         peer: PeerIdx,
     },
+    /// The peer's WAN address changed to `addr` (it answered a challenge
+    /// sent there): re-point its tunnel and its firewall opening.
+    PeerEndpoint {
+        peer: PeerIdx,
+        addr: Ipv4Addr,
+    },
 }

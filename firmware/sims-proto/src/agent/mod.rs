@@ -79,6 +79,8 @@ pub struct Counters {
     pub tx: u64,
     pub tx_failed_encode: u64,
     pub table_full: u64,
+    /// Peers whose WAN address changed (answered from their new address).
+    pub peer_moved: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,7 +174,8 @@ fn budgets(cfg: &AgentConfig) -> [Buckets; 4] {
         Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16)),
         Buckets::new(cfg.verify_per_peer, peers),
         Buckets::new(cfg.verify_total, 1),
-        Buckets::new(peer::CHALLENGES, peers),
+        // Run challenges and move challenges, apart (peer.rs).
+        Buckets::new(peer::CHALLENGES, 2 * peers),
     ]
 }
 
@@ -334,14 +337,9 @@ impl Agent {
                 Message::TunnelReply(a) => self.on_tunnel_reply(now, p, a.msg, out),
                 Message::TunnelRelease(a) => self.on_tunnel_release(p, a.msg, out),
                 Message::PeerChallenge(a) => self.on_challenge(p, a.msg, out),
-                Message::TunnelReleaseReply(a)
-                    if self
-                        .outgoing
-                        .get(&a.msg.req_id)
-                        .is_some_and(|o| o.peer == p) =>
-                {
-                    self.outgoing.remove(&a.msg.req_id);
-                }
+                Message::PeerHello(a) => self.on_hello(p, a.msg, out),
+                Message::TunnelReleaseReply(a) => self.answered(p, a.msg.req_id),
+                Message::PeerHelloReply(a) => self.answered(p, a.msg.req_id),
                 _ => {}
             }
             self.answer_orphans(now, out);

@@ -19,14 +19,23 @@ use log::{debug, info, warn};
 
 use super::{Action, Agent, Now, PeerIdx, Sink};
 use crate::limit::Rate;
-use crate::msg::{self, AgentId, Authed, Message, PeerChallenge, Status, TunnelRelease};
+use crate::msg::{
+    self, AgentId, Authed, Message, PeerChallenge, PeerHello, PeerHelloReply, Status, TunnelRelease,
+};
 use crate::retry::Backoff;
 
 /// What a request to a peer is about.
 #[derive(Clone, Debug)]
 pub(super) enum OutKind {
-    Tunnel { addr: Ipv4Addr, reg: Option<u32> },
-    Release { addr: Ipv4Addr },
+    Tunnel {
+        addr: Ipv4Addr,
+        reg: Option<u32>,
+    },
+    Release {
+        addr: Ipv4Addr,
+    },
+    /// Telling the peer of our run and address (at start, after a move).
+    Hello,
 }
 
 /// A request to a peer, kept until it is answered or given up.
@@ -49,6 +58,13 @@ pub(super) struct PeerState {
     challenge: u64,
     /// The peer's latest challenge to us, echoed in our requests.
     echo: u64,
+    /// Where the peer is now if it moved away from its configured
+    /// endpoint (its WAN address changed): learned from a request answered
+    /// from there to a challenge we sent there.
+    moved_to: Option<Ipv4Addr>,
+    /// Our outstanding challenge to a new address the peer's requests came
+    /// from: (the address, the nonce sent to it).
+    moving: Option<(Ipv4Addr, u64)>,
 }
 
 impl PeerState {
@@ -65,6 +81,14 @@ impl PeerState {
     pub(super) fn echo(&self) -> u64 {
         self.echo
     }
+
+    pub(super) fn moved_to(&self) -> Option<Ipv4Addr> {
+        self.moved_to
+    }
+
+    pub(super) fn set_moved_to(&mut self, to: Option<Ipv4Addr>) {
+        self.moved_to = to;
+    }
 }
 
 /// A request's envelope: (instance, seq, echo, request id); None for
@@ -73,6 +97,7 @@ pub(super) fn request_envelope(m: &Message) -> Option<(u64, u64, u64, u64)> {
     match m {
         Message::TunnelRequest(a) => Some((a.instance, a.seq, a.echo, a.msg.req_id)),
         Message::TunnelRelease(a) => Some((a.instance, a.seq, a.echo, a.msg.req_id)),
+        Message::PeerHello(a) => Some((a.instance, a.seq, a.echo, a.msg.req_id)),
         _ => None,
     }
 }
@@ -103,6 +128,13 @@ pub(super) const CHALLENGES: Rate = Rate {
     burst: 16,
 };
 
+/// The challenge bucket of peer `p`'s moves: apart from its run
+/// challenges, so replays from forged addresses cannot spend the budget
+/// its restarts need.
+fn move_bucket(p: PeerIdx) -> u32 {
+    (p as u32) | 0x8000_0000
+}
+
 impl Agent {
     pub(super) fn retransmit(&mut self, now: Now, out: &mut impl Sink<Action>) {
         let due: Vec<u64> = self
@@ -126,6 +158,8 @@ impl Agent {
                     }
                     // The peer's side expires on its own.
                     OutKind::Release { addr } => debug!("release of {addr} unanswered"),
+                    // It learns of us from our next request.
+                    OutKind::Hello => {}
                 }
                 continue;
             }
@@ -138,7 +172,7 @@ impl Agent {
         }
     }
 
-    /// Check sender, source address, tag, and (for requests) freshness.
+    /// Check sender, tag, source address and (for requests) freshness.
     pub(super) fn authenticate(
         &mut self,
         now: Now,
@@ -156,11 +190,13 @@ impl Agent {
             info!("peer message from {src} claiming {sender}: not a roaming peer");
             return None;
         };
-        if *src.ip() != self.cfg.peers[p].endpoint || !msg::verify_tag(data, &self.cfg.peers[p].key)
-        {
+        if !msg::verify_tag(data, &self.cfg.peers[p].key) {
             self.counters.rx_unauthenticated += 1;
             info!("peer message from {src} failed authentication as {sender}");
             return None;
+        }
+        if *src.ip() != self.peer_endpoint(p) {
+            return self.on_new_address(now, p, *src.ip(), m, out);
         }
         // Replies and challenges answer one of our outstanding requests;
         // their handlers match them by id.
@@ -199,6 +235,111 @@ impl Agent {
         let m = Message::PeerChallenge(self.authed(PeerChallenge { req_id, nonce }));
         self.reply_peer(p, m, out);
         None
+    }
+
+    /// A correctly tagged message of peer `p` from `src`, which is not
+    /// where we know it: its WAN address may have changed (DHCP, PPPoE),
+    /// or someone replays its datagrams from a forged address. A tag does
+    /// not tell them apart, so a request is challenged *at the new
+    /// address*: only a host that receives that address's packets and
+    /// holds the agreement key can answer, and the answer, from there,
+    /// moves the peer's endpoint (its tunnel, its firewall opening) there.
+    /// Replies and challenges from elsewhere are dropped: the request they
+    /// answer is retransmitted.
+    fn on_new_address(
+        &mut self,
+        now: Now,
+        p: PeerIdx,
+        src: Ipv4Addr,
+        m: &Message,
+        out: &mut impl Sink<Action>,
+    ) -> Option<PeerIdx> {
+        let id = &self.cfg.peers[p].id;
+        let Some((instance, seq, echo, req_id)) = request_envelope(m) else {
+            self.counters.rx_unauthenticated += 1;
+            info!("answer of peer {id} from {src}, not its address: dropped");
+            return None;
+        };
+        // Not to nowhere, nor onto another peer's endpoint, configured or
+        // current (two tunnels with one remote end cannot be told apart),
+        // nor into our LAN's or any
+        // peer's prefixes (addresses that live behind an agent, not WANs).
+        let taken = (0..self.cfg.peers.len())
+            .any(|q| q != p && (self.peer_endpoint(q) == src || self.cfg.peers[q].endpoint == src))
+            || self.cfg.is_lan(src)
+            || (self.cfg.peers.iter()).any(|x| x.prefixes.iter().any(|x| x.contains(src)));
+        if !super::persist::usable_endpoint(src) || taken {
+            self.counters.rx_unauthenticated += 1;
+            info!("peer {id} from {src}: not an address it can move to");
+            return None;
+        }
+        let ps = &mut self.peers[p];
+        if ps
+            .moving
+            .is_some_and(|(to, nonce)| to == src && echo == nonce)
+        {
+            let from = self.peer_endpoint(p);
+            let ps = &mut self.peers[p];
+            ps.moving = None;
+            ps.moved_to = (src != self.cfg.peers[p].endpoint).then_some(src);
+            ps.rx_instance = instance;
+            ps.rx_seq = seq;
+            self.counters.peer_moved += 1;
+            info!("peer {} moved from {from} to {src}", self.cfg.peers[p].id);
+            out.push(Action::PeerEndpoint { peer: p, addr: src });
+            return Some(p);
+        }
+        self.counters.rx_challenged += 1;
+        if !self.challenges.take(move_bucket(p), 1, now.ms) {
+            return None;
+        }
+        let nonce = self.prf.u64();
+        self.peers[p].moving = Some((src, nonce));
+        debug!(
+            "challenging peer {} at its new address {src}",
+            self.cfg.peers[p].id
+        );
+        let c = self.seal(
+            self.peers[p].echo,
+            &Message::PeerChallenge(self.authed(PeerChallenge { req_id, nonce })),
+        );
+        let (key, dst) = (
+            self.cfg.peers[p].key,
+            SocketAddrV4::new(src, self.cfg.peers[p].port),
+        );
+        self.send_tagged(&key, dst, &c, out);
+        None
+    }
+
+    /// Where peer `p` is now: its configured endpoint, or where it moved.
+    pub fn peer_endpoint(&self, p: PeerIdx) -> Ipv4Addr {
+        self.peers[p].moved_to.unwrap_or(self.cfg.peers[p].endpoint)
+    }
+
+    /// Tells every peer of this run and of our address (at start, and
+    /// after our WAN address changed): each learns our new run at once,
+    /// and, if we moved, challenges us at the new address and re-points
+    /// its tunnel there, before a handover needs it.
+    pub fn hello_peers(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        for p in 0..self.cfg.peers.len() {
+            let req_id = self.new_req_id();
+            let m = Message::PeerHello(self.authed(PeerHello { req_id }));
+            self.request(now, p, req_id, OutKind::Hello, m, out);
+        }
+    }
+
+    /// An answer that only ends request `req_id` to peer `p`.
+    pub(super) fn answered(&mut self, p: PeerIdx, req_id: u64) {
+        if self.outgoing.get(&req_id).is_some_and(|o| o.peer == p) {
+            self.outgoing.remove(&req_id);
+        }
+    }
+
+    /// A peer's hello: it was authenticated (and, from a new address,
+    /// challenged there) on the way in; the answer ends its retransmission.
+    pub(super) fn on_hello(&mut self, p: PeerIdx, h: PeerHello, out: &mut impl Sink<Action>) {
+        let m = Message::PeerHelloReply(self.authed(PeerHelloReply { req_id: h.req_id }));
+        self.reply_peer(p, m, out);
     }
 
     /// A challenge to one of our requests: send it again at once, echoing
@@ -244,13 +385,18 @@ impl Agent {
             Message::TunnelRelease(a) => Message::TunnelRelease(e.wrap(a)),
             Message::TunnelReleaseReply(a) => Message::TunnelReleaseReply(e.wrap(a)),
             Message::PeerChallenge(a) => Message::PeerChallenge(e.wrap(a)),
+            Message::PeerHello(a) => Message::PeerHello(e.wrap(a)),
+            Message::PeerHelloReply(a) => Message::PeerHelloReply(e.wrap(a)),
             other => other.clone(),
         }
     }
 
     pub(super) fn send_peer(&mut self, p: PeerIdx, m: &Message, out: &mut impl Sink<Action>) {
         let peer = &self.cfg.peers[p];
-        let (key, dst) = (peer.key, SocketAddrV4::new(peer.endpoint, peer.port));
+        let (key, dst) = (
+            peer.key,
+            SocketAddrV4::new(self.peer_endpoint(p), peer.port),
+        );
         self.send_tagged(&key, dst, m, out);
     }
 

@@ -1,10 +1,11 @@
 //! The agent's saved state, for a restart of the daemon: bindings and
 //! credentials with their remaining lifetimes. The file is
-//! `crate::persist`'s header, this body and a checksum, version 2:
+//! `crate::persist`'s header, this body and a checksum, version 3:
 //!
 //! ```text
 //! n: usize, n × SavedBinding,
-//! m: usize, m × SavedCred
+//! m: usize, m × SavedCred,
+//! k: usize, k × SavedMove      (from version 3)
 //! ```
 //!
 //! written and read element by element; the test
@@ -33,6 +34,9 @@ use crate::persist::{Kind, Reader, Writer};
 pub(super) type SavedBinding = ([u8; 4], Binding, u64, AgentId);
 /// A credential: address, the entry, ms of lifetime left.
 pub(super) type SavedCred = ([u8; 4], CredEntry, u64);
+/// A peer that moved: its id, its configured endpoint, where it is now
+/// (restored only while the configuration still names that endpoint).
+pub(super) type SavedMove = (AgentId, [u8; 4], [u8; 4]);
 
 /// Version 0 and 1 layouts, read to migrate them.
 mod v1 {
@@ -145,6 +149,14 @@ impl Agent {
         for (a, c) in &self.creds {
             w.put(&(a.to_be_bytes(), c, c.expires_ms.saturating_sub(now.ms)));
         }
+        let moved = || {
+            (self.cfg.peers.iter().zip(&self.peers))
+                .filter_map(|(c, s)| Some((&c.id, c.endpoint.octets(), s.moved_to()?.octets())))
+        };
+        w.put(&moved().count());
+        for m in moved() {
+            w.put(&m);
+        }
         w.finish()
     }
 
@@ -162,7 +174,7 @@ impl Agent {
         let layout = Layout { version };
         // First check that the whole file decodes (a damaged file changes
         // nothing), then apply it element by element.
-        let Some((n_bindings, bindings_at, n_creds, creds_at)) = (|| {
+        let Some((n_bindings, bindings_at, n_creds, creds_at, n_moves, moves_at)) = (|| {
             if version < 2 {
                 r.take::<u32>()?; // boot
                 r.take::<u32>()?; // next serial
@@ -173,11 +185,33 @@ impl Agent {
             let m = r.take::<usize>()?;
             let c_at = r;
             (0..m).try_for_each(|_| layout.cred(&mut r).map(|_| ()))?;
-            r.is_empty().then_some((n, b_at, m, c_at))
+            let k = if version >= 3 { r.take::<usize>()? } else { 0 };
+            let k_at = r;
+            r.skip::<SavedMove>(k)?;
+            r.is_empty().then_some((n, b_at, m, c_at, k, k_at))
         })() else {
             warn!("saved state damaged; not restored");
             return false;
         };
+        // Peers' moves first: the tunnels the bindings bring up go there.
+        let mut r = moves_at;
+        for _ in 0..n_moves {
+            let Some((id, configured, to)) = r.take::<SavedMove>() else {
+                break;
+            };
+            let to = Ipv4Addr::from(to);
+            let Some(p) = self.cfg.peers.iter().position(|x| x.id == id) else {
+                continue;
+            };
+            let taken = (0..self.cfg.peers.len()).any(|q| {
+                q != p && (self.peer_endpoint(q) == to || self.cfg.peers[q].endpoint == to)
+            });
+            if self.cfg.peers[p].endpoint.octets() != configured || !usable_endpoint(to) || taken {
+                continue;
+            }
+            self.peers[p].set_moved_to(Some(to));
+            out.push(Action::PeerEndpoint { peer: p, addr: to });
+        }
         let cred_max = u64::from(self.cfg.credential_lifetime_s) * 1000;
         let binding_max = u64::from(self.cfg.binding_lifetime_s) * 1000;
         let mut r = creds_at;
@@ -222,4 +256,10 @@ impl Agent {
         }
         true
     }
+}
+
+/// An address a peer can be at: not 0.0.0.0, broadcast, multicast or
+/// loopback (a damaged or forged file must not aim a tunnel there).
+pub(super) fn usable_endpoint(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
 }

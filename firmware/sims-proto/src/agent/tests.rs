@@ -10,6 +10,8 @@ use std::vec::Vec;
 
 /// The attacks of issue 9, one test each, in this same world.
 mod attacks;
+/// Peers whose WAN address changes.
+mod moves;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -57,6 +59,9 @@ struct World {
     /// Unicasts agents sent on their LAN to hosts other than the node.
     lan_sent: Vec<Vec<(Ipv4Addr, Vec<u8>)>>,
     drop_peer_traffic: bool,
+    /// Each agent's WAN address now (its configured endpoint is `wan(i)`;
+    /// a test moves it).
+    wan_of: [Ipv4Addr; 3],
     /// Agents whose platform fails every kernel change.
     kernel_fails: [bool; 3],
     /// Crash party `.0` (an agent, or [`NODE`]) just before datagram
@@ -130,6 +135,7 @@ impl World {
             wire: Vec::new(),
             lan_sent: vec![Vec::new(), Vec::new(), Vec::new()],
             drop_peer_traffic: false,
+            wan_of: [wan(0), wan(1), wan(2)],
             kernel_fails: [false; 3],
             crash: None,
             deliveries: 0,
@@ -147,7 +153,7 @@ impl World {
 
     /// Which agent has this WAN address.
     fn agent_at(&self, ip: Ipv4Addr) -> Option<usize> {
-        (0..3).find(|&i| wan(i) == ip)
+        (0..3).find(|&i| self.wan_of[i] == ip)
     }
 
     /// Run node actions and deliver everything until quiet.
@@ -195,7 +201,8 @@ impl World {
                     if let Some(j) = self.agent_at(*dst.ip()) {
                         self.wire.push((from, j, data.to_vec()));
                         if !self.drop_peer_traffic {
-                            next.push((j, SocketAddrV4::new(wan(from), 4434), data.to_vec()));
+                            let src = SocketAddrV4::new(self.wan_of[from], 4434);
+                            next.push((j, src, data.to_vec()));
                         }
                     } else if self.at == from && Some(*dst.ip()) == self.node.current() {
                         self.deliver_to_node(from, *dst.ip(), &data, next);
@@ -699,6 +706,7 @@ fn save_and_restore_keeps_bindings() {
 struct Saved {
     bindings: Vec<persist::SavedBinding>,
     creds: Vec<persist::SavedCred>,
+    moves: Vec<persist::SavedMove>,
 }
 
 /// The state file keeps its layout (header, then `Saved` in postcard)
@@ -739,9 +747,10 @@ fn state_file_layout_is_saved() {
                 )
             })
             .collect(),
+        moves: Vec::new(),
     };
     let saved = a.save(now);
-    assert_eq!(&saved[..6], b"SIMSA\x02", "magic, kind, version");
+    assert_eq!(&saved[..6], b"SIMSA\x03", "magic, kind, version");
     let body = &saved[6..saved.len() - crate::persist::CHECKSUM_LEN];
     assert_eq!(body, postcard::to_allocvec(&whole).unwrap());
     // Versions 0 and 1 (32-bit serials, boot and serial counters) are
@@ -769,8 +778,21 @@ fn state_file_layout_is_saved() {
         (b, c)
     };
     assert_eq!(summary(&legacy), summary(a));
+    // Version 2 is version 3 without the peers' moves.
+    let mut v2 = b"SIMSA\x02".to_vec();
+    v2.extend_from_slice(&saved[6..saved.len() - crate::persist::CHECKSUM_LEN - 1]);
+    assert_eq!(
+        saved[saved.len() - crate::persist::CHECKSUM_LEN - 1],
+        0,
+        "no moves"
+    );
+    let sum = <sha2::Sha256 as sha2::Digest>::digest(&v2);
+    v2.extend_from_slice(&sum[..crate::persist::CHECKSUM_LEN]);
+    let mut from_v2 = Agent::new(config(A, &[B, C]), [20; 32]);
+    assert!(from_v2.restore(now, &v2, &mut Vec::new()));
+    assert_eq!(summary(&from_v2), summary(a));
     let mut newer = saved.clone();
-    newer[5] = 3;
+    newer[5] = 4;
     let mut fresh = Agent::new(config(A, &[B, C]), [20; 32]);
     assert!(!fresh.restore(now, &newer, &mut Vec::new()));
     for cut in 0..saved.len() {

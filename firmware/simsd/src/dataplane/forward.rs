@@ -60,7 +60,7 @@ impl Dataplane {
 
     /// Packets the kernel routed into a peer's TUN: encapsulate and send.
     pub fn pump_tun(&mut self, s: usize, buf: &mut [u8]) {
-        let Some(remote) = self.peer_slot(s).map(|x| x.endpoint) else {
+        let Some(remote) = self.peer_slot(s).map(|x| x.remote) else {
             return;
         };
         for _ in 0..BURST {
@@ -109,7 +109,7 @@ impl Dataplane {
                     continue;
                 }
             };
-            let Some(slot) = self.slots.iter_mut().flatten().find(|x| x.endpoint == src) else {
+            let Some(slot) = self.slots.iter_mut().flatten().find(|x| x.remote == src) else {
                 f.drops.unknown_endpoint += 1;
                 continue;
             };

@@ -14,6 +14,7 @@
 //! loaded with `nft -f` (once at start and on reload).
 
 mod forward;
+mod moves;
 mod resync;
 mod routing;
 mod slots;
@@ -33,6 +34,7 @@ use simsd::owned::NFT_TABLE;
 use crate::config::{Backend, Config};
 use crate::nft;
 use forward::Forwarder;
+pub use moves::MOVED_FILE;
 use slots::PeerSlot;
 use tunnels::kernel_has_ipip;
 pub use tunnels::Kind;
@@ -76,6 +78,8 @@ pub struct Dataplane {
     visitor_mac: BTreeMap<u32, [u8; 6]>,
     /// The LAN bridge was recreated and our state is not on it yet.
     lan_moved: bool,
+    /// The moved peers' addresses, for fw4 (moves.rs).
+    moved_file: Option<std::path::PathBuf>,
 }
 
 /// `r`, with the errors in `codes` (an object already there, or already
@@ -138,6 +142,7 @@ impl Dataplane {
             visitor: BTreeSet::new(),
             visitor_mac: BTreeMap::new(),
             lan_moved: false,
+            moved_file: None,
         };
         dp.limiter = nft::load(cfg, &dp.slot_ids())?;
         dp.remove_stale()?;
@@ -199,6 +204,7 @@ impl Dataplane {
                 ignore(self.nf.del(NFT_TABLE, &nft::set_out(peer), addr), &[ENOENT])?;
                 self.update_catch_all()
             }
+            Action::PeerEndpoint { peer, addr } => self.peer_moved(self.slot(peer)?, addr),
             Action::Send { .. } | Action::BroadcastLan { .. } => Ok(()),
         }
     }

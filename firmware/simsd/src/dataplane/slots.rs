@@ -21,7 +21,11 @@ use crate::nft;
 /// One peer's slot.
 pub(super) struct PeerSlot {
     pub(super) id: String,
+    /// The configured endpoint (with the id, what the agreement is).
     pub(super) endpoint: Ipv4Addr,
+    /// Where the peer is now: its endpoint, or where it moved (its WAN
+    /// address changed); the tunnel's remote end.
+    pub(super) remote: Ipv4Addr,
     pub(super) tunnel: Option<Tunnel>,
     /// The userspace backend's counters (kernel ipip has its own).
     pub(super) traffic: Traffic,
@@ -32,6 +36,7 @@ impl PeerSlot {
         PeerSlot {
             id: p.id.to_string(),
             endpoint: p.endpoint,
+            remote: p.endpoint,
             tunnel: None,
             traffic: Traffic::default(),
         }

@@ -73,7 +73,7 @@ impl Dataplane {
             t.idle_since = None;
             return Ok(());
         }
-        let remote = slot.endpoint;
+        let remote = slot.remote;
         let name = self.slot_tunnel_name(s);
         let (index, tun) = match self.kind {
             Kind::Kernel => {

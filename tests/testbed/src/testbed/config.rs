@@ -60,24 +60,29 @@ pub fn agent_config(x: Ma, opts: &Options, key: impl Fn(Ma, Ma) -> String) -> St
 }
 
 /// The fw4-like ruleset of an agent whose configured peers are `peers`:
-/// input drops all but lo, established, the LAN, and ipip and the SIMS
-/// port from peers on the WAN; forward drops all but established, from the
+/// input drops all but lo, established, the LAN, the SIMS control
+/// port from anywhere on the WAN, ipip from peers (configured or moved: the
+/// set `sims_moved`); forward drops all but established, from the
 /// LAN and to/from `sims-*`; masquerade out of the WAN.
 pub fn firewall_ruleset(peers: &[Ma]) -> String {
     let peers: Vec<String> = peers.iter().map(|y| y.wan_ip().to_string()).collect();
-    let wan_rules = if peers.is_empty() {
-        String::new()
-    } else {
+    // As the init script opens it: the control port from anywhere, ipip
+    // from the peers' endpoints and from the peers that moved.
+    let mut wan_rules = format!(
+        "\t\tiifname \"wan\" udp dport {SIMS_PORT} accept\n\
+         \t\tiifname \"wan\" meta l4proto 4 ip saddr @sims_moved accept\n"
+    );
+    if !peers.is_empty() {
         let set = peers.join(", ");
-        format!(
-            "\t\tiifname \"wan\" meta l4proto 4 ip saddr {{ {set} }} accept\n\
-             \t\tiifname \"wan\" udp dport {SIMS_PORT} ip saddr {{ {set} }} accept\n"
-        )
-    };
+        wan_rules += &format!("\t\tiifname \"wan\" meta l4proto 4 ip saddr {{ {set} }} accept\n");
+    }
     format!(
         "table inet fw4\n\
          delete table inet fw4\n\
          table inet fw4 {{\n\
+         \tset sims_moved {{\n\
+         \t\ttype ipv4_addr\n\
+         \t}}\n\
          \tchain input {{\n\
          \t\ttype filter hook input priority filter; policy drop;\n\
          \t\tiif \"lo\" accept\n\

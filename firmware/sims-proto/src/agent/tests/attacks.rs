@@ -458,13 +458,23 @@ fn restore_validates_entries() {
     wr.put(&1usize);
     wr.put(&(k.to_be_bytes(), &b, u64::MAX, id(B)));
     wr.put(&0usize);
+    // Peers' moves to nowhere (loopback, 0.0.0.0) are not restored.
+    wr.put(&2usize);
+    wr.put(&(id(B), wan(B).octets(), [127u8, 0, 0, 1]));
+    wr.put(&(id(C), wan(C).octets(), [0u8; 4]));
     let data = wr.finish();
     let mut fresh = Agent::new(config(A, &[B, C]), [4; 32]);
     assert!(fresh.restore(Now::ms(u64::MAX - 5), &data, &mut Vec::new()));
     let left = fresh.bindings.values().next().map(|b| b.expires_ms);
     assert_eq!(left, Some(u64::MAX), "saturated, no overflow");
     let mut fresh = Agent::new(config(A, &[B, C]), [4; 32]);
-    assert!(fresh.restore(w.time(), &data, &mut Vec::new()));
+    let mut out = Vec::new();
+    assert!(fresh.restore(w.time(), &data, &mut out));
+    assert!(!out.iter().any(|a| matches!(a, Action::PeerEndpoint { .. })));
+    assert_eq!(
+        (fresh.peer_endpoint(0), fresh.peer_endpoint(1)),
+        (wan(B), wan(C))
+    );
     let b = fresh.bindings.values().next().unwrap();
     assert!(b.expires_ms <= w.now + 60_000);
 }
