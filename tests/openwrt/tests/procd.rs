@@ -366,7 +366,7 @@ fn init_script_under_procd() {
     .expect("the netifd stub on ubus");
     let rules = ow.fw4_ruleset();
     for want in [
-        "udp dport 4434 counter accept comment \"!fw4: sims-control\"",
+        "udp dport 4434 counter accept comment \"!fw4: ubus:sims[simsd] rule 0\"",
         "meta l4proto 4 ip saddr 100.64.2.2 counter accept",
         "set sims_moved {",
         "meta l4proto 4 ip saddr @sims_moved counter accept",

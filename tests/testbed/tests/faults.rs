@@ -477,3 +477,100 @@ fn s20_fw4_reload_keeps_relayed_session() {
     let r = down.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s20 session across fw4 reloads");
 }
+
+/// Scenario 21: MA-B's WAN is a DHCP or PPPoE WAN and reconnects with a
+/// new address (no `endpoint` configured: simsd follows the WAN device).
+/// ma-b restarts its data plane on the new address and says hello; ma-a
+/// challenges it there, re-points its tunnel and opens ipip from it (the
+/// element in fw4's `sims_moved` set), within one exchange; then the node
+/// moves A → B and its session from A, relayed through B's new address,
+/// arrives intact. A new session at B is not tunnelled.
+#[test]
+fn s21_peer_wan_address_change_is_followed() {
+    let Some(mut tb) = setup(Options::default().label("s21").agents(&[Ma::A, Ma::B])) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    // ma-b follows its WAN: no endpoint in its config.
+    tb.kill_agent(Ma::B, libc::SIGTERM).unwrap();
+    let conf = tb.agent_config_path(Ma::B);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let own = format!("\toption endpoint '{}'\n", Ma::B.wan_ip());
+    assert_eq!(text.matches(&own).count(), 1, "{text}");
+    std::fs::write(&conf, text.replace(&own, "")).unwrap();
+    tb.start_agent(Ma::B).unwrap();
+    let st = tb.agent_status(Ma::B).unwrap();
+    assert_eq!(
+        (
+            st.raw["endpoint"].as_str(),
+            st.raw["endpoint_from"].as_str()
+        ),
+        (Some("100.64.2.2"), Some("wan"))
+    );
+    let mut down = stream(&tb, Dir::Down, "s21-down", a());
+    wait_flowing(&tb, &down, 50_000, T);
+
+    // The WAN reconnects with another address (udhcpc's deconfig, then
+    // bound): the old one goes, the new one and the default route come.
+    let ns = tb.agent(Ma::B);
+    let t0 = Instant::now();
+    for cmd in [
+        "addr del 100.64.2.2/24 dev wan",
+        "addr add 100.64.2.3/24 dev wan",
+        "route replace default via 100.64.2.1",
+    ] {
+        ns.ip(&cmd.split(' ').collect::<Vec<_>>()).unwrap();
+    }
+    let moved = |s: &AgentStatus| {
+        s.raw["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["id"] == "ma-b" && p["endpoint"] == "100.64.2.3" && p["moved"] == true)
+        })
+    };
+    tb.wait_agent(Ma::A, "ma-a to follow ma-b to 100.64.2.3", T, moved)
+        .unwrap();
+    let took = t0.elapsed();
+    eprintln!("[s21] ma-a followed ma-b's new address in {took:?}");
+    // One exchange (hello, challenge, answer) after ma-b's restart: well
+    // under the first retransmission's 200 ms plus the restart itself.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let st = tb.agent_status(Ma::B).unwrap();
+    assert_eq!(st.raw["endpoint"], "100.64.2.3");
+    let log = tb.agent_log(Ma::B);
+    assert!(
+        log.contains("changed from 100.64.2.2 to 100.64.2.3"),
+        "{log}"
+    );
+    let set = tb
+        .agent(Ma::A)
+        .run(
+            "/usr/sbin/nft",
+            &["list", "set", "inet", "fw4", "sims_moved"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(
+        set.contains("100.64.2.3"),
+        "ma-a's fw4 opens ipip from it:\n{set}"
+    );
+    let file = std::fs::read_to_string(tb.agent_dir(Ma::A).join("fw4-moved")).unwrap();
+    assert_eq!(file, "100.64.2.3\n", "and fw4 reloads keep it");
+
+    // The node moves A -> B: the old session is relayed through B's new
+    // address, a new one at B goes out natively.
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_binding(&tb, Ma::B, a(), "visitor", Ma::A);
+    wait_flowing(&tb, &down, 150_000, T);
+    let mut fresh = stream(&tb, Dir::Down, "s21-new", b());
+    wait_flowing(&tb, &fresh, 50_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s21 session across B's new address");
+    let st = tb.agent_status(Ma::A).unwrap();
+    assert!(
+        st.binding(&b().to_string()).is_none(),
+        "the new session's address is not bound at A"
+    );
+    let r = fresh.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s21 new session at B");
+}
