@@ -157,12 +157,12 @@ mod tests {
     }
 
     #[test]
-    fn firewall_opens_the_wan_to_peers_only() {
+    fn firewall_opens_ipip_to_peers_only() {
         let fw = firewall_ruleset(&[Ma::B, Ma::C]);
         assert!(fw
             .contains("iifname \"wan\" meta l4proto 4 ip saddr { 100.64.2.2, 100.64.3.2 } accept"));
-        assert!(fw
-            .contains("iifname \"wan\" udp dport 4434 ip saddr { 100.64.2.2, 100.64.3.2 } accept"));
+        assert!(fw.contains("iifname \"wan\" meta l4proto 4 ip saddr @sims_moved accept"));
+        assert!(fw.contains("iifname \"wan\" udp dport 4434 accept"));
         assert!(fw.contains("policy drop") && fw.contains("oifname \"wan\" masquerade"));
         assert!(
             fw.contains("iifname \"sims-*\" accept") && fw.contains("oifname \"sims-*\" accept"),
@@ -170,8 +170,8 @@ mod tests {
         );
         let none = firewall_ruleset(&[]);
         assert!(
-            !none.contains("l4proto 4"),
-            "no peers, nothing opened: {none}"
+            !none.contains("l4proto 4 ip saddr {"),
+            "no peers, no peer opened: {none}"
         );
     }
 }
