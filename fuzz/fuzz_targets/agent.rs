@@ -24,7 +24,7 @@ use libfuzzer_sys::fuzz_target;
 use sims_fuzz::*;
 use sims_proto::agent::{Action, Agent, LanView, Role};
 use sims_proto::msg::{
-    self, Authed, Cookie, Credential, Message, OldBinding, PeerChallenge, ProofDomain, ProofInput,
+    self, Authed, Cookie, Credential, Message, OldBinding, PeerChallenge, PeerMoveChallenge, ProofDomain, ProofInput,
     Registration, Release, Sig, Solicitation, TunnelRelease, TunnelReleaseReply, TunnelReply,
     TunnelRequest, MAX_OLD_BINDINGS,
 };
@@ -169,7 +169,9 @@ impl World {
                 Action::VisitorDel { addr, peer } => self.del(addr, Role::Visitor, peer),
                 Action::PeerEndpoint { peer, addr } => {
                     assert!(
-                        self.moving[peer] == Some(addr) || self.restoring,
+                        self.moving[peer] == Some(addr)
+                            || self.restoring
+                            || addr == PEER_ENDPOINTS[peer],
                         "peer {peer} moved to {addr}, where it was not challenged"
                     );
                     assert!(!addr.is_unspecified() && !addr.is_loopback());
@@ -200,16 +202,20 @@ impl World {
             let p = (0..2)
                 .find(|&p| msg::verify_tag(data, &PEER_KEYS[p]))
                 .expect("a peer message under one of the agreements' keys");
-            // Where the peer is, its configured endpoint (a removed peer
-            // is answered there), or a challenge at a new address.
-            if *dst.ip() != self.endpoints[p] && *dst.ip() != PEER_ENDPOINTS[p] {
-                let Message::PeerChallenge(a) = &m else {
-                    panic!("{:?} to {dst}, not where peer {p} is", m.msg_type());
-                };
+            // A move challenge goes to the address challenged; everything
+            // else to where the peer is, or its configured endpoint (a
+            // removed peer is answered there).
+            if let Message::PeerMoveChallenge(a) = &m {
+                assert_eq!(a.msg.addr, dst.ip().octets(), "names where it goes");
                 self.moving[p] = Some(*dst.ip());
                 self.challenges[p] = a.msg.nonce;
                 return;
             }
+            assert!(
+                *dst.ip() == self.endpoints[p] || *dst.ip() == PEER_ENDPOINTS[p],
+                "{:?} to {dst}, not where peer {p} is",
+                m.msg_type()
+            );
             match m {
                 Message::TunnelRequest(a) => {
                     let addr = Ipv4Addr::from(a.msg.cred.addr);
@@ -493,7 +499,7 @@ fn peer_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
             (r.1, r.2)
         }
     };
-    let m = match u.int_in_range(0..=4)? {
+    let m = match u.int_in_range(0..=5)? {
         0 => {
             // The node visits peer p and asks for one of our addresses.
             let node = pick_node(u)?;
@@ -549,12 +555,24 @@ fn peer_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
             };
             Message::TunnelReleaseReply(envelope(u, w, p, m)?)
         }
-        _ => {
+        4 => {
             let m = PeerChallenge {
                 req_id,
                 nonce: u.arbitrary()?,
             };
             Message::PeerChallenge(envelope(u, w, p, m)?)
+        }
+        _ => {
+            let addr = match u.ratio(1, 2)? {
+                true => w.agent.config().endpoint,
+                false => pick_addr(u)?,
+            };
+            let m = PeerMoveChallenge {
+                req_id,
+                nonce: u.arbitrary()?,
+                addr: addr.octets(),
+            };
+            Message::PeerMoveChallenge(envelope(u, w, p, m)?)
         }
     };
     let key = if u.ratio(15, 16)? {

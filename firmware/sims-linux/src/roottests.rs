@@ -692,6 +692,22 @@ fn ipip_create() {
             Ok(index) => {
                 let l = nl.link_by_name("sims-x").unwrap().unwrap();
                 assert_eq!((l.index, l.kind.as_deref()), (index, Some("ipip")));
+                // Re-pointed in place (a peer that moved): the same device,
+                // and the kernel now holds the new ends, not the old (a
+                // second tunnel with the old ends can be made, one with the
+                // new cannot).
+                nl.ipip_change(index, ip4("192.0.2.1"), ip4("192.0.2.3"), 64)
+                    .unwrap();
+                let l = nl.link_by_name("sims-x").unwrap().unwrap();
+                assert_eq!(l.index, index, "the same device");
+                let e = nl
+                    .ipip_create("sims-y", ip4("192.0.2.1"), ip4("192.0.2.3"), 64)
+                    .unwrap_err();
+                assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+                let old = nl
+                    .ipip_create("sims-z", ip4("192.0.2.1"), ip4("192.0.2.2"), 64)
+                    .unwrap();
+                nl.link_delete(old).unwrap();
                 nl.link_delete(index).unwrap();
             }
             Err(e) => {

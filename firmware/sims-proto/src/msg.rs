@@ -301,6 +301,16 @@ pub struct PeerHelloReply {
     pub req_id: u64,
 }
 
+/// A peer's answer to a request that came from an address it does not
+/// know us at: sent to that address, naming it. The receiver answers
+/// (its request again, `echo` = `nonce`) only if `addr` is its own.
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerMoveChallenge {
+    pub req_id: u64,
+    pub nonce: u64,
+    pub addr: [u8; 4],
+}
+
 /// The envelope of every agent-to-agent message: who sent it, in which run
 /// of its daemon (`instance`, random per start), a per-run sequence
 /// number, and the receiver's latest challenge nonce (`echo`, 0 if none).
@@ -331,6 +341,7 @@ pub enum Message {
     PeerChallenge(Authed<PeerChallenge>),
     PeerHello(Authed<PeerHello>),
     PeerHelloReply(Authed<PeerHelloReply>),
+    PeerMoveChallenge(Authed<PeerMoveChallenge>),
 }
 
 impl Message {
@@ -349,6 +360,7 @@ impl Message {
             Message::PeerChallenge(_) => MsgType::PeerChallenge,
             Message::PeerHello(_) => MsgType::PeerHello,
             Message::PeerHelloReply(_) => MsgType::PeerHelloReply,
+            Message::PeerMoveChallenge(_) => MsgType::PeerMoveChallenge,
         }
     }
 
@@ -362,6 +374,7 @@ impl Message {
             Message::PeerChallenge(a) => Some(&a.sender),
             Message::PeerHello(a) => Some(&a.sender),
             Message::PeerHelloReply(a) => Some(&a.sender),
+            Message::PeerMoveChallenge(a) => Some(&a.sender),
             _ => None,
         }
     }
@@ -405,6 +418,7 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         MsgType::PeerChallenge => Message::PeerChallenge(de(body)?),
         MsgType::PeerHello => Message::PeerHello(de(body)?),
         MsgType::PeerHelloReply => Message::PeerHelloReply(de(body)?),
+        MsgType::PeerMoveChallenge => Message::PeerMoveChallenge(de(body)?),
     })
 }
 
@@ -448,6 +462,7 @@ pub fn encode(msg: &Message, key: Option<&[u8; 32]>) -> Option<Datagram> {
         Message::PeerChallenge(m) => postcard::to_slice(m, body),
         Message::PeerHello(m) => postcard::to_slice(m, body),
         Message::PeerHelloReply(m) => postcard::to_slice(m, body),
+        Message::PeerMoveChallenge(m) => postcard::to_slice(m, body),
     }
     .ok()?
     .len();

@@ -50,6 +50,7 @@ pub enum MsgType {
     PeerChallenge = 0x15,
     PeerHello = 0x16,
     PeerHelloReply = 0x17,
+    PeerMoveChallenge = 0x18,
 }
 
 impl MsgType {
@@ -68,6 +69,7 @@ impl MsgType {
             0x15 => Self::PeerChallenge,
             0x16 => Self::PeerHello,
             0x17 => Self::PeerHelloReply,
+            0x18 => Self::PeerMoveChallenge,
             _ => return None,
         })
     }

@@ -13,9 +13,9 @@ use sims_proto::msg::{
     agent_dh_keys, agent_session, decode, encode, node_session, proof_bytes, reply_authentic,
     seal_reply, sign_proof, verify_proof, verify_tag, Advertisement, AgentId, Authed,
     BindingResult, Credential, Message, OldBinding, PeerChallenge, PeerHello, PeerHelloReply,
-    ProofDomain, ProofInput, Provider, Registration, RegistrationReply, Release, ReleaseReply, Sig,
-    Solicitation, Solicited, Status, TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest,
-    PROOF_CONTEXT,
+    PeerMoveChallenge, ProofDomain, ProofInput, Provider, Registration, RegistrationReply, Release,
+    ReleaseReply, Sig, Solicitation, Solicited, Status, TunnelRelease, TunnelReleaseReply,
+    TunnelReply, TunnelRequest, PROOF_CONTEXT,
 };
 
 const GOLDEN: &str = include_str!("golden/messages.hex");
@@ -207,6 +207,14 @@ fn messages() -> Vec<(&'static str, Message)> {
             "peer_hello",
             Message::PeerHello(envelope(PeerHello {
                 req_id: 0x1112_1314_1516_1718,
+            })),
+        ),
+        (
+            "peer_move_challenge",
+            Message::PeerMoveChallenge(envelope(PeerMoveChallenge {
+                req_id: 0x1112_1314_1516_1718,
+                nonce: 0x0f0e_0d0c_0b0a_0908,
+                addr: [100, 64, 2, 3],
             })),
         ),
         (

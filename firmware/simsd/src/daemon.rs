@@ -51,12 +51,12 @@ fn wan_address(wan: &str) -> Option<Ipv4Addr> {
 /// `cfg` with its endpoint: the configured one, or the WAN device's
 /// address, waited for (a DHCP or PPPoE WAN may not have one yet when we
 /// start) until it comes or a signal ends the wait (None).
-fn with_endpoint(mut cfg: Config, signals: &Signals) -> Option<Config> {
-    if !cfg.follow_wan {
-        return Some(cfg);
-    }
+fn with_endpoint(mut cfg: Config, path: &str, signals: &Signals) -> Option<Config> {
     let mut said = false;
     loop {
+        if !cfg.follow_wan {
+            return Some(cfg);
+        }
         if let Some(a) = wan_address(&cfg.wan_ifname) {
             info!(
                 "endpoint {a}: the address of {} (none configured)",
@@ -69,17 +69,39 @@ fn with_endpoint(mut cfg: Config, signals: &Signals) -> Option<Config> {
             info!("waiting for an IPv4 address on {}", cfg.wan_ifname);
             said = true;
         }
-        if !event::poll_readable(&[signals.fd()], 1000)
+        if event::poll_readable(&[signals.fd()], 1000)
             .unwrap_or_default()
             .is_empty()
         {
-            if let Some(sig) = signals.next() {
-                if sig != libc::SIGHUP {
-                    return None;
-                }
+            continue;
+        }
+        while let Some(sig) = signals.next() {
+            if sig != libc::SIGHUP {
+                return None;
+            }
+            // A new config while we wait: take it (or keep this one).
+            match config::load(path) {
+                Ok(c) => cfg = c,
+                Err(e) => error!("reload refused, keeping the running configuration: {e}"),
             }
         }
     }
+}
+
+/// The WAN socket: pinned to the WAN device.
+fn bind_wan(cfg: &Config) -> Result<UdpSocket, String> {
+    let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
+    bind_udp(any, Some(&cfg.wan_ifname), false, true)
+        .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))
+}
+
+/// The interface index of device `name`, if it exists.
+fn link_index(name: &str) -> Option<u32> {
+    Netlink::open()
+        .ok()?
+        .link_by_name(name)
+        .ok()?
+        .map(|l| l.index)
 }
 
 pub struct Daemon {
@@ -90,6 +112,12 @@ pub struct Daemon {
     dp: Dataplane,
     lan: UdpSocket,
     wan: UdpSocket,
+    /// The WAN device the WAN socket is bound to (a PPPoE WAN's device is
+    /// recreated at each reconnect).
+    wan_index: Option<u32>,
+    /// A WAN address the data plane failed to start on: not tried again
+    /// at every address event (our own tunnels' addresses make them).
+    failed_endpoint: Option<Ipv4Addr>,
     dirty: bool,
     last_save_ms: u64,
 }
@@ -103,9 +131,8 @@ impl Daemon {
     ) -> Result<Self, String> {
         let dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
         let lan = bind_lan(&cfg)?;
-        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
-        let wan = bind_udp(any, Some(&cfg.wan_ifname), false, true)
-            .map_err(|e| format!("bind {any} on {}: {e}", cfg.wan_ifname))?;
+        let wan = bind_wan(&cfg)?;
+        let wan_index = link_index(&cfg.wan_ifname);
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
         let mut dp = dp;
         dp.keep_moves_in(dir.join(crate::dataplane::MOVED_FILE));
@@ -117,6 +144,8 @@ impl Daemon {
             dp,
             lan,
             wan,
+            wan_index,
+            failed_endpoint: None,
             dirty: true,
             last_save_ms: 0,
         };
@@ -284,21 +313,51 @@ impl Daemon {
     /// (tunnels' local end, sockets) keeping the bindings, and the peers
     /// are told (`Daemon::start`). An address gone with none new (the
     /// WAN down) changes nothing: nobody can reach us anyway.
-    fn follow_wan(self) -> Self {
+    fn follow_wan(mut self) -> Self {
         if !self.cfg.follow_wan {
             return self;
         }
         match wan_address(&self.cfg.wan_ifname) {
-            Some(a) if a != self.cfg.agent.endpoint => {
+            Some(a) if a != self.cfg.agent.endpoint && Some(a) != self.failed_endpoint => {
                 info!(
                     "WAN address of {} changed from {} to {a}: following it",
                     self.cfg.wan_ifname, self.cfg.agent.endpoint
                 );
                 let mut cfg = self.cfg.clone();
                 cfg.agent.endpoint = a;
-                self.restart(cfg)
+                let d = self.restart(cfg);
+                d.with_failed(a)
             }
-            _ => self,
+            _ => {
+                self.rebind_wan();
+                self
+            }
+        }
+    }
+
+    /// After a restart onto `a`: if it did not take (the previous
+    /// configuration runs again), remember not to try `a` again until the
+    /// WAN's address changes once more.
+    fn with_failed(mut self, a: Ipv4Addr) -> Self {
+        self.failed_endpoint = (self.cfg.agent.endpoint != a).then_some(a);
+        self
+    }
+
+    /// The WAN device was recreated (a PPPoE reconnect, even with the same
+    /// address): SO_BINDTODEVICE bound the socket to the old device's
+    /// index, so bind a new one.
+    fn rebind_wan(&mut self) {
+        let now = link_index(&self.cfg.wan_ifname);
+        if now.is_none() || now == self.wan_index {
+            return;
+        }
+        match bind_wan(&self.cfg) {
+            Ok(s) => {
+                info!("WAN socket bound to the new {}", self.cfg.wan_ifname);
+                self.wan = s;
+                self.wan_index = now;
+            }
+            Err(e) => warn!("{e}"),
         }
     }
 
@@ -348,7 +407,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let cfg = config::load(cfg_path).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
-    let Some(cfg) = with_endpoint(cfg, &signals) else {
+    let Some(cfg) = with_endpoint(cfg, cfg_path, &signals) else {
         return Ok(());
     };
     let mut mon = Monitor::with_neighbours().map_err(|e| format!("netlink monitor: {e}"))?;
@@ -408,7 +467,10 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                             warn!("resync: {e}");
                         }
                         d.on_neighbour(ev);
-                        addr_changed |= matches!(ev, Event::AddrNew(_) | Event::AddrDel(_));
+                        addr_changed |= matches!(
+                            ev,
+                            Event::AddrNew(_) | Event::AddrDel(_) | Event::LinkNew(_)
+                        );
                     }
                     if overrun {
                         if let Err(e) = d.dp.resync() {
@@ -420,6 +482,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                     }
                     if addr_changed {
                         d = d.follow_wan();
+                        d.rebind_wan();
                     }
                 }
                 Slot::Status => status

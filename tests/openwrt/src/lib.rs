@@ -10,6 +10,7 @@ use std::process::Command;
 
 pub mod fw4;
 pub mod package;
+pub mod procd;
 
 /// The top of the SIMS sources.
 pub fn repo() -> PathBuf {

@@ -573,4 +573,180 @@ fn s21_peer_wan_address_change_is_followed() {
     );
     let r = fresh.finish(Duration::from_secs(30)).unwrap();
     assert_verified(&r, "s21 new session at B");
+
+    // A PPPoE reconnect recreates the WAN device (a new ifindex), here
+    // with the same address: ma-b binds its WAN socket to the new device
+    // (SO_BINDTODEVICE held the old one's index), and the next handovers,
+    // home to A and to B again, need it.
+    let old = ns.ip(&["-o", "link", "show", "wan"]).unwrap();
+    ns.ip(&["link", "del", "wan"]).unwrap();
+    tb.inet()
+        .ip_batch(&[
+            format!("link add to-b type veth peer name wan netns {}", ns.name),
+            format!("addr add {}/24 dev to-b", Ma::B.inet_ip()),
+            "link set to-b up".into(),
+        ])
+        .unwrap();
+    ns.ip_batch(&[
+        "addr add 100.64.2.3/24 dev wan".into(),
+        "link set wan up".into(),
+        "route replace default via 100.64.2.1".into(),
+    ])
+    .unwrap();
+    let new = ns.ip(&["-o", "link", "show", "wan"]).unwrap();
+    assert_ne!(old.split(':').next(), new.split(':').next(), "a new device");
+    wait_for(
+        "ma-b to rebind its WAN socket",
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            Ok(tb
+                .agent_log(Ma::B)
+                .contains("WAN socket bound to the new wan")
+                .then_some(()))
+        },
+    )
+    .unwrap();
+    move_relayed(&mut tb, Ma::A, &[]);
+    tb.wait_agent(Ma::B, "ma-b told the node is home", T, |st| {
+        st.binding(&a().to_string()).is_none()
+    })
+    .unwrap();
+    let mut again = stream(&tb, Dir::Down, "s21-again", a());
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &again, 100_000, T);
+    let r = again.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s21 session after the WAN device was recreated");
+}
+
+/// Scenario 22 (live apply through the package's init script): ma-a's
+/// simsd runs under OpenWrt's real procd, started by `/etc/init.d/sims`
+/// in ma-a's namespace (the same state directory: it takes over ma-a's
+/// bindings). With the node relayed through B and a checked stream from
+/// its old address, `/etc/config/sims` is edited as an operator would —
+/// peer C removed, a peer D added before B, a limit changed — and
+/// `/etc/init.d/sims reload` applies it: procd sends the same simsd
+/// SIGHUP (no restart), B's tunnel is the same device, 150 router pings
+/// through it at 20 ms across the reload are all answered, the stream
+/// arrives intact, and the firewall data procd holds opens D, not C.
+#[test]
+fn s22_init_script_reload_applies_a_changed_config_live() {
+    use sims_openwrt::procd::{wait, Net, Router};
+    let Some(kit) = sims_openwrt::kit() else {
+        eprintln!("SKIPPED: no OpenWrt kit (../shared/openwrt, or SIMS_OPENWRT_KIT)");
+        return;
+    };
+    let Some(mut tb) = setup(
+        Options::default()
+            .label("s22")
+            .agents(&[Ma::A, Ma::B, Ma::C]),
+    ) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let slow = |dir, label| {
+        tb.stream(
+            StreamSpec::new(dir, label)
+                .rate(20_000)
+                .duration_ms(90_000)
+                .bind(a()),
+        )
+        .unwrap()
+    };
+    let mut down = slow(Dir::Down, "s22-down");
+    let hold = slow(Dir::Up, "s22-hold");
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 10_000, T);
+
+    // ma-a from now on: the package's init script under procd.
+    tb.kill_agent(Ma::A, libc::SIGTERM).unwrap();
+    let conf = std::fs::read_to_string(tb.agent_config_path(Ma::A)).unwrap();
+    let conf = conf.replacen(
+        "config agent 'agent'\n",
+        "config agent 'agent'\n\toption enabled '1'\n",
+        1,
+    );
+    let ns = tb.agent(Ma::A);
+    let router = Router::start(
+        kit,
+        &tb.bin("simsd"),
+        &conf,
+        Net::Existing(ns.name.clone()),
+        Some(&tb.agent_dir(Ma::A)),
+        "s22",
+    );
+    // ow-ns gives PID 1 a /dev of harmless nodes; the userspace backend
+    // needs the TUN device.
+    router
+        .router("mkdir -p /dev/net && mknod /dev/net/tun c 10 200")
+        .unwrap();
+    router.router("/etc/init.d/sims start").unwrap();
+    let pid = wait("simsd under procd", || router.simsd_pid());
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 20_000, T);
+    let link = || {
+        ns.ip(&["-o", "link", "show", "sims-ma-b"])
+            .map(|l| l.split(':').next().unwrap_or_default().to_string())
+    };
+    let index = wait("ma-a's tunnel to ma-b", || link().ok());
+
+    let pinger = {
+        let ns = tb.agent(Ma::A);
+        let target = a().to_string();
+        std::thread::spawn(move || {
+            ns.run(
+                busybox(),
+                &["ping", "-c", "150", "-i", "0.02", "-W", "1", &target],
+                Duration::from_secs(30),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    // The operator's edit: C out, D in (before B), a limit changed.
+    let file = router.dir.join("etc/config/sims");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let key = sims_openwrt::fresh_key();
+    let d = format!(
+        "config peer 'ma_d'\n\toption id 'ma-d'\n\toption endpoint '100.64.4.2'\n\
+         \tlist lan_prefix '10.4.0.0/24'\n\toption key '{key}'\n\n"
+    );
+    let edited = with_peers(&text, &["ma-b"])
+        .replacen("\nconfig peer ", &format!("\n{d}config peer "), 1)
+        .replacen(
+            "\toption enabled '1'\n",
+            "\toption enabled '1'\n\toption max_per_node '6'\n",
+            1,
+        );
+    assert!(
+        edited.contains("ma-d") && !edited.contains("ma-c"),
+        "{edited}"
+    );
+    std::fs::write(&file, edited).unwrap();
+    router.router("/etc/init.d/sims reload").unwrap();
+    tb.wait_agent(Ma::A, "ma-a to take the new peers", T, |st| {
+        st.peers.iter().map(|p| p.id.as_str()).collect::<Vec<_>>() == ["ma-d", "ma-b"]
+    })
+    .unwrap();
+    assert_eq!(router.simsd_pid(), Some(pid), "reloaded, not restarted");
+    let pings = pinger.join().unwrap().unwrap();
+    assert!(
+        pings.contains("150 packets transmitted, 150 packets received"),
+        "a packet lost across the reload: {pings}"
+    );
+    assert_eq!(link().unwrap(), index, "the same tunnel device");
+    assert_eq!(
+        router.firewall_rules(),
+        [
+            "sims-ipip-ma-d wan 100.64.4.2 4 -",
+            "sims-ipip-ma-b wan 100.64.2.2 4 -"
+        ]
+    );
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 20_000, T);
+    let r = down.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(&r, "s22 session across the init script's reload");
+    drop(hold);
+    drop(router);
 }

@@ -334,6 +334,31 @@ impl Netlink {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "new ipip link vanished"))
     }
 
+    /// Re-points ipip device `index` (its local and remote ends), in
+    /// place: the same device, its addresses, routes and rules stay. The
+    /// kernel takes the tunnel's parameters whole, so all of ipip_create's
+    /// are given again.
+    pub fn ipip_change(
+        &mut self,
+        index: u32,
+        local: Ipv4Addr,
+        remote: Ipv4Addr,
+        ttl: u8,
+    ) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, ACK);
+        m.push(&ifinfo(index, 0, 0));
+        let info = m.nest(IFLA_LINKINFO);
+        m.attr(IFLA_INFO_KIND, b"ipip");
+        let data = m.nest(IFLA_INFO_DATA);
+        m.attr_ipv4(IFLA_IPTUN_LOCAL, local)
+            .attr_ipv4(IFLA_IPTUN_REMOTE, remote)
+            .attr_u8(IFLA_IPTUN_TTL, ttl)
+            .attr_u8(IFLA_IPTUN_PMTUDISC, 1);
+        m.end_nest(data);
+        m.end_nest(info);
+        self.sock.request(m)
+    }
+
     /// IPv4 addresses, of one interface or all.
     pub fn addrs(&mut self, index: Option<u32>) -> io::Result<Vec<AddrInfo>> {
         self.sock.dump(

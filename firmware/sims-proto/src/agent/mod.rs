@@ -81,6 +81,8 @@ pub struct Counters {
     pub table_full: u64,
     /// Peers whose WAN address changed (answered from their new address).
     pub peer_moved: u64,
+    /// Move challenges naming an address that is not ours (ignored).
+    pub rx_refused_move: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +330,12 @@ impl Agent {
             }
         };
         if let Some(sender) = m.peer_sender() {
+            // Peers talk over the WAN; on the LAN such a datagram is a
+            // guest's (who could forge its source there).
+            if via_lan {
+                self.counters.rx_unexpected += 1;
+                return;
+            }
             let Some(p) = self.authenticate(now, src, sender, data, &m, out) else {
                 return;
             };
@@ -338,6 +346,7 @@ impl Agent {
                 Message::TunnelRelease(a) => self.on_tunnel_release(p, a.msg, out),
                 Message::PeerChallenge(a) => self.on_challenge(p, a.msg, out),
                 Message::PeerHello(a) => self.on_hello(p, a.msg, out),
+                Message::PeerMoveChallenge(a) => self.on_move_challenge(p, a.msg, out),
                 Message::TunnelReleaseReply(a) => self.answered(p, a.msg.req_id),
                 Message::PeerHelloReply(a) => self.answered(p, a.msg.req_id),
                 _ => {}

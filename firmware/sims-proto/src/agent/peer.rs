@@ -20,8 +20,10 @@ use log::{debug, info, warn};
 use super::{Action, Agent, Now, PeerIdx, Sink};
 use crate::limit::Rate;
 use crate::msg::{
-    self, AgentId, Authed, Message, PeerChallenge, PeerHello, PeerHelloReply, Status, TunnelRelease,
+    self, AgentId, Authed, Message, PeerChallenge, PeerHello, PeerHelloReply, PeerMoveChallenge,
+    Status, TunnelRelease,
 };
+use crate::prf;
 use crate::retry::Backoff;
 
 /// What a request to a peer is about.
@@ -62,9 +64,6 @@ pub(super) struct PeerState {
     /// endpoint (its WAN address changed): learned from a request answered
     /// from there to a challenge we sent there.
     moved_to: Option<Ipv4Addr>,
-    /// Our outstanding challenge to a new address the peer's requests came
-    /// from: (the address, the nonce sent to it).
-    moving: Option<(Ipv4Addr, u64)>,
 }
 
 impl PeerState {
@@ -127,6 +126,10 @@ pub(super) const CHALLENGES: Rate = Rate {
     per_s: 20,
     burst: 16,
 };
+
+/// Move challenges' nonces are valid in the epoch they were made in and
+/// the next: a peer has 30 to 60 s to answer.
+const MOVE_EPOCH_MS: u64 = 30_000;
 
 /// The challenge bucket of peer `p`'s moves: apart from its run
 /// challenges, so replays from forged addresses cannot spend the budget
@@ -240,10 +243,14 @@ impl Agent {
     /// A correctly tagged message of peer `p` from `src`, which is not
     /// where we know it: its WAN address may have changed (DHCP, PPPoE),
     /// or someone replays its datagrams from a forged address. A tag does
-    /// not tell them apart, so a request is challenged *at the new
-    /// address*: only a host that receives that address's packets and
-    /// holds the agreement key can answer, and the answer, from there,
-    /// moves the peer's endpoint (its tunnel, its firewall opening) there.
+    /// not tell them apart, so a request is answered with a
+    /// [`PeerMoveChallenge`] *sent to the new address and naming it*: the
+    /// peer answers only a challenge naming its own address, so only the
+    /// key holder that is at that address can answer (a challenge carried
+    /// elsewhere and handed to the real peer is ignored by it), and the
+    /// answer, from there, moves the peer's endpoint (its tunnel, its
+    /// firewall opening) there. The nonce is computed, not stored (like
+    /// the cookies): replays from other addresses cannot replace it.
     /// Replies and challenges from elsewhere are dropped: the request they
     /// answer is retransmitted.
     fn on_new_address(
@@ -260,30 +267,36 @@ impl Agent {
             info!("answer of peer {id} from {src}, not its address: dropped");
             return None;
         };
-        // Not to nowhere, nor onto another peer's endpoint, configured or
-        // current (two tunnels with one remote end cannot be told apart),
-        // nor into our LAN's or any
-        // peer's prefixes (addresses that live behind an agent, not WANs).
-        let taken = (0..self.cfg.peers.len())
-            .any(|q| q != p && (self.peer_endpoint(q) == src || self.cfg.peers[q].endpoint == src))
-            || self.cfg.is_lan(src)
-            || (self.cfg.peers.iter()).any(|x| x.prefixes.iter().any(|x| x.contains(src)));
-        if !super::persist::usable_endpoint(src) || taken {
+        if !self.can_move_to(p, src) {
             self.counters.rx_unauthenticated += 1;
             info!("peer {id} from {src}: not an address it can move to");
             return None;
         }
-        let ps = &mut self.peers[p];
-        if ps
-            .moving
-            .is_some_and(|(to, nonce)| to == src && echo == nonce)
-        {
+        let epoch = now.ms / MOVE_EPOCH_MS;
+        let answers = (prf::ct_eq(
+            &self.move_nonce(epoch, p, src).to_le_bytes(),
+            &echo.to_le_bytes(),
+        )) | (epoch > 0
+            && prf::ct_eq(
+                &self.move_nonce(epoch - 1, p, src).to_le_bytes(),
+                &echo.to_le_bytes(),
+            ));
+        if answers {
+            let ps = &self.peers[p];
+            if instance == ps.rx_instance && seq <= ps.rx_seq {
+                // An answer seen before: a replay, not the peer.
+                self.counters.rx_replay += 1;
+                return None;
+            }
             let from = self.peer_endpoint(p);
+            let moved_to = (src != self.cfg.peers[p].endpoint).then_some(src);
             let ps = &mut self.peers[p];
-            ps.moving = None;
-            ps.moved_to = (src != self.cfg.peers[p].endpoint).then_some(src);
+            ps.moved_to = moved_to;
             ps.rx_instance = instance;
             ps.rx_seq = seq;
+            // A run challenge sent to the old address is moot; its answer,
+            // if replayed, must not be taken.
+            ps.challenge = 0;
             self.counters.peer_moved += 1;
             info!("peer {} moved from {from} to {src}", self.cfg.peers[p].id);
             out.push(Action::PeerEndpoint { peer: p, addr: src });
@@ -293,22 +306,83 @@ impl Agent {
         if !self.challenges.take(move_bucket(p), 1, now.ms) {
             return None;
         }
-        let nonce = self.prf.u64();
-        self.peers[p].moving = Some((src, nonce));
+        let nonce = self.move_nonce(epoch, p, src);
         debug!(
             "challenging peer {} at its new address {src}",
             self.cfg.peers[p].id
         );
-        let c = self.seal(
-            self.peers[p].echo,
-            &Message::PeerChallenge(self.authed(PeerChallenge { req_id, nonce })),
-        );
+        let m = Message::PeerMoveChallenge(self.authed(PeerMoveChallenge {
+            req_id,
+            nonce,
+            addr: src.octets(),
+        }));
+        let c = self.seal(self.peers[p].echo, &m);
         let (key, dst) = (
             self.cfg.peers[p].key,
             SocketAddrV4::new(src, self.cfg.peers[p].port),
         );
         self.send_tagged(&key, dst, &c, out);
         None
+    }
+
+    /// The nonce of a move challenge to peer `p` at `addr` in `epoch`:
+    /// keyed by this run's secret, so only we can make it, and bound to
+    /// the peer and the address.
+    fn move_nonce(&self, epoch: u64, p: PeerIdx, addr: Ipv4Addr) -> u64 {
+        let h = prf::hmac(
+            &self.cookie_key,
+            &[
+                b"move",
+                &epoch.to_le_bytes(),
+                self.cfg.peers[p].id.as_bytes(),
+                &addr.octets(),
+            ],
+        );
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&h[..8]);
+        // Never 0 (it means "no echo").
+        u64::from_le_bytes(n).max(1)
+    }
+
+    /// Can peer `p` be at `a`? Not nowhere, nor another peer's endpoint,
+    /// configured or current (two tunnels with one remote end cannot be
+    /// told apart), nor inside our LAN's or any peer's prefixes
+    /// (addresses that live behind an agent, not WANs).
+    pub(super) fn can_move_to(&self, p: PeerIdx, a: Ipv4Addr) -> bool {
+        let taken = (0..self.cfg.peers.len())
+            .any(|q| q != p && (self.peer_endpoint(q) == a || self.cfg.peers[q].endpoint == a))
+            || self.cfg.is_lan(a)
+            || (self.cfg.peers.iter()).any(|x| x.prefixes.iter().any(|x| x.contains(a)));
+        !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() || taken)
+    }
+
+    /// A move challenge from peer `p`: we answer it (our request again,
+    /// echoing the nonce) only if it names our own address. One naming
+    /// another was sent there by `p` to whoever replays our datagrams from
+    /// there, and handed to us: answering it would move us there.
+    pub(super) fn on_move_challenge(
+        &mut self,
+        p: PeerIdx,
+        c: PeerMoveChallenge,
+        out: &mut impl Sink<Action>,
+    ) {
+        if Ipv4Addr::from(c.addr) != self.cfg.endpoint {
+            self.counters.rx_refused_move += 1;
+            info!(
+                "peer {} challenged us at {}, not our address: ignored",
+                self.cfg.peers[p].id,
+                Ipv4Addr::from(c.addr)
+            );
+            return;
+        }
+        self.on_challenge(
+            p,
+            PeerChallenge {
+                req_id: c.req_id,
+                nonce: c.nonce,
+            },
+            out,
+        );
     }
 
     /// Where peer `p` is now: its configured endpoint, or where it moved.
@@ -387,6 +461,7 @@ impl Agent {
             Message::PeerChallenge(a) => Message::PeerChallenge(e.wrap(a)),
             Message::PeerHello(a) => Message::PeerHello(e.wrap(a)),
             Message::PeerHelloReply(a) => Message::PeerHelloReply(e.wrap(a)),
+            Message::PeerMoveChallenge(a) => Message::PeerMoveChallenge(e.wrap(a)),
             other => other.clone(),
         }
     }

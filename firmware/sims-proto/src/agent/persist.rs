@@ -203,10 +203,7 @@ impl Agent {
             let Some(p) = self.cfg.peers.iter().position(|x| x.id == id) else {
                 continue;
             };
-            let taken = (0..self.cfg.peers.len()).any(|q| {
-                q != p && (self.peer_endpoint(q) == to || self.cfg.peers[q].endpoint == to)
-            });
-            if self.cfg.peers[p].endpoint.octets() != configured || !usable_endpoint(to) || taken {
+            if self.cfg.peers[p].endpoint.octets() != configured || !self.can_move_to(p, to) {
                 continue;
             }
             self.peers[p].set_moved_to(Some(to));
@@ -256,10 +253,4 @@ impl Agent {
         }
         true
     }
-}
-
-/// An address a peer can be at: not 0.0.0.0, broadcast, multicast or
-/// loopback (a damaged or forged file must not aim a tunnel there).
-pub(super) fn usable_endpoint(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
 }

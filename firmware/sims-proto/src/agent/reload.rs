@@ -147,6 +147,24 @@ impl Agent {
             self.challenges,
         ] = super::budgets(&cfg);
         self.cfg = cfg;
+        // A kept peer's move that the new peers make impossible (a peer
+        // added at that address, or with it in its prefixes) is undone;
+        // like the removals, the action names the peer as it was before.
+        for (old, new) in map.iter().enumerate() {
+            let Some(p) = *new else {
+                continue;
+            };
+            let Some(at) = self.peers[p].moved_to() else {
+                continue;
+            };
+            self.peers[p].set_moved_to(None);
+            if !self.can_move_to(p, at) {
+                let addr = self.cfg.peers[p].endpoint;
+                out.push(Action::PeerEndpoint { peer: old, addr });
+            } else {
+                self.peers[p].set_moved_to(Some(at));
+            }
+        }
         Some(map)
     }
 }
@@ -176,7 +194,7 @@ impl Agent {
         let Some(i) = self.retired.iter().position(|r| {
             &r.cfg.id == sender
                 && r.until_ms > now.ms
-                && *src.ip() == r.cfg.endpoint
+                && *src.ip() == r.state.moved_to().unwrap_or(r.cfg.endpoint)
                 && msg::verify_tag(data, &r.cfg.key)
         }) else {
             return false;
@@ -194,7 +212,8 @@ impl Agent {
             };
             let (_, release) = r.releases.swap_remove(j);
             if let Some(nonce) = nonce {
-                let (key, dst) = (r.cfg.key, SocketAddrV4::new(r.cfg.endpoint, r.cfg.port));
+                let at = r.state.moved_to().unwrap_or(r.cfg.endpoint);
+                let (key, dst) = (r.cfg.key, SocketAddrV4::new(at, r.cfg.port));
                 let sealed = self.seal(nonce, &release);
                 self.send_tagged(&key, dst, &sealed, out);
             }
@@ -205,7 +224,8 @@ impl Agent {
         }
         r.state.accepted(seq);
         let (key, echo) = (r.cfg.key, r.state.echo());
-        let dst = SocketAddrV4::new(r.cfg.endpoint, r.cfg.port);
+        let at = r.state.moved_to().unwrap_or(r.cfg.endpoint);
+        let dst = SocketAddrV4::new(at, r.cfg.port);
         let answer = match m {
             Message::TunnelRequest(a) => Message::TunnelReply(self.authed(TunnelReply {
                 req_id: a.msg.req_id,

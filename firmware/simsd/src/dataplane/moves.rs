@@ -52,14 +52,21 @@ impl Dataplane {
             }
         }
         self.write_moves();
-        // A kernel ipip device is made for one remote: a new one. A TUN
-        // has none (the forwarder sends to the slot's `remote`).
-        if self.kind == Kind::Kernel && self.tunnel(s).is_some() {
-            let idle = self.tunnel(s).and_then(|t| t.idle_since);
-            self.tunnel_down(s)?;
-            self.tunnel_up(s)?;
-            if idle.is_some() {
-                self.tunnel_idle(s);
+        // A kernel ipip device is re-pointed in place (the same device,
+        // its routes and rule stay); a TUN has no remote (the forwarder
+        // sends to the slot's `remote`).
+        if let (Kind::Kernel, Some(index)) = (self.kind, self.tunnel(s).map(|t| t.index)) {
+            let local = self.cfg.agent.endpoint;
+            if let Err(e) = self.nl.ipip_change(index, local, addr, 64) {
+                // Then a new device to the new end, as at the first binding.
+                let name = self.slot_tunnel_name(s);
+                warn!("re-pointing {name} in place: {e}; recreating it");
+                let idle = self.tunnel(s).and_then(|t| t.idle_since);
+                self.tunnel_down(s)?;
+                self.tunnel_up(s)?;
+                if idle.is_some() {
+                    self.tunnel_idle(s);
+                }
             }
         }
         info!(
@@ -69,7 +76,7 @@ impl Dataplane {
         Ok(())
     }
 
-    fn write_moves(&self) {
+    pub(super) fn write_moves(&self) {
         let Some(file) = &self.moved_file else {
             return;
         };

@@ -174,7 +174,14 @@ impl Dataplane {
         ignore(self.nf.flush(NFT_TABLE, &nft::set_in(s)), &[ENOENT])?;
         ignore(self.nf.flush(NFT_TABLE, &nft::set_out(s)), &[ENOENT])?;
         self.tunnel_down(s)?;
+        // Its moved address's ipip opening goes with it.
+        self.peer_moved(
+            s,
+            self.peer_slot(s)
+                .map_or(Ipv4Addr::UNSPECIFIED, |x| x.endpoint),
+        )?;
         self.slots[s] = None;
+        self.write_moves();
         info!("peer {id} removed (slot {s} free)");
         Ok(())
     }

@@ -166,3 +166,101 @@ fn a_peer_cannot_move_onto_another_peer_or_into_a_lan() {
         assert_eq!(w.agents[A].peer_endpoint(0), wan(B));
     }
 }
+
+/// B's hello to A, as sealed and tagged, not delivered (an attacker on
+/// B's path keeps a copy and drops it).
+fn captured_hello(w: &mut World) -> Vec<u8> {
+    let mut out = Vec::new();
+    let now = w.time();
+    w.agents[B].hello_peers(now, &mut out);
+    out.into_iter()
+        .find_map(|a| match a {
+            Action::Send { dst, data } if *dst.ip() == w.wan_of[A] => Some(data.to_vec()),
+            _ => None,
+        })
+        .expect("a hello to A")
+}
+
+/// Found by review: with a plain PeerChallenge, someone on B's path could
+/// replay B's request from X, take A's challenge there, hand it to B
+/// (which answered it to A, from its real address) and replay that answer
+/// from X: A moved B to X without the key. A move challenge names X, and
+/// B answers none that does not name its own address.
+#[test]
+fn a_challenge_relayed_from_another_address_moves_nothing() {
+    let mut w = World::full();
+    w.move_to(A);
+    let x = SocketAddrV4::new(Ipv4Addr::new(100, 64, 66, 2), 4434);
+    let hello = captured_hello(&mut w);
+    let challenges: Vec<Vec<u8>> = (w.feed(A, x, false, &hello).into_iter())
+        .filter_map(|a| match a {
+            Action::Send { dst, data } if dst.ip() == x.ip() => Some(data.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(challenges.len(), 1, "A challenges B at X");
+    // Handed to B as if from A: B ignores it.
+    let from_a = SocketAddrV4::new(wan(A), 4434);
+    let answers = w.feed(B, from_a, false, &challenges[0]);
+    assert!(
+        answers.is_empty(),
+        "B answered a challenge for X: {answers:?}"
+    );
+    assert_eq!(w.agents[B].counters.rx_refused_move, 1);
+    // Whatever B sent A before, replayed from X, moves nothing either.
+    let from_b: Vec<Vec<u8>> = (w.wire.iter())
+        .filter(|(f, t, _)| *f == B && *t == A)
+        .map(|(_, _, d)| d.clone())
+        .collect();
+    for d in from_b.iter().chain([&hello]) {
+        let acts = w.feed(A, x, false, d);
+        assert!(!acts
+            .iter()
+            .any(|a| matches!(a, Action::PeerEndpoint { .. })));
+    }
+    assert_eq!(w.agents[A].peer_endpoint(0), wan(B));
+}
+
+/// Found by review: one pending move per peer, replaced by every replay
+/// from a forged address, let a replayer keep a moved peer from ever
+/// answering in time. The nonce is now computed per address: replays
+/// from elsewhere, in between, do not stop the real move.
+#[test]
+fn replays_from_elsewhere_do_not_stop_a_real_move() {
+    let mut w = World::full();
+    w.move_to(A);
+    b_moves(&mut w, false);
+    let hello = captured_hello(&mut w);
+    let at_b = SocketAddrV4::new(B_NEW, 4434);
+    let forged = |i: u8| SocketAddrV4::new(Ipv4Addr::new(100, 64, 99, i), 4434);
+    w.feed(A, forged(1), false, &hello);
+    let to_b: Vec<Vec<u8>> = (w.feed(A, at_b, false, &hello).into_iter())
+        .filter_map(|a| match a {
+            Action::Send { data, .. } => Some(data.to_vec()),
+            _ => None,
+        })
+        .collect();
+    for i in 2..12 {
+        w.feed(A, forged(i), false, &hello);
+    }
+    // B takes A's challenge (it names B_NEW) and answers from there.
+    let from_a = SocketAddrV4::new(wan(A), 4434);
+    let answer: Vec<Vec<u8>> = (w.feed(B, from_a, false, &to_b[0]).into_iter())
+        .filter_map(|a| match a {
+            Action::Send { data, .. } => Some(data.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answer.len(), 1, "B answers its own address's challenge");
+    let acts = w.feed(A, at_b, false, &answer[0]);
+    assert!(acts.contains(&Action::PeerEndpoint {
+        peer: 0,
+        addr: B_NEW
+    }));
+    // The same answer again is a replay.
+    let again = w.feed(A, forged(1), false, &answer[0]);
+    assert!(!again
+        .iter()
+        .any(|a| matches!(a, Action::PeerEndpoint { .. })));
+    assert_eq!(w.agents[A].counters.peer_moved, 1);
+}
