@@ -57,7 +57,10 @@ impl Dataplane {
         // sends to the slot's `remote`).
         if let (Kind::Kernel, Some(index)) = (self.kind, self.tunnel(s).map(|t| t.index)) {
             let local = self.cfg.agent.endpoint;
-            if let Err(e) = self.nl.ipip_change(index, local, addr, 64) {
+            // The kernel recomputes the MTU on a change: ours again.
+            let mtu = self.cfg.tunnel_mtu;
+            let changed = self.nl.ipip_change(index, local, addr, 64);
+            if let Err(e) = changed.and_then(|()| self.nl.link_set_mtu(index, mtu)) {
                 // Then a new device to the new end, as at the first binding.
                 let name = self.slot_tunnel_name(s);
                 warn!("re-pointing {name} in place: {e}; recreating it");
