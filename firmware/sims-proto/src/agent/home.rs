@@ -274,7 +274,7 @@ impl Agent {
 
     /// Removes the home binding of `addr`, if any, telling its peer unless
     /// that peer is `told` (it is being answered already).
-    fn end_redirect(
+    pub(super) fn end_redirect(
         &mut self,
         now: Now,
         addr: Ipv4Addr,

@@ -416,6 +416,35 @@ fn back_home_removes_both_sides_and_relays_the_newer_address() {
     assert_eq!(w.node_state(node_addr(B)), Some(BindingState::Relayed));
 }
 
+/// Found in the x86 guest (testbed s21 run there by hand): a node that
+/// let its home address go while away (no sockets on it for the grace
+/// time, released with no agent to tell) and came back home registered
+/// the address as its current one only, and its home agent kept
+/// redirecting it to the old peer: the node's own packets went away.
+#[test]
+fn back_home_without_the_old_binding_still_ends_the_redirect() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    assert_eq!(w.binding(A, node_addr(A)).map(|b| b.role), Some(Role::Home));
+    // Between networks, with no sockets on it: the grace passes and the
+    // node lets the address go, with no agent to tell.
+    let mut acts = Vec::new();
+    w.node.set_address(w.time(), None, &mut acts);
+    w.run_node(acts);
+    w.census(&[(node_addr(A), 0)]);
+    w.drop_peer_traffic = true;
+    w.tick(5_000);
+    w.census(&[(node_addr(A), 0)]);
+    w.drop_peer_traffic = false;
+    assert!(w.node_state(node_addr(A)).is_none(), "the node let it go");
+    assert_eq!(w.binding(A, node_addr(A)).map(|b| b.role), Some(Role::Home));
+    w.move_to(A);
+    assert!(w.node.is_registered());
+    assert!(w.binding(A, node_addr(A)).is_none(), "A still redirects");
+    assert!(w.binding(B, node_addr(A)).is_none(), "B was told");
+}
+
 #[test]
 fn a_b_c_relays_each_address_directly() {
     let mut w = World::full();

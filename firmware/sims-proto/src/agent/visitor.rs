@@ -119,6 +119,15 @@ impl Agent {
                 status: st,
             });
         }
+        // A node back on its home address that no longer lists it (it let
+        // it go while away: no sockets on it for the grace time) is home
+        // all the same: the redirect would send its packets away.
+        if (self.bindings.get(&u32::from(cur)))
+            .is_some_and(|b| b.role == Role::Home && b.node == r.node)
+        {
+            info!("{cur}: its node is back home; ending its redirect");
+            self.end_redirect(now, cur, None, out);
+        }
         // The credential for the current address comes last: a node back
         // home has just had its old redirect removed above.
         reply.cred = self.issue(now, cur, &r);
