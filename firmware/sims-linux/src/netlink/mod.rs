@@ -319,15 +319,7 @@ impl Netlink {
         crate::sys::ifname_buf(name)?;
         let mut m = Msg::new(RTM_NEWLINK, ACK | NLM_F_CREATE | NLM_F_EXCL);
         m.push(&ifinfo(0, 0, 0)).attr_str(IFLA_IFNAME, name);
-        let info = m.nest(IFLA_LINKINFO);
-        m.attr(IFLA_INFO_KIND, b"ipip");
-        let data = m.nest(IFLA_INFO_DATA);
-        m.attr_ipv4(IFLA_IPTUN_LOCAL, local)
-            .attr_ipv4(IFLA_IPTUN_REMOTE, remote)
-            .attr_u8(IFLA_IPTUN_TTL, ttl)
-            .attr_u8(IFLA_IPTUN_PMTUDISC, 1);
-        m.end_nest(data);
-        m.end_nest(info);
+        ipip_linkinfo(&mut m, local, remote, ttl);
         self.sock.request(m)?;
         self.link_by_name(name)?
             .map(|l| l.index)
@@ -347,15 +339,7 @@ impl Netlink {
     ) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, ACK);
         m.push(&ifinfo(index, 0, 0));
-        let info = m.nest(IFLA_LINKINFO);
-        m.attr(IFLA_INFO_KIND, b"ipip");
-        let data = m.nest(IFLA_INFO_DATA);
-        m.attr_ipv4(IFLA_IPTUN_LOCAL, local)
-            .attr_ipv4(IFLA_IPTUN_REMOTE, remote)
-            .attr_u8(IFLA_IPTUN_TTL, ttl)
-            .attr_u8(IFLA_IPTUN_PMTUDISC, 1);
-        m.end_nest(data);
-        m.end_nest(info);
+        ipip_linkinfo(&mut m, local, remote, ttl);
         self.sock.request(m)
     }
 
@@ -499,4 +483,18 @@ impl Netlink {
         )?;
         Ok(found.into_iter().next())
     }
+}
+
+/// An ipip device's link info: its ends, TTL, path-MTU discovery on (for
+/// creating one, and for changing one, which takes them all again).
+fn ipip_linkinfo(m: &mut Msg, local: Ipv4Addr, remote: Ipv4Addr, ttl: u8) {
+    let info = m.nest(IFLA_LINKINFO);
+    m.attr(IFLA_INFO_KIND, b"ipip");
+    let data = m.nest(IFLA_INFO_DATA);
+    m.attr_ipv4(IFLA_IPTUN_LOCAL, local)
+        .attr_ipv4(IFLA_IPTUN_REMOTE, remote)
+        .attr_u8(IFLA_IPTUN_TTL, ttl)
+        .attr_u8(IFLA_IPTUN_PMTUDISC, 1);
+    m.end_nest(data);
+    m.end_nest(info);
 }
