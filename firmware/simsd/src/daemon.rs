@@ -313,7 +313,7 @@ impl Daemon {
     /// (tunnels' local end, sockets) keeping the bindings, and the peers
     /// are told (`Daemon::start`). An address gone with none new (the
     /// WAN down) changes nothing: nobody can reach us anyway.
-    fn follow_wan(mut self) -> Self {
+    fn follow_wan(self) -> Self {
         if !self.cfg.follow_wan {
             return self;
         }
@@ -328,10 +328,7 @@ impl Daemon {
                 let d = self.restart(cfg);
                 d.with_failed(a)
             }
-            _ => {
-                self.rebind_wan();
-                self
-            }
+            _ => self,
         }
     }
 
