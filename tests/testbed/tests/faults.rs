@@ -257,6 +257,32 @@ fn with_peers(conf: &str, ids: &[&str]) -> String {
     out
 }
 
+/// A slow stream (20 kB/s) from the node's address at A: the pings
+/// across a reload measure the reload, not a full queue.
+fn slow_stream(tb: &Testbed, dir: Dir, label: &str) -> Session {
+    tb.stream(
+        StreamSpec::new(dir, label)
+            .rate(20_000)
+            .duration_ms(90_000)
+            .bind(a()),
+    )
+    .unwrap()
+}
+
+/// ma-a pings the node's address at A 150 times at 20 ms (through the
+/// tunnel while it is relayed), in a thread: its summary line.
+fn pings_from_a(tb: &Testbed) -> std::thread::JoinHandle<sims_testbed::sys::Result<String>> {
+    let ns = tb.agent(Ma::A);
+    let target = a().to_string();
+    std::thread::spawn(move || {
+        ns.run(
+            busybox(),
+            &["ping", "-c", "150", "-i", "0.02", "-W", "1", &target],
+            Duration::from_secs(30),
+        )
+    })
+}
+
 /// ma-a rereads its config after SIGHUP, in place.
 fn reload_in_place(tb: &mut Testbed, conf: &Path, text: &str) {
     let before = tb.agent_log(Ma::A).matches("reloaded in place").count();
@@ -293,15 +319,7 @@ fn s18_reload_in_place_follows_peers_by_id() {
     };
     tb.start_all_at(Ma::A).unwrap();
     // Slow streams: the pings measure the reload, not a full queue.
-    let slow = |dir, label| {
-        tb.stream(
-            StreamSpec::new(dir, label)
-                .rate(20_000)
-                .duration_ms(90_000)
-                .bind(a()),
-        )
-        .unwrap()
-    };
+    let slow = |dir, label| slow_stream(&tb, dir, label);
     let mut down = slow(Dir::Down, "s18-down");
     // Keeps the address in use after `down` is checked and done.
     let hold = slow(Dir::Up, "s18-hold");
@@ -318,17 +336,7 @@ fn s18_reload_in_place_follows_peers_by_id() {
     let text = std::fs::read_to_string(&conf).unwrap();
     assert!(text.find("'ma-b'") < text.find("'ma-c'"), "{text}");
 
-    let pinger = {
-        let ns = tb.agent(Ma::A);
-        let target = a().to_string();
-        std::thread::spawn(move || {
-            ns.run(
-                busybox(),
-                &["ping", "-c", "150", "-i", "0.02", "-W", "1", &target],
-                Duration::from_secs(30),
-            )
-        })
-    };
+    let pinger = pings_from_a(&tb);
     std::thread::sleep(Duration::from_secs(1));
     reload_in_place(&mut tb, &conf, &with_peers(&text, &["ma-c", "ma-b"]));
     let pings = pinger.join().unwrap().unwrap();
@@ -677,15 +685,7 @@ fn s22_init_script_reload_applies_a_changed_config_live() {
         return;
     };
     tb.start_all_at(Ma::A).unwrap();
-    let slow = |dir, label| {
-        tb.stream(
-            StreamSpec::new(dir, label)
-                .rate(20_000)
-                .duration_ms(90_000)
-                .bind(a()),
-        )
-        .unwrap()
-    };
+    let slow = |dir, label| slow_stream(&tb, dir, label);
     let mut down = slow(Dir::Down, "s22-down");
     let hold = slow(Dir::Up, "s22-hold");
     move_relayed(&mut tb, Ma::B, &[a()]);
@@ -724,17 +724,7 @@ fn s22_init_script_reload_applies_a_changed_config_live() {
     };
     let index = wait("ma-a's tunnel to ma-b", || link().ok());
 
-    let pinger = {
-        let ns = tb.agent(Ma::A);
-        let target = a().to_string();
-        std::thread::spawn(move || {
-            ns.run(
-                busybox(),
-                &["ping", "-c", "150", "-i", "0.02", "-W", "1", &target],
-                Duration::from_secs(30),
-            )
-        })
-    };
+    let pinger = pings_from_a(&tb);
     std::thread::sleep(Duration::from_secs(1));
     // The operator's edit: C out, D in (before B), a limit changed.
     let file = router.dir.join("etc/config/sims");
