@@ -129,12 +129,11 @@ impl Daemon {
         dir: &Path,
         saved: Option<Vec<u8>>,
     ) -> Result<Self, String> {
-        let dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
+        let mut dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
         let lan = bind_lan(&cfg)?;
         let wan = bind_wan(&cfg)?;
         let wan_index = link_index(&cfg.wan_ifname);
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
-        let mut dp = dp;
         dp.keep_moves_in(dir.join(crate::dataplane::MOVED_FILE));
         let mut d = Daemon {
             cfg,

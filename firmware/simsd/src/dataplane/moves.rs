@@ -79,7 +79,7 @@ impl Dataplane {
         Ok(())
     }
 
-    pub(super) fn write_moves(&self) {
+    fn write_moves(&self) {
         let Some(file) = &self.moved_file else {
             return;
         };

@@ -181,7 +181,6 @@ impl Dataplane {
                 .map_or(Ipv4Addr::UNSPECIFIED, |x| x.endpoint),
         )?;
         self.slots[s] = None;
-        self.write_moves();
         info!("peer {id} removed (slot {s} free)");
         Ok(())
     }
