@@ -273,14 +273,13 @@ impl Agent {
             return None;
         }
         let epoch = now.ms / MOVE_EPOCH_MS;
-        let answers = (prf::ct_eq(
-            &self.move_nonce(epoch, p, src).to_le_bytes(),
-            &echo.to_le_bytes(),
-        )) | (epoch > 0
-            && prf::ct_eq(
-                &self.move_nonce(epoch - 1, p, src).to_le_bytes(),
+        let nonce_of = |e| {
+            prf::ct_eq(
+                &self.move_nonce(e, p, src).to_le_bytes(),
                 &echo.to_le_bytes(),
-            ));
+            )
+        };
+        let answers = nonce_of(epoch) | (epoch > 0 && nonce_of(epoch - 1));
         if answers {
             let ps = &self.peers[p];
             if instance == ps.rx_instance && seq <= ps.rx_seq {
