@@ -1,6 +1,9 @@
-//! The status socket: each daemon answers `<daemon> status` on a unix
-//! socket in its state directory with one JSON report, then closes; the
-//! same binary's `status` command is the client.
+//! The status socket: each daemon answers one request on a unix socket
+//! in its state directory, then closes; the same binary's commands are
+//! the client. A request is one line (`status`, or a command such as
+//! simsd's `reset-traffic <peer>`) ended by the client closing its side;
+//! the answer is one JSON document. Only local processes that may open
+//! the socket (root: the state directory is root's) can ask.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,6 +15,11 @@ use std::time::Duration;
 /// A client that does not read its report in this time is dropped: the
 /// event loop must not wait on it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Nor one that does not send its request (our clients send it before
+/// connecting returns to them: it is in the socket buffer at accept).
+const READ_TIMEOUT: Duration = Duration::from_millis(200);
+/// The longest request (a command and a peer id).
+const MAX_REQUEST: usize = 128;
 
 /// The daemon's end: a non-blocking listener the poll loop watches.
 pub struct StatusSocket {
@@ -37,12 +45,20 @@ impl StatusSocket {
         self.listener.as_raw_fd()
     }
 
-    /// Answers every waiting client with `report()`.
-    pub fn serve(&self, mut report: impl FnMut() -> String) {
+    /// Answers every waiting client's request with `answer(request)`
+    /// (the request line without its newline; `status` when the client
+    /// sent nothing, as older clients do).
+    pub fn serve(&self, mut answer: impl FnMut(&str) -> String) {
         while let Ok((mut c, _)) = self.listener.accept() {
             let _ = c.set_nonblocking(false);
+            let _ = c.set_read_timeout(Some(READ_TIMEOUT));
             let _ = c.set_write_timeout(Some(WRITE_TIMEOUT));
-            let _: io::Result<()> = c.write_all(report().as_bytes());
+            let mut req = Vec::new();
+            let _ = (&mut c).take(MAX_REQUEST as u64).read_to_end(&mut req);
+            let req = String::from_utf8_lossy(&req);
+            let req = req.lines().next().unwrap_or("").trim();
+            let req = if req.is_empty() { "status" } else { req };
+            let _: io::Result<()> = c.write_all(answer(req).as_bytes());
         }
     }
 }
@@ -55,9 +71,17 @@ impl Drop for StatusSocket {
 
 /// Asks a daemon's status socket for its JSON report.
 pub fn query_status(sock: &Path, daemon: &str) -> Result<String, String> {
+    query(sock, daemon, "status")
+}
+
+/// Sends `request` (one line) to a daemon's socket; its answer.
+pub fn query(sock: &Path, daemon: &str, request: &str) -> Result<String, String> {
     let mut s = UnixStream::connect(sock)
         .map_err(|e| format!("{daemon} is not running ({}: {e})", sock.display()))?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(format!("{request}\n").as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| format!("asking {daemon}: {e}"))?;
     let mut out = String::new();
     s.read_to_string(&mut out)
         .map_err(|e| format!("reading {daemon} status: {e}"))?;
@@ -91,7 +115,7 @@ mod tests {
         let path = dir.join("t.sock");
         let sock = StatusSocket::bind(&path).unwrap();
         // No client: serving returns at once.
-        sock.serve(|| unreachable!("no client is waiting"));
+        sock.serve(|_| unreachable!("no client is waiting"));
         let client = std::thread::spawn({
             let path = path.clone();
             move || query_status(&path, "t")
@@ -99,16 +123,16 @@ mod tests {
         // Bounded wait for the client to connect.
         for _ in 0..200 {
             let mut served = false;
-            sock.serve(|| {
+            sock.serve(|req| {
                 served = true;
-                "{\"ok\":true}".into()
+                format!("{{\"ok\":{req:?}}}")
             });
             if served {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(client.join().unwrap().unwrap(), "{\"ok\":true}");
+        assert_eq!(client.join().unwrap().unwrap(), "{\"ok\":\"status\"}");
         drop(sock);
         assert!(!path.exists(), "the socket file goes with the daemon");
         let err = query_status(&path, "t").unwrap_err();

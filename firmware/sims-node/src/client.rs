@@ -210,7 +210,7 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
                     }
                     c.on_events(&events);
                 }
-                2 => status.serve(|| c.status_json()),
+                2 => status.serve(|_| c.status_json()),
                 _ => {
                     for _ in 0..64 {
                         let Ok((n, src, Some(dst))) = udp::recv_with_dst(&c.sock, &mut buf) else {

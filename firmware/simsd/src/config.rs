@@ -33,6 +33,11 @@ pub struct Config {
     /// No `endpoint` configured: our endpoint is the WAN device's address,
     /// followed as it changes (a DHCP or PPPoE WAN).
     pub follow_wan: bool,
+    /// Where the per-peer traffic totals are kept (None: in the state
+    /// directory, which on OpenWrt does not survive a reboot; the
+    /// package's config names one on flash), and how often it is written.
+    pub accounting_file: Option<String>,
+    pub accounting_interval_ms: u64,
 }
 
 #[derive(Debug)]
@@ -170,6 +175,8 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         ids: KernelIds::default(),
         tunnel_mtu: defaults::TUNNEL_MTU,
         follow_wan: false,
+        accounting_file: None,
+        accounting_interval_ms: defaults::ACCOUNTING_INTERVAL_S * 1000,
     };
     for (k, v, line) in entries(a) {
         let r: Result<(), String> = (|| {
@@ -224,6 +231,23 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 "route_protocol" => cfg.ids.route_protocol = num(k, v)?,
                 "mark_base" => cfg.ids.mark_base = num(k, v)?,
                 "tunnel_mtu" => cfg.tunnel_mtu = num(k, v)?,
+                "accounting_file" => {
+                    if !v.starts_with('/') || v.ends_with('/') {
+                        return Err(format!(
+                            "accounting_file '{v}': expected an absolute file path"
+                        ));
+                    }
+                    cfg.accounting_file = Some(v.clone())
+                }
+                "accounting_interval" => {
+                    let ms = secs_ms(k, v)?;
+                    if !(10_000..=86_400_000).contains(&ms) {
+                        return Err(format!(
+                            "accounting_interval '{v}': expected 10 to 86400 seconds"
+                        ));
+                    }
+                    cfg.accounting_interval_ms = ms
+                }
                 // For the init script: whether to start, and the UCI
                 // interfaces whose changes reload simsd.
                 "enabled" | "lan_network" | "wan_network" => {}

@@ -28,6 +28,8 @@ const SAVE_EVERY_MS: u64 = 1_000;
 const STATE_FILE: &str = "simsd.state";
 /// In the state directory: where `simsd status` asks.
 pub const SOCKET_FILE: &str = "simsd.sock";
+/// In the state directory: the traffic totals, if no file is configured.
+const ACCOUNTING_FILE: &str = "traffic";
 
 /// The LAN socket: pinned to the LAN device, broadcasts allowed.
 fn bind_lan(cfg: &Config) -> Result<UdpSocket, String> {
@@ -135,6 +137,11 @@ impl Daemon {
         let wan_index = link_index(&cfg.wan_ifname);
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
         dp.keep_moves_in(dir.join(crate::dataplane::MOVED_FILE));
+        let accounts = cfg
+            .accounting_file
+            .as_ref()
+            .map_or_else(|| dir.join(ACCOUNTING_FILE), PathBuf::from);
+        dp.keep_accounts_in(&accounts, cfg.accounting_interval_ms, event::now_ms());
         let mut d = Daemon {
             cfg,
             cfg_path: cfg_path.to_string(),
@@ -339,6 +346,32 @@ impl Daemon {
         self
     }
 
+    /// A request on the status socket: `status`, or `reset-traffic
+    /// [<peer>]` (the operator's reset of the accounting).
+    fn answer(&mut self, req: &str, started_ms: u64) -> String {
+        let mut words = req.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("status"), None, _) => status::json(
+                &self.agent,
+                &mut self.dp,
+                self.cfg.follow_wan,
+                started_ms,
+                event::now_ms(),
+            ),
+            (Some("reset-traffic"), peer, None) => match self.dp.reset_traffic(peer) {
+                Ok(()) => {
+                    info!("traffic counters of {} reset", peer.unwrap_or("every peer"));
+                    "{\"ok\":true}".into()
+                }
+                Err(e) => format!("{{\"error\":{}}}", sims_daemon::json::q(&e)),
+            },
+            _ => format!(
+                "{{\"error\":{}}}",
+                sims_daemon::json::q(&format!("unknown request '{req}'"))
+            ),
+        }
+    }
+
     /// The WAN device was recreated (a PPPoE reconnect, even with the same
     /// address): SO_BINDTODEVICE bound the socket to the old device's
     /// index, so bind a new one.
@@ -410,6 +443,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let saved = std::fs::read(dir.join(STATE_FILE)).ok();
     let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
+    let started_ms = event::now_ms();
     let mut buf = vec![0u8; 65_536];
     // Reused every turn of the loop: no allocation per wakeup.
     let mut slots: Vec<(Slot, RawFd)> = Vec::new();
@@ -481,8 +515,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
                         d.rebind_wan();
                     }
                 }
-                Slot::Status => status
-                    .serve(|| status::json(&d.agent, &mut d.dp, d.cfg.follow_wan, event::now_ms())),
+                Slot::Status => status.serve(|req| d.answer(req, started_ms)),
                 Slot::Lan => d.on_datagram(true, &mut buf),
                 Slot::Wan => d.on_datagram(false, &mut buf),
                 Slot::RawIpip => d.dp.pump_raw(&mut buf),
@@ -493,5 +526,6 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
         d.with_exec(false, |agent, _, ex| agent.handle_timeout(t, ex));
         d.dp.expire_idle(t.ms);
         d.save(false);
+        d.dp.save_accounts(false, t.ms);
     }
 }

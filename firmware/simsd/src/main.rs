@@ -15,7 +15,7 @@ use sims_daemon::{logger, status as status_socket};
 use simsd::config;
 
 const USAGE: &str = "\
-Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | check | keygen]
+Usage: simsd [-c <config>] [--state-dir <dir>] [status [--json] | reset-traffic [<peer>] | check | keygen]
 
 SIMS Mobility Agent.
 
@@ -27,6 +27,8 @@ Options:
 
 Commands:
   status [--json]       show the running daemon's bindings, peers, counters
+  reset-traffic [<peer>]
+                        count a peer's traffic (every peer's) from zero, now
   check                 check the config file and exit
   keygen                print a new random peer key (64 hex digits)
 ";
@@ -35,6 +37,7 @@ Commands:
 enum Cmd {
     Run,
     Status { json: bool },
+    ResetTraffic { peer: Option<String> },
     Check,
     Keygen,
     Version,
@@ -61,6 +64,10 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             ("--state-dir", _) => args.state_dir = a.value(&w)?,
             ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
             ("check", Cmd::Run) => args.cmd = Cmd::Check,
+            ("reset-traffic", Cmd::Run) => args.cmd = Cmd::ResetTraffic { peer: None },
+            (id, Cmd::ResetTraffic { peer: p @ None }) if !id.starts_with('-') => {
+                *p = Some(id.to_string())
+            }
             ("keygen", Cmd::Run) => args.cmd = Cmd::Keygen,
             ("--json", Cmd::Status { json }) => *json = true,
             _ => return Err(format!("unexpected argument '{w}'")),
@@ -91,6 +98,30 @@ fn main() -> ExitCode {
             json,
             |out| out.replace("},{", "},\n  {").replace(":[{", ":[\n  {"),
         ),
+        Cmd::ResetTraffic { peer } => {
+            let req = match &peer {
+                Some(p) => format!("reset-traffic {p}"),
+                None => "reset-traffic".into(),
+            };
+            let sock = Path::new(&args.state_dir).join(daemon::SOCKET_FILE);
+            match status_socket::query(&sock, "simsd", &req) {
+                Ok(out) if out.starts_with("{\"ok\"") => {
+                    println!(
+                        "traffic of {} counted from zero",
+                        peer.as_deref().unwrap_or("every peer")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(out) => {
+                    eprintln!("simsd: {out}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Check => match config::load(&args.config) {
             Ok(c) => {
                 println!(
@@ -149,6 +180,14 @@ mod args_tests {
         );
         assert_eq!(parse("-c").err().unwrap(), "-c needs a value");
         assert!(parse("keygen").unwrap().cmd == Cmd::Keygen);
+        assert!(parse("reset-traffic").unwrap().cmd == Cmd::ResetTraffic { peer: None });
+        assert!(
+            parse("reset-traffic ma-b").unwrap().cmd
+                == Cmd::ResetTraffic {
+                    peer: Some("ma-b".into())
+                }
+        );
+        assert!(parse("reset-traffic ma-b ma-c").is_err());
         assert!(parse("-c /tmp/x keygen").unwrap().cmd == Cmd::Keygen);
         assert_eq!(
             parse("keygen check").err().unwrap(),

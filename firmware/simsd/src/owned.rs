@@ -25,6 +25,8 @@ pub mod defaults {
     /// Peer n's packets carry mark `MARK_BASE + 1 + n`.
     pub const MARK_BASE: u32 = 0x5153_0000;
     pub const TUNNEL_MTU: u32 = 1480;
+    /// Seconds between writes of the accounting file (it may be on flash).
+    pub const ACCOUNTING_INTERVAL_S: u64 = 3600;
 }
 
 /// The numbers that identify simsd's routes, rules and marks.

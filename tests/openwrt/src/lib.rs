@@ -8,7 +8,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod browser;
 pub mod fw4;
+pub mod luci;
 pub mod package;
 pub mod procd;
 

@@ -48,6 +48,7 @@ use crate::wire::{WireError, VERSION};
 pub use crate::driver::{Now, Sink};
 pub use action::{Action, EmptyLan, LanView};
 pub use config::{AgentConfig, PeerConfig, PeerIdx};
+pub use peer::Reachability;
 use peer::{OutKind, Outgoing, PeerState};
 pub use reload::{PeerMap, MAX_PEERS};
 use visitor::PendingReg;
@@ -339,6 +340,7 @@ impl Agent {
             let Some(p) = self.authenticate(now, src, sender, data, &m, out) else {
                 return;
             };
+            self.peers[p].heard(now.ms);
             self.counters.rx_ok += 1;
             match m {
                 Message::TunnelRequest(a) => self.on_tunnel_request(now, p, a.msg, lan, out),

@@ -64,9 +64,42 @@ pub(super) struct PeerState {
     /// endpoint (its WAN address changed): learned from a request answered
     /// from there to a challenge we sent there.
     moved_to: Option<Ipv4Addr>,
+    /// When an authenticated message of the peer last came (ms), and
+    /// whether a request to it went unanswered since: what the operator
+    /// sees as the partner's reachability.
+    heard_ms: Option<u64>,
+    unanswered: bool,
+}
+
+/// Is a roaming partner answering, as far as our exchanges tell?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reachability {
+    /// Nothing exchanged with it since we started.
+    Unknown,
+    /// It answered (or asked) last.
+    Yes,
+    /// Our last request to it was given up.
+    No,
 }
 
 impl PeerState {
+    pub(super) fn heard(&mut self, now_ms: u64) {
+        self.heard_ms = Some(now_ms);
+        self.unanswered = false;
+    }
+
+    pub(super) fn heard_ms(&self) -> Option<u64> {
+        self.heard_ms
+    }
+
+    pub(super) fn reachability(&self) -> Reachability {
+        match (self.unanswered, self.heard_ms) {
+            (true, _) => Reachability::No,
+            (false, Some(_)) => Reachability::Yes,
+            (false, None) => Reachability::Unknown,
+        }
+    }
+
     /// Does a request of run `instance` with sequence `seq` continue the
     /// peer's run we know?
     pub(super) fn continues(&self, instance: u64, seq: u64) -> bool {
@@ -155,6 +188,9 @@ impl Agent {
                     "peer {} did not answer request {id}",
                     self.cfg.peers[o.peer].id
                 );
+                if let Some(ps) = self.peers.get_mut(o.peer) {
+                    ps.unanswered = true;
+                }
                 match o.kind {
                     OutKind::Tunnel { addr, reg } => {
                         self.tunnel_failed(now, addr, reg, Status::Timeout, out)
@@ -387,6 +423,15 @@ impl Agent {
     /// Where peer `p` is now: its configured endpoint, or where it moved.
     pub fn peer_endpoint(&self, p: PeerIdx) -> Ipv4Addr {
         self.peers[p].moved_to.unwrap_or(self.cfg.peers[p].endpoint)
+    }
+
+    /// Whether peer `p` answers, and when it was last heard (ms).
+    pub fn peer_reachability(&self, p: PeerIdx) -> (Reachability, Option<u64>) {
+        self.peers
+            .get(p)
+            .map_or((Reachability::Unknown, None), |ps| {
+                (ps.reachability(), ps.heard_ms())
+            })
     }
 
     /// Tells every peer of this run and of our address (at start, and

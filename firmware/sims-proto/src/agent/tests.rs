@@ -637,6 +637,40 @@ fn unanswered_request_times_out_and_removes_visitor_side() {
 }
 
 #[test]
+fn peer_reachability_follows_the_exchanges() {
+    use crate::agent::Reachability;
+    let mut w = World::full();
+    assert_eq!(
+        w.agents[B].peer_reachability(0),
+        (Reachability::Unknown, None)
+    );
+    w.move_to(A);
+    w.move_to(B);
+    let (r, heard) = w.agents[B].peer_reachability(0);
+    assert_eq!(r, Reachability::Yes, "A answered B's request");
+    assert!(heard.is_some_and(|h| h <= w.time().ms));
+    assert_eq!(
+        w.agents[A].peer_reachability(0).0,
+        Reachability::Yes,
+        "B asked A"
+    );
+    // C never exchanged anything with A.
+    assert_eq!(w.agents[A].peer_reachability(1).0, Reachability::Unknown);
+    // A stops answering: B's next request to it is given up.
+    w.drop_peer_traffic = true;
+    w.move_to(C);
+    w.move_to(B);
+    w.tick(13_000);
+    assert_eq!(w.agents[B].peer_reachability(0).0, Reachability::No);
+    assert_eq!(
+        w.agents[B].peer_reachability(0).1,
+        heard,
+        "last heard stays"
+    );
+    w.drop_peer_traffic = false;
+}
+
+#[test]
 fn bindings_expire_without_refresh() {
     let mut w = World::full();
     w.move_to(A);

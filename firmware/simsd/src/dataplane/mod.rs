@@ -13,6 +13,7 @@
 //! Changes are made in-process over netlink; only the static nft table is
 //! loaded with `nft -f` (once at start and on reload).
 
+mod accounting;
 mod forward;
 mod moves;
 mod resync;
@@ -27,12 +28,13 @@ use std::net::Ipv4Addr;
 use log::{debug, info};
 use sims_linux::netlink::{Netlink, NUD_LIVE, NUD_STALE};
 use sims_linux::nfset::NfSet;
-use sims_proto::agent::{Action, PeerIdx};
+use sims_proto::agent::Action;
 use simsd::offload;
 use simsd::owned::NFT_TABLE;
 
 use crate::config::{Backend, Config};
 use crate::nft;
+use accounting::Accounts;
 use forward::Forwarder;
 pub use moves::MOVED_FILE;
 use slots::PeerSlot;
@@ -44,7 +46,7 @@ const ENOENT: i32 = libc::ENOENT;
 const ESRCH: i32 = libc::ESRCH;
 
 /// Per-peer traffic through its tunnel (the roaming agreement's bill).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -80,6 +82,8 @@ pub struct Dataplane {
     lan_moved: bool,
     /// The moved peers' addresses, for fw4 (moves.rs).
     moved_file: Option<std::path::PathBuf>,
+    /// Each peer's traffic since its last reset (accounting.rs).
+    accounts: Accounts,
 }
 
 /// `r`, with the errors in `codes` (an object already there, or already
@@ -143,6 +147,7 @@ impl Dataplane {
             visitor_mac: BTreeMap::new(),
             lan_moved: false,
             moved_file: None,
+            accounts: Accounts::none(),
         };
         dp.limiter = nft::load(cfg, &dp.slot_ids())?;
         dp.remove_stale()?;
@@ -214,35 +219,9 @@ impl Dataplane {
         for s in 0..self.slots.len() {
             let _ = self.tunnel_down(s);
         }
+        self.save_accounts(true, sims_linux::event::now_ms());
         let _ = self.remove_stale();
         let _ = nft::unload();
-    }
-
-    /// Traffic counters: ours for userspace, the kernel's for ipip.
-    pub fn peer_traffic(&mut self, p: PeerIdx) -> Traffic {
-        let t = self
-            .slot(p)
-            .ok()
-            .and_then(|s| self.peer_slot(s))
-            .map(|x| x.traffic)
-            .unwrap_or_default();
-        if self.kind == Kind::Kernel {
-            let name = self.tunnel_name(p);
-            let read = |k: &str| {
-                std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{k}"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            return Traffic {
-                tx_packets: read("tx_packets"),
-                tx_bytes: read("tx_bytes"),
-                rx_packets: read("rx_packets"),
-                rx_bytes: read("rx_bytes"),
-                rx_dropped: read("rx_dropped"),
-            };
-        }
-        t
     }
 
     /// The LAN bridge's interface index.

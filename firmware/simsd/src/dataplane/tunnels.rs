@@ -41,6 +41,9 @@ pub(super) struct Tunnel {
     /// node moving back and forth does not pay for device churn (removing
     /// a device waits for RCU grace periods: ~20 ms).
     pub(super) idle_since: Option<u64>,
+    /// The counters when the peer's account was last reset while this
+    /// tunnel was up (a kernel device's counters cannot be reset).
+    pub(super) counted_from: super::Traffic,
 }
 
 const TUNNEL_LINGER_MS: u64 = 1000;
@@ -48,6 +51,11 @@ const TUNNEL_LINGER_MS: u64 = 1000;
 impl Dataplane {
     pub fn tunnel_name(&self, p: PeerIdx) -> String {
         owned::tunnel_name(&self.cfg.agent.peers[p].id)
+    }
+
+    /// Does the agent's peer `p` have its tunnel now?
+    pub fn tunnel_is_up(&self, p: PeerIdx) -> bool {
+        self.slot(p).ok().and_then(|s| self.tunnel(s)).is_some()
     }
 
     /// The tunnel device of slot `s`'s peer.
@@ -100,6 +108,7 @@ impl Dataplane {
                 index,
                 tun,
                 idle_since: None,
+                counted_from: Default::default(),
             });
         }
         Ok(())
@@ -148,6 +157,9 @@ impl Dataplane {
     }
 
     pub(super) fn tunnel_down(&mut self, s: usize) -> io::Result<()> {
+        if self.tunnel(s).is_some() {
+            self.fold_traffic(s);
+        }
         let Some(t) = self.peer_slot_mut(s).and_then(|x| x.tunnel.take()) else {
             return Ok(());
         };

@@ -1,0 +1,178 @@
+//! LuCI's real runtime serving luci-app-sims: rpcd (with its ucode
+//! plugin host, the app's ACL and `sims` plugin) inside a [`Router`]'s
+//! namespaces, next to procd and simsd; uhttpd on the host's loopback
+//! with its `/ubus` endpoint on the router's ubus socket, serving the
+//! kit's LuCI `www` and the app's views; and headless Chromium loading
+//! them. LuCI's ucode dispatcher and menu do not run here: each view is
+//! served in the kit's page shell (`examples/luci-view.html`), which sets
+//! up `L` as LuCI's `header.ut` does, with a session from a real
+//! `session.login` over `/ubus`.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::browser::Browser;
+use crate::procd::{wait, Router};
+use crate::repo;
+
+/// rpcd's login for the tests: root / test123 (`openssl passwd -1`).
+const RPCD_CONFIG: &str = "config login\n\toption username 'root'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read '*'\n\tlist write '*'\n";
+pub const PASSWORD: &str = "test123";
+
+/// The app's sources.
+pub fn app() -> PathBuf {
+    repo().join("luci-app-sims")
+}
+
+pub struct Luci {
+    uhttpd: Child,
+    pub docroot: PathBuf,
+    pub port: u16,
+}
+
+impl Drop for Luci {
+    fn drop(&mut self) {
+        let _ = self.uhttpd.kill();
+        let _ = self.uhttpd.wait();
+        let _ = fs::remove_dir_all(&self.docroot);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Luci {
+    /// Installs the app's rpcd files on `router`, starts rpcd there and
+    /// uhttpd here.
+    pub fn start(router: &Router) -> Luci {
+        let app = app();
+        let root = app.join("root");
+        router
+            .router(&format!(
+                "mkdir -p /usr/share/rpcd/acl.d /usr/share/rpcd/ucode /usr/share/luci/menu.d \
+                 && cp {r}/usr/share/rpcd/acl.d/luci-app-sims.json /usr/share/rpcd/acl.d/ \
+                 && cp {r}/usr/share/rpcd/ucode/sims /usr/share/rpcd/ucode/ \
+                 && cp {r}/usr/share/luci/menu.d/luci-app-sims.json /usr/share/luci/menu.d/ \
+                 && cat > /etc/config/rpcd <<'EOF'\n{RPCD_CONFIG}EOF\n\
+                 (rpcd -s /var/run/ubus/ubus.sock </dev/null >/tmp/rpcd.log 2>&1 &)",
+                r = root.display()
+            ))
+            .unwrap_or_else(|e| panic!("installing luci-app-sims's rpcd files: {e}"));
+        wait("rpcd's session object", || {
+            router
+                .ubus(&["call", "session", "list"])
+                .ok()
+                .filter(|_| router.ubus(&["list", "sims"]).is_ok())
+        });
+        let docroot = std::env::temp_dir().join(format!("sims-luci-www-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&docroot);
+        let st = Command::new("cp")
+            .arg("-rs")
+            .arg(router.kit.join("root/www"))
+            .arg(&docroot)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "cp -rs of the kit's www");
+        copy_tree(&app.join("htdocs"), &docroot);
+        let port = free_port();
+        let uhttpd = Command::new(router.kit.join("root/usr/sbin/uhttpd"))
+            .args(["-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(&docroot)
+            .args(["-u", "/ubus", "-U"])
+            .arg(router.dir.join("run/ubus/ubus.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("uhttpd");
+        let l = Luci {
+            uhttpd,
+            docroot,
+            port,
+        };
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "uhttpd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        l
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Logs in over `/ubus` from the page (as LuCI's login form leads
+    /// to) and opens `view` (e.g. `sims/config`) in the page shell.
+    pub fn open(&self, b: &mut Browser, view: &str) {
+        b.goto(&format!("{}/luci-static/resources/luci.js", self.origin()));
+        let sid = b.eval(&format!(
+            "fetch('/ubus', {{ method: 'POST', body: JSON.stringify({{ jsonrpc: '2.0', id: 1, method: 'call', \
+             params: ['00000000000000000000000000000000', 'session', 'login', {{ username: 'root', password: '{PASSWORD}' }}] }}) }})\
+             .then(r => r.json()).then(j => j.result[1].ubus_rpc_session)"
+        ));
+        let sid = sid
+            .as_str()
+            .expect("a session from session.login")
+            .to_string();
+        let shell = fs::read_to_string(repo().join("../shared/openwrt/examples/luci-view.html"))
+            .or_else(|_| fs::read_to_string(kit_shell()))
+            .expect("the kit's page shell");
+        let page = shell
+            .replace("@VIEW@", view)
+            .replace("@SESSIONID@", &sid)
+            .replace("@TOKEN@", "sims-test");
+        let name = format!("{}.html", view.replace('/', "-"));
+        fs::write(self.docroot.join(&name), page).unwrap();
+        b.goto(&format!("{}/{name}", self.origin()));
+        // The view is up once LuCI replaced the shell's spinner.
+        b.wait_for(
+            "document.querySelector('#view') && !document.querySelector('#view > .spinning')",
+            20,
+        );
+    }
+}
+
+fn kit_shell() -> PathBuf {
+    crate::kit()
+        .unwrap_or_default()
+        .join("examples/luci-view.html")
+}
+
+/// Copies the files of `from` into `to` (replacing the kit's symlinks).
+fn copy_tree(from: &Path, to: &Path) {
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            fs::create_dir_all(&dst).unwrap();
+            copy_tree(&e.path(), &dst);
+        } else {
+            let _ = fs::remove_file(&dst);
+            fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+/// `uci show sims` on the router, as its operator would read it.
+pub fn uci_show(router: &Router) -> String {
+    router.router("uci show sims").unwrap_or_default()
+}
+
+/// rpcd's `sims.status` as the page gets it.
+pub fn sims_status(router: &Router) -> Value {
+    let out = router
+        .ubus(&["call", "sims", "status"])
+        .unwrap_or_else(|e| panic!("ubus call sims status: {e}"));
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
