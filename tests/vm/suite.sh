@@ -110,6 +110,12 @@ for be in $SIMS_VM_BACKENDS; do
 	rm -f "$report"
 	echo "==> vm: scenario suite with SIMS_TESTBED_BACKEND=$be"
 	t0=$(now)
+	# mixed checks kernel ipip against the userspace backend across
+	# agents: the scenarios with tunnels between them are enough (the
+	# others exercise nothing backend-specific, and ran with kernel).
+	if [ "$be" = mixed ] && [ "$filtered" = 0 ]; then
+		set -- s1_ s3_ s4_ s5_ s7_ s9_
+	fi
 	if SIMS_TESTBED_BACKEND=$be SIMS_TESTBED_REPORT=$report \
 		/mnt/host/bin/scenarios --test-threads=1 "$@"; then
 		verdict=passed
@@ -117,6 +123,7 @@ for be in $SIMS_VM_BACKENDS; do
 		verdict=FAILED
 		rc=1
 	fi
+	[ "$filtered" = 0 ] && set --
 	strict=1
 	[ "$filtered" -gt 0 ] && strict=0
 	if ! check_report "$be" "$report" "$strict"; then
