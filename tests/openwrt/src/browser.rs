@@ -30,6 +30,8 @@ pub struct Browser {
     next_id: u64,
     session: String,
     profile: PathBuf,
+    width: u32,
+    height: u32,
     /// Console messages and exceptions of the page, in order.
     pub log: Vec<String>,
 }
@@ -135,6 +137,8 @@ impl Browser {
             next_id: 1,
             session: String::new(),
             profile,
+            width,
+            height,
             log: Vec::new(),
         };
         let t = b.call_browser("Target.createTarget", json!({ "url": "about:blank" }));
@@ -270,11 +274,55 @@ impl Browser {
         }
     }
 
-    /// A PNG of the whole page (beyond the window if it is longer).
+    /// Types `text` into the element at `selector` as a user would: it
+    /// takes the focus, its old text is selected and replaced by key
+    /// input (the page sees input and key events), then it loses the
+    /// focus (where LuCI validates). False if there is no such element.
+    pub fn type_into(&mut self, selector: &str, text: &str) -> bool {
+        let found = self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector:?}); if (!e) return false; \
+             e.scrollIntoView({{ block: 'center' }}); e.focus(); e.select && e.select(); return true; }})()"
+        ));
+        if found != json!(true) {
+            return false;
+        }
+        // The old text goes with the first key (it is selected).
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({ "type": "keyDown", "key": "Backspace", "code": "Backspace", "windowsVirtualKeyCode": 8 }),
+        );
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({ "type": "keyUp", "key": "Backspace", "code": "Backspace", "windowsVirtualKeyCode": 8 }),
+        );
+        self.call("Input.insertText", json!({ "text": text }));
+        self.call(
+            "Input.dispatchKeyEvent",
+            json!({ "type": "keyUp", "key": "End", "code": "End", "windowsVirtualKeyCode": 35 }),
+        );
+        self.eval(&format!(
+            "(() => {{ const e = document.querySelector({selector:?}); e.dispatchEvent(new Event('change', {{ bubbles: true }})); e.blur(); return true; }})()"
+        ));
+        true
+    }
+
+    /// A PNG of the page: the window, grown to the page's height (a
+    /// capture beyond the window would draw LuCI's fixed header twice).
     pub fn screenshot(&mut self, path: &Path) {
-        let r = self.call(
-            "Page.captureScreenshot",
-            json!({ "format": "png", "captureBeyondViewport": true }),
+        let h = self
+            .eval("Math.ceil(document.documentElement.scrollHeight)")
+            .as_u64()
+            .unwrap_or(900)
+            .clamp(600, 4000);
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": self.width, "height": h, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        self.eval("window.scrollTo(0, 0)");
+        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": false }),
         );
         let data = base64_decode(r["data"].as_str().expect("screenshot data"));
         if let Some(d) = path.parent() {

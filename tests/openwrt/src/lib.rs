@@ -11,6 +11,7 @@ use std::process::Command;
 pub mod browser;
 pub mod fw4;
 pub mod luci;
+pub mod luci_package;
 pub mod package;
 pub mod procd;
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::browser::Browser;
-use crate::procd::{wait, Router};
+use crate::procd::Router;
 use crate::repo;
 
 /// rpcd's login for the tests: root / test123 (`openssl passwd -1`).
@@ -26,7 +26,13 @@ pub const PASSWORD: &str = "test123";
 
 /// The app's sources.
 pub fn app() -> PathBuf {
-    repo().join("luci-app-sims")
+    repo().join("openwrt-package/luci-app-sims")
+}
+
+/// The app's `/usr` files (rpcd's ACL and plugin, LuCI's menu), as a
+/// layer for [`Router::start_with`].
+pub fn usr_layer() -> PathBuf {
+    app().join("root/usr")
 }
 
 pub struct Luci {
@@ -51,28 +57,28 @@ fn free_port() -> u16 {
 }
 
 impl Luci {
-    /// Installs the app's rpcd files on `router`, starts rpcd there and
-    /// uhttpd here.
+    /// Starts rpcd on `router` (started with [`usr_layer`]: the app's
+    /// ACL, menu and plugin) and uhttpd here.
     pub fn start(router: &Router) -> Luci {
         let app = app();
-        let root = app.join("root");
-        router
-            .router(&format!(
-                "mkdir -p /usr/share/rpcd/acl.d /usr/share/rpcd/ucode /usr/share/luci/menu.d \
-                 && cp {r}/usr/share/rpcd/acl.d/luci-app-sims.json /usr/share/rpcd/acl.d/ \
-                 && cp {r}/usr/share/rpcd/ucode/sims /usr/share/rpcd/ucode/ \
-                 && cp {r}/usr/share/luci/menu.d/luci-app-sims.json /usr/share/luci/menu.d/ \
-                 && cat > /etc/config/rpcd <<'EOF'\n{RPCD_CONFIG}EOF\n\
-                 (rpcd -s /var/run/ubus/ubus.sock </dev/null >/tmp/rpcd.log 2>&1 &)",
-                r = root.display()
-            ))
-            .unwrap_or_else(|e| panic!("installing luci-app-sims's rpcd files: {e}"));
-        wait("rpcd's session object", || {
+        for cmd in [
+            format!("cat > /etc/config/rpcd <<'EOF'\n{RPCD_CONFIG}EOF\n"),
+            "(rpcd -s /var/run/ubus/ubus.sock </dev/null >/tmp/rpcd.log 2>&1 &)".to_string(),
+        ] {
             router
-                .ubus(&["call", "session", "list"])
-                .ok()
-                .filter(|_| router.ubus(&["list", "sims"]).is_ok())
-        });
+                .router(&cmd)
+                .unwrap_or_else(|e| panic!("on the router: {cmd}: {e}"));
+        }
+        let t = Instant::now();
+        while router.ubus(&["list", "sims"]).is_err() {
+            if t.elapsed() > Duration::from_secs(15) {
+                let diag = router
+                    .router("cat /tmp/rpcd.log; ls -l /usr/share/rpcd/ucode /usr/share/rpcd/acl.d /usr/share/luci/menu.d; cat /etc/config/rpcd; ps w | grep rpc[d]; ubus list")
+                    .unwrap_or_else(|e| e);
+                panic!("rpcd has no sims object after 15 s:\n{diag}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let docroot = std::env::temp_dir().join(format!("sims-luci-www-{}", std::process::id()));
         let _ = fs::remove_dir_all(&docroot);
         let st = Command::new("cp")

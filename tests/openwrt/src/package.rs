@@ -105,7 +105,7 @@ fn apk_pre_deinstall() -> String {
     )
 }
 
-fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
+pub(crate) fn write(path: &Path, text: &str, mode: u32) -> Result<(), String> {
     if let Some(d) = path.parent() {
         fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -150,7 +150,7 @@ pub fn source_date_epoch() -> u64 {
 
 /// A reproducible gzip'd tar of `names` in `dir`, owned by root (GNU
 /// tar's format, as ipkg-build writes it).
-fn tar_gz(dir: &Path, names: &[&str], out: &Path) -> Result<(), String> {
+pub(crate) fn tar_gz(dir: &Path, names: &[&str], out: &Path) -> Result<(), String> {
     run(Command::new("bash").arg("-c").arg(format!(
         "set -o pipefail; tar --owner=0 --group=0 --numeric-owner --sort=name \
          --mtime=@{} --format=gnu -C '{}' -cf - {} | gzip -n -9 > '{}'",

@@ -82,6 +82,20 @@ impl Router {
         state_dir: Option<&Path>,
         name: &str,
     ) -> Router {
+        Router::start_with(kit, simsd, config, net, state_dir, name, &[])
+    }
+
+    /// [`Router::start`] with more read-only `/usr` layers above the
+    /// router's own (an app's files: `/usr` is not writable there).
+    pub fn start_with(
+        kit: PathBuf,
+        simsd: &Path,
+        config: &str,
+        net: Net,
+        state_dir: Option<&Path>,
+        name: &str,
+        usr_layers: &[PathBuf],
+    ) -> Router {
         let id = std::process::id();
         let dir = std::env::temp_dir().join(format!("sims-procd-{name}-{id}"));
         let _ = fs::remove_dir_all(&dir);
@@ -152,6 +166,11 @@ impl Router {
             .arg(dir.join("run"))
             .arg("-e")
             .arg(dir.join("etc"))
+            .args(
+                usr_layers
+                    .iter()
+                    .flat_map(|l| [Path::new("-u"), l.as_path()]),
+            )
             .arg("-u")
             .arg(dir.join("usr"))
             .args(["--", "/sbin/procd"])

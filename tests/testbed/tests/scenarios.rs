@@ -259,6 +259,16 @@ fn s5_release_after_last_session_closes() {
     wait_no_sims_state(&tb, "without bindings");
     let st = tb.node_status().unwrap();
     assert!(st.binding(&a().to_string()).is_none(), "{}", st.raw);
+    // The partners' accounting outlives the tunnel: ma-a counted what it
+    // relayed to ma-b (at least the 100 kB after the move) and the
+    // node's acknowledgements that came back.
+    let st = tb.agent_status(Ma::A).unwrap();
+    let p = st.peers.iter().find(|p| p.id == "ma-b").expect("peer ma-b");
+    assert!(
+        p.tx_bytes >= 100_000 && p.rx_packets > 0,
+        "ma-a's account of ma-b after the tunnel went: {}",
+        st.raw
+    );
 }
 
 /// Scenario 6a: Agents without a roaming agreement: nothing is redirected, nothing

@@ -52,6 +52,9 @@ pub fn package_boards(wanted: &[String]) -> Result<(), String> {
         check(&mut t, b, &w, &kit, &built.dir)?;
         rows.push((b.rust_target.clone(), b.openwrt_arch.clone(), w));
     }
+    // luci-app-sims: architecture all, once for every board.
+    let all = crate::cargo::target_dir().join("openwrt/all");
+    let luci = sims_openwrt::luci_package::write_packages(&all, &kit)?;
     println!("==> packages (installed with opkg, apk metadata read, test.sh run):");
     for (triple, arch, w) in rows {
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -63,6 +66,16 @@ pub fn package_boards(wanted: &[String]) -> Result<(), String> {
             size(&w.apk)
         );
     }
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "    {:32} {:26} {} ({} B), {} ({} B)",
+        "luci-app-sims",
+        "all",
+        name(&luci.ipk),
+        size(&luci.ipk),
+        name(&luci.apk),
+        size(&luci.apk)
+    );
     Ok(())
 }
 

@@ -71,6 +71,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
         ("scenario tests", "scenarios"),
         ("fault scenarios", "faults"),
         ("attack scenarios", "attacks"),
+        ("LuCI status page on a live handover (Chromium)", "luci"),
     ] {
         let mut c = cargo();
         c.args([
@@ -93,8 +94,12 @@ pub fn test(args: &[String]) -> Result<(), String> {
     let mut c = cargo();
     c.args(["test", "-p", "sims-openwrt"])
         .args(["--test", "packages", "--test", "procd", "--test", "feed"])
+        .args(["--test", "luci_package", "--test", "luci"])
         .env("SIMS_BIN_DIR", &bin_dir);
-    run("OpenWrt package: opkg, apk, procd, test.sh", c)?;
+    run(
+        "OpenWrt packages: opkg, apk, procd, test.sh; luci-app-sims in Chromium",
+        c,
+    )?;
     if !o.has("--no-targets") {
         // The router targets (board-configs/): unit tests under QEMU user
         // mode, release builds, `--version` of each binary.
