@@ -11,8 +11,19 @@ pub const PRIVATE: u32 = 0o600;
 /// Readable by all: facts such as the boot counter.
 pub const PUBLIC: u32 = 0o644;
 
+/// [`write_atomic`], and on the storage before it returns: the data, then
+/// the directory's entry (for files on flash that a power cut must not
+/// leave empty: the rename alone may reach the flash first).
+pub fn write_durable(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_file(path, data, mode, true)
+}
+
 /// Replaces `path` with `data`, atomically, with permissions `mode`.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_file(path, data, mode, false)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = Path::new(&tmp);
@@ -25,8 +36,17 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     // `mode` applies only when the file is created (and through the umask).
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(data)?;
+    if durable {
+        f.sync_all()?;
+    }
     drop(f);
-    std::fs::rename(tmp, path)
+    std::fs::rename(tmp, path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,16 +10,44 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A client that does not read its report in this time is dropped: the
 /// event loop must not wait on it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Nor one that does not send its request (our clients send it before
-/// connecting returns to them: it is in the socket buffer at accept).
-const READ_TIMEOUT: Duration = Duration::from_millis(200);
-/// The longest request (a command and a peer id).
+/// The whole request must come within this time (our clients send it
+/// right after connecting): a slow client costs the loop no more.
+const READ_DEADLINE: Duration = Duration::from_millis(200);
+/// The longest request line (a command and a peer id).
 const MAX_REQUEST: usize = 128;
+/// Clients answered per wakeup: more wait for the next turn of the loop.
+const MAX_CLIENTS: usize = 8;
+
+/// Reads one request line: the text before the newline (or the end), or
+/// None if it is longer than `MAX_REQUEST`, has more than one line, or
+/// did not come in time.
+fn read_request(c: &mut UnixStream) -> Option<String> {
+    let deadline = Instant::now() + READ_DEADLINE;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; MAX_REQUEST + 2];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        if left.is_zero() || c.set_read_timeout(Some(left)).is_err() {
+            return None;
+        }
+        let n = c.read(&mut chunk).ok()?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST + 1 {
+            return None;
+        }
+        if n == 0 || buf.contains(&b'\n') {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&buf).ok()?;
+    let (line, rest) = text.split_once('\n').unwrap_or((text, ""));
+    rest.is_empty().then(|| line.trim().to_string())
+}
 
 /// The daemon's end: a non-blocking listener the poll loop watches.
 pub struct StatusSocket {
@@ -45,20 +73,23 @@ impl StatusSocket {
         self.listener.as_raw_fd()
     }
 
-    /// Answers every waiting client's request with `answer(request)`
-    /// (the request line without its newline; `status` when the client
-    /// sent nothing, as older clients do).
+    /// Answers each waiting client's request with `answer(request)` (the
+    /// request line without its newline; `status` for an empty one). A
+    /// malformed request (too long, several lines, not in time) is
+    /// answered with an error and reaches no one.
     pub fn serve(&self, mut answer: impl FnMut(&str) -> String) {
-        while let Ok((mut c, _)) = self.listener.accept() {
+        for _ in 0..MAX_CLIENTS {
+            let Ok((mut c, _)) = self.listener.accept() else {
+                return;
+            };
             let _ = c.set_nonblocking(false);
-            let _ = c.set_read_timeout(Some(READ_TIMEOUT));
             let _ = c.set_write_timeout(Some(WRITE_TIMEOUT));
-            let mut req = Vec::new();
-            let _ = (&mut c).take(MAX_REQUEST as u64).read_to_end(&mut req);
-            let req = String::from_utf8_lossy(&req);
-            let req = req.lines().next().unwrap_or("").trim();
-            let req = if req.is_empty() { "status" } else { req };
-            let _: io::Result<()> = c.write_all(answer(req).as_bytes());
+            let reply = match read_request(&mut c) {
+                Some(r) if r.is_empty() => answer("status"),
+                Some(r) => answer(&r),
+                None => "{\"error\":\"malformed request\"}".to_string(),
+            };
+            let _: io::Result<()> = c.write_all(reply.as_bytes());
         }
     }
 }
@@ -133,6 +164,37 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(client.join().unwrap().unwrap(), "{\"ok\":\"status\"}");
+        // A command reaches the daemon; a request of several lines or
+        // past the longest is refused and reaches no one (a truncated
+        // `reset-traffic <peer>` would otherwise reset every peer).
+        let long = format!("reset-traffic{}ma-b", " ".repeat(130));
+        for (req, ok) in [
+            ("reset-traffic ma-b", true),
+            ("reset-traffic\nma-b", false),
+            (long.as_str(), false),
+        ] {
+            let client = std::thread::spawn({
+                let (path, req) = (path.clone(), req.to_string());
+                move || query(&path, "t", &req)
+            });
+            let mut got = Vec::new();
+            while !client.is_finished() {
+                sock.serve(|req| {
+                    got.push(req.to_string());
+                    format!("{{\"ok\":{req:?}}}")
+                });
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let reply = client.join().unwrap();
+            if ok {
+                assert_eq!(got, [req]);
+                assert_eq!(reply.unwrap(), format!("{{\"ok\":{req:?}}}"));
+            } else {
+                assert!(got.is_empty(), "{req:?} reached the daemon as {got:?}");
+                // The refusal, or a reset if the client's excess was unread.
+                assert!(reply.map_or(true, |r| r.contains("malformed")), "{req:?}");
+            }
+        }
         drop(sock);
         assert!(!path.exists(), "the socket file goes with the daemon");
         let err = query_status(&path, "t").unwrap_err();

@@ -71,6 +71,28 @@ fn entries(s: &Section) -> impl Iterator<Item = (&String, &String, &usize)> {
         .flat_map(|o| o.values.iter().map(move |(v, line)| (&o.key, v, line)))
 }
 
+/// Where the accounting file may be: a file of simsd's own directories
+/// (a config edit must not make root write, or set aside, any other file).
+pub const ACCOUNTING_DIRS: [&str; 2] = ["/etc/sims/", "/var/run/sims/"];
+
+fn accounting_file(v: &str) -> Result<String, String> {
+    let name = ACCOUNTING_DIRS.iter().find_map(|d| v.strip_prefix(d));
+    let ok = name.is_some_and(|n| {
+        !n.is_empty()
+            && !n.starts_with('.')
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    });
+    if !ok {
+        return Err(format!(
+            "accounting_file '{v}': expected a file name (a-z, 0-9, . _ -) in {}",
+            ACCOUNTING_DIRS.join(" or ")
+        ));
+    }
+    Ok(v.to_string())
+}
+
 fn hex32(s: &str) -> Option<[u8; 32]> {
     if s.len() != 64 {
         return None;
@@ -231,14 +253,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 "route_protocol" => cfg.ids.route_protocol = num(k, v)?,
                 "mark_base" => cfg.ids.mark_base = num(k, v)?,
                 "tunnel_mtu" => cfg.tunnel_mtu = num(k, v)?,
-                "accounting_file" => {
-                    if !v.starts_with('/') || v.ends_with('/') {
-                        return Err(format!(
-                            "accounting_file '{v}': expected an absolute file path"
-                        ));
-                    }
-                    cfg.accounting_file = Some(v.clone())
-                }
+                "accounting_file" => cfg.accounting_file = Some(accounting_file(v)?),
                 "accounting_interval" => {
                     let ms = secs_ms(k, v)?;
                     if !(10_000..=86_400_000).contains(&ms) {
@@ -524,6 +539,35 @@ config peer 'ma_b'
         assert!(error_of(&marks).contains(":2: mark_base must be at most"));
         let prefix = GOOD.replace("10.1.0.0/24", "10.1.0.1/24");
         assert!(error_of(&prefix).contains(":6: lan_prefix '10.1.0.1/24': host bits"));
+    }
+
+    #[test]
+    fn accounting_file_stays_in_simsds_directories() {
+        let with = |v: &str| {
+            GOOD.replacen(
+                "\toption backend userspace\n",
+                &format!("\toption backend userspace\n\toption accounting_file '{v}'\n"),
+                1,
+            )
+        };
+        let ok = parse(&with("/etc/sims/traffic"), "f").unwrap();
+        assert_eq!(ok.accounting_file.as_deref(), Some("/etc/sims/traffic"));
+        assert!(parse(&with("/var/run/sims/t.1"), "f").is_ok());
+        for bad in [
+            "/etc/shadow",
+            "/etc/sims/../shadow",
+            "/etc/sims/",
+            "/etc/sims/.hidden",
+            "/etc/sims/a/b",
+            "etc/sims/traffic",
+            "/tmp/traffic",
+        ] {
+            assert!(
+                error_of(&with(bad)).contains(":8: accounting_file"),
+                "{bad}: {}",
+                error_of(&with(bad))
+            );
+        }
     }
 
     /// A second peer, `ma-c`, from line 17 (its lan_prefix on line 20).

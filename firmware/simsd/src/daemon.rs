@@ -17,7 +17,7 @@ use sims_linux::udp::bind_udp;
 use sims_proto::agent::Agent;
 
 use crate::config::{self, Config};
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Accounts, Dataplane};
 use crate::exec::{Exec, Lan};
 use crate::status;
 
@@ -90,6 +90,14 @@ fn with_endpoint(mut cfg: Config, path: &str, signals: &Signals) -> Option<Confi
     }
 }
 
+/// Where the accounts are kept: the configured file, or the state
+/// directory's.
+fn accounting_file(cfg: &Config, dir: &Path) -> PathBuf {
+    cfg.accounting_file
+        .as_ref()
+        .map_or_else(|| dir.join(ACCOUNTING_FILE), PathBuf::from)
+}
+
 /// The WAN socket: pinned to the WAN device.
 fn bind_wan(cfg: &Config) -> Result<UdpSocket, String> {
     let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.agent.port);
@@ -125,11 +133,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// `accounts`: those of the data plane this one replaces (None: read
+    /// from the accounting file).
     fn start(
         cfg: Config,
         cfg_path: &str,
         dir: &Path,
         saved: Option<Vec<u8>>,
+        accounts: Option<Accounts>,
     ) -> Result<Self, String> {
         let mut dp = Dataplane::open(&cfg).map_err(|e| format!("data plane: {e}"))?;
         let lan = bind_lan(&cfg)?;
@@ -137,11 +148,12 @@ impl Daemon {
         let wan_index = link_index(&cfg.wan_ifname);
         let agent = Agent::new(cfg.agent.clone(), random_seed()?);
         dp.keep_moves_in(dir.join(crate::dataplane::MOVED_FILE));
-        let accounts = cfg
-            .accounting_file
-            .as_ref()
-            .map_or_else(|| dir.join(ACCOUNTING_FILE), PathBuf::from);
-        dp.keep_accounts_in(&accounts, cfg.accounting_interval_ms, event::now_ms());
+        dp.keep_accounts(
+            accounts,
+            &accounting_file(&cfg, dir),
+            cfg.accounting_interval_ms,
+            event::now_ms(),
+        );
         let mut d = Daemon {
             cfg,
             cfg_path: cfg_path.to_string(),
@@ -300,6 +312,15 @@ impl Daemon {
         if map.is_some() && self.dp.reloads_in_place(&cfg) {
             match self.dp.reconfigure(&cfg) {
                 Ok(()) => {
+                    // A changed accounting file or interval, and
+                    // accounts for the peers added.
+                    let a = self.dp.take_accounts();
+                    self.dp.keep_accounts(
+                        Some(a),
+                        &accounting_file(&cfg, &self.dir),
+                        cfg.accounting_interval_ms,
+                        event::now_ms(),
+                    );
                     info!(
                         "configuration reloaded in place, {} peers",
                         cfg.agent.peers.len()
@@ -398,15 +419,22 @@ impl Daemon {
         let old_cfg = self.cfg.clone();
         let mut old = self;
         old.dp.shutdown();
+        let accounts = old.dp.take_accounts();
         drop(old);
-        match Daemon::start(cfg, &path, &dir, Some(saved.clone())) {
+        match Daemon::start(
+            cfg,
+            &path,
+            &dir,
+            Some(saved.clone()),
+            Some(accounts.clone()),
+        ) {
             Ok(d) => {
                 info!("configuration reloaded, data plane restarted");
                 d
             }
             Err(e) => {
                 error!("reload failed ({e}); restarting with the previous configuration");
-                match Daemon::start(old_cfg, &path, &dir, Some(saved)) {
+                match Daemon::start(old_cfg, &path, &dir, Some(saved), Some(accounts)) {
                     Ok(d) => d,
                     Err(e) => {
                         error!("cannot restart: {e}");
@@ -441,7 +469,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     };
     let mut mon = Monitor::with_neighbours().map_err(|e| format!("netlink monitor: {e}"))?;
     let saved = std::fs::read(dir.join(STATE_FILE)).ok();
-    let mut d = Daemon::start(cfg, cfg_path, dir, saved)?;
+    let mut d = Daemon::start(cfg, cfg_path, dir, saved, None)?;
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
     let started_ms = event::now_ms();
     let mut buf = vec![0u8; 65_536];

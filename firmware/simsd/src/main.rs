@@ -66,6 +66,13 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             ("check", Cmd::Run) => args.cmd = Cmd::Check,
             ("reset-traffic", Cmd::Run) => args.cmd = Cmd::ResetTraffic { peer: None },
             (id, Cmd::ResetTraffic { peer: p @ None }) if !id.starts_with('-') => {
+                let valid = (1..=10).contains(&id.len())
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b)
+                    });
+                if !valid {
+                    return Err(format!("'{id}' is not a peer id (1-10 of a-z 0-9 - _)"));
+                }
                 *p = Some(id.to_string())
             }
             ("keygen", Cmd::Run) => args.cmd = Cmd::Keygen,
@@ -188,6 +195,8 @@ mod args_tests {
                 }
         );
         assert!(parse("reset-traffic ma-b ma-c").is_err());
+        assert!(parse("reset-traffic MA").is_err());
+        assert!(parse("reset-traffic toolongpeerid").is_err());
         assert!(parse("-c /tmp/x keygen").unwrap().cmd == Cmd::Keygen);
         assert_eq!(
             parse("keygen check").err().unwrap(),

@@ -20,8 +20,10 @@ use crate::browser::Browser;
 use crate::procd::Router;
 use crate::repo;
 
-/// rpcd's login for the tests: root / test123 (`openssl passwd -1`).
-const RPCD_CONFIG: &str = "config login\n\toption username 'root'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read '*'\n\tlist write '*'\n";
+/// rpcd's logins for the tests (password test123, `openssl passwd -1`):
+/// root, and `watcher`, who may only read the status page.
+const RPCD_CONFIG: &str = "config login\n\toption username 'root'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read '*'\n\tlist write '*'\n\n\
+config login\n\toption username 'watcher'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read 'luci-app-sims-status'\n";
 pub const PASSWORD: &str = "test123";
 
 /// The app's sources.
@@ -119,19 +121,39 @@ impl Luci {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Logs in over `/ubus` from the page (as LuCI's login form leads
-    /// to) and opens `view` (e.g. `sims/config`) in the page shell.
-    pub fn open(&self, b: &mut Browser, view: &str) {
+    /// A session of `user` from rpcd's `session login` over `/ubus`.
+    pub fn login(&self, b: &mut Browser, user: &str) -> String {
         b.goto(&format!("{}/luci-static/resources/luci.js", self.origin()));
         let sid = b.eval(&format!(
             "fetch('/ubus', {{ method: 'POST', body: JSON.stringify({{ jsonrpc: '2.0', id: 1, method: 'call', \
-             params: ['00000000000000000000000000000000', 'session', 'login', {{ username: 'root', password: '{PASSWORD}' }}] }}) }})\
+             params: ['00000000000000000000000000000000', 'session', 'login', {{ username: '{user}', password: '{PASSWORD}' }}] }}) }})\
              .then(r => r.json()).then(j => j.result[1].ubus_rpc_session)"
         ));
-        let sid = sid
-            .as_str()
+        sid.as_str()
             .expect("a session from session.login")
-            .to_string();
+            .to_string()
+    }
+
+    /// A ubus call over `/ubus` with session `sid`, as rpc.js makes it:
+    /// the JSON-RPC answer.
+    pub fn call(
+        &self,
+        b: &mut Browser,
+        sid: &str,
+        object: &str,
+        method: &str,
+        args: &str,
+    ) -> Value {
+        b.eval(&format!(
+            "fetch('/ubus', {{ method: 'POST', body: JSON.stringify({{ jsonrpc: '2.0', id: 1, method: 'call', \
+             params: [{sid:?}, {object:?}, {method:?}, {args}] }}) }}).then(r => r.json())"
+        ))
+    }
+
+    /// Logs in over `/ubus` from the page (as LuCI's login form leads
+    /// to) and opens `view` (e.g. `sims/config`) in the page shell.
+    pub fn open(&self, b: &mut Browser, view: &str) {
+        let sid = self.login(b, "root");
         let shell = fs::read_to_string(repo().join("../shared/openwrt/examples/luci-view.html"))
             .or_else(|_| fs::read_to_string(kit_shell()))
             .expect("the kit's page shell");

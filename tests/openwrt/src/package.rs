@@ -82,6 +82,8 @@ fn files(spec: &Spec) -> Vec<(&'static str, PathBuf, u32)> {
         ("etc/init.d/sims", f("sims.init"), 0o755),
         ("etc/config/sims", f("sims.config"), 0o600),
         ("etc/uci-defaults/90-sims", f("sims.uci-defaults"), 0o644),
+        // sysupgrade keeps the accounting file.
+        ("lib/upgrade/keep.d/sims", f("sims.keep"), 0o644),
     ]
 }
 

@@ -249,6 +249,36 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
     eprintln!("apply after the refused edits: {r}");
     assert_eq!(router.router("cat /etc/config/sims").unwrap(), before);
     assert!(simsd_peers(&router) == ["ma-b", "ma-c"], "simsd unchanged");
+    // rpcd's ACLs: a watcher (luci-app-sims-status, read) sees the status
+    // but neither the keys in /etc/config/sims nor the reset.
+    let sid = web.login(&mut b, "watcher");
+    let st = web.call(&mut b, &sid, "sims", "status", "{}");
+    assert_eq!(
+        st["result"][1]["id"], "ma-a",
+        "the watcher reads the status: {st}"
+    );
+    for (object, method, args) in [
+        ("uci", "get", r#"{"config":"sims"}"#),
+        ("sims", "reset_traffic", "{}"),
+        (
+            "uci",
+            "set",
+            r#"{"config":"sims","section":"agent","values":{"provider":"x"}}"#,
+        ),
+    ] {
+        let r = web.call(&mut b, &sid, object, method, args);
+        assert_eq!(
+            r["error"]["code"], -32002,
+            "{object}.{method} for the watcher: {r}"
+        );
+    }
+    let root = web.login(&mut b, "root");
+    let keys = web.call(&mut b, &root, "uci", "get", r#"{"config":"sims"}"#);
+    assert!(
+        keys["result"][1]["values"]["ma_b"]["key"].is_string(),
+        "{keys}"
+    );
+
     // The only exceptions: LuCI's own unhandled rejection of a refused
     // Save (form.js does the same with its built-in checks).
     let errors: Vec<&String> = b

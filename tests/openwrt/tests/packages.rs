@@ -90,6 +90,8 @@ fn assert_installed(root: &Path) {
         "it holds the keys"
     );
     assert!(root.join("etc/uci-defaults/90-sims").is_file());
+    let keep = fs::read_to_string(root.join("lib/upgrade/keep.d/sims")).unwrap();
+    assert!(keep.lines().any(|l| l == "/etc/sims/"), "{keep}");
     let shipped =
         fs::read_to_string(repo().join("openwrt-package/sims/files/sims.config")).unwrap();
     assert_eq!(

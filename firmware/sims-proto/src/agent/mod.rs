@@ -340,7 +340,16 @@ impl Agent {
             let Some(p) = self.authenticate(now, src, sender, data, &m, out) else {
                 return;
             };
-            self.peers[p].heard(now.ms);
+            // Heard: a request accepted as new (authenticate checked its
+            // freshness), or an answer to one of our outstanding requests
+            // (fresh ids: a replayed old answer matches none).
+            let fresh = match peer::answered_request(&m) {
+                None => true,
+                Some(id) => self.outgoing.get(&id).is_some_and(|o| o.peer == p),
+            };
+            if fresh {
+                self.peers[p].heard(now.ms);
+            }
             self.counters.rx_ok += 1;
             match m {
                 Message::TunnelRequest(a) => self.on_tunnel_request(now, p, a.msg, lan, out),

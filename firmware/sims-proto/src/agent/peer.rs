@@ -134,6 +134,18 @@ pub(super) fn request_envelope(m: &Message) -> Option<(u64, u64, u64, u64)> {
     }
 }
 
+/// The request a reply or challenge answers (None for requests).
+pub(super) fn answered_request(m: &Message) -> Option<u64> {
+    match m {
+        Message::TunnelReply(a) => Some(a.msg.req_id),
+        Message::TunnelReleaseReply(a) => Some(a.msg.req_id),
+        Message::PeerHelloReply(a) => Some(a.msg.req_id),
+        Message::PeerChallenge(a) => Some(a.msg.req_id),
+        Message::PeerMoveChallenge(a) => Some(a.msg.req_id),
+        _ => None,
+    }
+}
+
 struct Envelope {
     sender: AgentId,
     instance: u64,

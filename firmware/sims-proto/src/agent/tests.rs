@@ -668,6 +668,17 @@ fn peer_reachability_follows_the_exchanges() {
         "last heard stays"
     );
     w.drop_peer_traffic = false;
+    // A's old answers to B, replayed from A's address: authentic, but
+    // they answer nothing outstanding, so A is still not heard.
+    let captured: Vec<Vec<u8>> = (w.wire.iter())
+        .filter(|(f, t, _)| *f == A && *t == B)
+        .map(|(_, _, d)| d.clone())
+        .collect();
+    assert!(!captured.is_empty());
+    for d in captured {
+        w.deliver(vec![(B, SocketAddrV4::new(wan(A), 4434), d)]);
+    }
+    assert_eq!(w.agents[B].peer_reachability(0), (Reachability::No, heard));
 }
 
 #[test]

@@ -58,14 +58,23 @@ pub struct Account {
     pub traffic: Traffic,
 }
 
-pub(super) struct Accounts {
+/// The accounts, kept in memory across a restart of the data plane (the
+/// file is only where they survive simsd's own restarts and reboots).
+#[derive(Clone)]
+pub struct Accounts {
     file: Option<PathBuf>,
     interval_ms: u64,
     last_save_ms: u64,
+    /// What the file holds now (a periodic save with nothing new writes
+    /// nothing).
+    written: String,
     /// The traffic of each peer's past tunnels (live ones are read when
     /// asked), by peer id.
     folded: BTreeMap<String, Account>,
 }
+
+/// The longest accounting file read (MAX_ACCOUNTS lines fit many times).
+const MAX_FILE: u64 = 64 * 1024;
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -142,46 +151,119 @@ impl Accounts {
             file: None,
             interval_ms: u64::MAX,
             last_save_ms: 0,
+            written: String::new(),
             folded: BTreeMap::new(),
         }
     }
 
-    /// The accounts in `file`; an unreadable file is set aside (as
-    /// `<file>.bad`) and counting starts from zero.
+    /// The accounts in `file`; a file that is not one (unparsable, not
+    /// UTF-8, too long) is set aside as `<file>.bad` and counting starts
+    /// from zero; one that cannot be read is left alone (and not written
+    /// over until it can be).
     fn load(file: &Path, interval_ms: u64, now_ms: u64) -> Self {
-        let folded = match std::fs::read_to_string(file) {
-            Ok(text) => parse(&text).unwrap_or_else(|(line, reason)| {
-                let bad = file.with_extension("bad");
-                warn!(
-                    "{}:{line}: {reason}; kept as {} and counting from zero",
-                    file.display(),
-                    bad.display()
-                );
-                let _ = std::fs::rename(file, &bad);
-                BTreeMap::new()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                warn!("{}: {e}; counting from zero", file.display());
-                BTreeMap::new()
-            }
-        };
-        Accounts {
+        let mut a = Accounts {
             file: Some(file.to_path_buf()),
             interval_ms,
             last_save_ms: now_ms,
-            folded,
+            written: String::new(),
+            folded: BTreeMap::new(),
+        };
+        let set_aside = |why: String| {
+            let bad = file.with_extension("bad");
+            warn!(
+                "{}: {why}; kept as {} and counting from zero",
+                file.display(),
+                bad.display()
+            );
+            let _ = std::fs::rename(file, &bad);
+        };
+        match read_limited(file) {
+            Ok(None) => {}
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(text) => match parse(&text) {
+                    Ok(m) => {
+                        a.folded = m;
+                        a.written = text;
+                    }
+                    Err((line, reason)) => set_aside(format!("line {line}: {reason}")),
+                },
+                Err(_) => set_aside("not text".into()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => set_aside(e.to_string()),
+            Err(e) => {
+                warn!(
+                    "{}: {e}; counting from zero, the file left as it is",
+                    file.display()
+                );
+                a.file = None;
+            }
         }
+        a
     }
 }
 
+/// The file's bytes (None: there is none), refusing what is not a
+/// regular file of at most MAX_FILE bytes.
+fn read_limited(file: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let meta = match std::fs::symlink_metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("over {MAX_FILE} bytes"),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
 impl Dataplane {
-    /// Keeps the accounts in `file` (read now), saved every `interval_ms`.
-    pub fn keep_accounts_in(&mut self, file: &Path, interval_ms: u64, now_ms: u64) {
-        self.accounts = Accounts::load(file, interval_ms, now_ms);
-        let ids: Vec<String> = self.slot_ids().into_iter().map(|(_, id)| id).collect();
+    /// Keeps the accounts in `file`, saved every `interval_ms`: `carried`
+    /// (those of the data plane this one replaces), or those the file
+    /// holds. A new file (a reload that changed it) is written at once.
+    pub fn keep_accounts(
+        &mut self,
+        carried: Option<Accounts>,
+        file: &Path,
+        interval_ms: u64,
+        now_ms: u64,
+    ) {
+        match carried {
+            None => self.accounts = Accounts::load(file, interval_ms, now_ms),
+            Some(a) => {
+                let moved = a.file.as_deref() != Some(file);
+                self.accounts = a;
+                self.accounts.interval_ms = interval_ms;
+                if moved {
+                    self.accounts.file = Some(file.to_path_buf());
+                    self.accounts.written.clear();
+                    self.save_accounts(true, now_ms);
+                }
+            }
+        }
+        self.open_accounts();
+    }
+
+    /// The accounts go with this data plane (it is shut down: every
+    /// tunnel's traffic is folded in).
+    pub fn take_accounts(&mut self) -> Accounts {
+        std::mem::replace(&mut self.accounts, Accounts::none())
+    }
+
+    /// Every configured peer has an account, counted from now if new.
+    pub(super) fn open_accounts(&mut self) {
         let since = unix_now();
-        for id in ids {
+        for (_, id) in self.slot_ids() {
             self.accounts.folded.entry(id).or_insert(Account {
                 since,
                 traffic: Traffic::default(),
@@ -199,7 +281,14 @@ impl Dataplane {
         };
         let now = match self.kind {
             Kind::Userspace => slot.traffic,
-            Kind::Kernel => device_counters(&self.slot_tunnel_name(s)),
+            // A device gone under us (resync) keeps its last reading.
+            Kind::Kernel => match device_counters(&self.slot_tunnel_name(s)) {
+                Some(c) => {
+                    t.last_read.set(c);
+                    c
+                }
+                None => t.last_read.get(),
+            },
         };
         now.minus(t.counted_from)
     }
@@ -303,30 +392,34 @@ impl Dataplane {
             all.remove(&k);
             self.accounts.folded.remove(&k);
         }
+        let text = format(&all);
+        if text == self.accounts.written {
+            return;
+        }
         if let Some(dir) = file.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = state::write_atomic(&file, format(&all).as_bytes(), state::PUBLIC) {
-            warn!("{}: {e}", file.display());
+        match state::write_durable(&file, text.as_bytes(), state::PUBLIC) {
+            Ok(()) => self.accounts.written = text,
+            Err(e) => warn!("{}: {e}", file.display()),
         }
     }
 }
 
-/// A kernel tunnel device's counters (zero if it is gone).
-fn device_counters(name: &str) -> Traffic {
+/// A kernel tunnel device's counters (None if it is gone).
+fn device_counters(name: &str) -> Option<Traffic> {
     let read = |k: &str| {
         std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{k}"))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0)
     };
-    Traffic {
-        tx_packets: read("tx_packets"),
-        tx_bytes: read("tx_bytes"),
-        rx_packets: read("rx_packets"),
-        rx_bytes: read("rx_bytes"),
-        rx_dropped: read("rx_dropped"),
-    }
+    Some(Traffic {
+        tx_packets: read("tx_packets")?,
+        tx_bytes: read("tx_bytes")?,
+        rx_packets: read("rx_packets")?,
+        rx_bytes: read("rx_bytes")?,
+        rx_dropped: read("rx_dropped")?,
+    })
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use simsd::owned::NFT_TABLE;
 
 use crate::config::{Backend, Config};
 use crate::nft;
-use accounting::Accounts;
+pub use accounting::Accounts;
 use forward::Forwarder;
 pub use moves::MOVED_FILE;
 use slots::PeerSlot;

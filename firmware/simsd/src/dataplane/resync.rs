@@ -61,6 +61,8 @@ impl Dataplane {
             let exists = self.nl.links()?.iter().any(|l| l.index == index);
             if !exists {
                 warn!("tunnel {name} disappeared; recreating it");
+                // Its traffic as last read joins the peer's total.
+                self.fold_traffic(s);
                 if let Some(x) = self.peer_slot_mut(s) {
                     x.tunnel = None;
                 }

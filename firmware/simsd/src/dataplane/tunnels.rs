@@ -44,6 +44,9 @@ pub(super) struct Tunnel {
     /// The counters when the peer's account was last reset while this
     /// tunnel was up (a kernel device's counters cannot be reset).
     pub(super) counted_from: super::Traffic,
+    /// The kernel device's counters when last read (its traffic, if the
+    /// device vanishes before it is folded in).
+    pub(super) last_read: std::cell::Cell<super::Traffic>,
 }
 
 const TUNNEL_LINGER_MS: u64 = 1000;
@@ -109,6 +112,7 @@ impl Dataplane {
                 tun,
                 idle_since: None,
                 counted_from: Default::default(),
+                last_read: Default::default(),
             });
         }
         Ok(())

@@ -223,9 +223,13 @@ function checkSeconds(v, min_ms, max_ms) {
 	return true;
 }
 
+/* simsd keeps its accounting only in its own directories (a config edit
+ * must not make it write or set aside any other file). */
 function checkPath(v) {
-	if (v[0] != '/' || v[v.length - 1] == '/')
-		return _('Expecting an absolute file path, as /etc/sims/traffic');
+	const m = /^\/(?:etc\/sims|var\/run\/sims)\/([A-Za-z0-9._-]{1,64})$/.exec(v);
+
+	if (!m || m[1][0] == '.')
+		return _('Expecting a file name in /etc/sims/ or /var/run/sims/, as /etc/sims/traffic');
 
 	return true;
 }
@@ -677,7 +681,7 @@ return view.extend({
 		number('tunnel_mtu', _('Tunnel MTU'), _('MTU of the tunnel devices (68 to 65535).'));
 
 		o = s.taboption('advanced', form.Value, 'accounting_file', _('Traffic accounting file'),
-			_('Where the traffic totals of each roaming partner are kept across restarts, and on flash across reboots: the package sets /etc/sims/traffic. Empty: simsd\'s state directory (/var/run/sims/traffic), which a reboot clears.'));
+			_('Where the traffic totals of each roaming partner are kept across restarts, and on flash across reboots: a file in /etc/sims/ (the package sets /etc/sims/traffic) or /var/run/sims/. Empty: simsd\'s state directory (/var/run/sims/traffic), which a reboot clears.'));
 		o.placeholder = DEFAULTS.accounting_file;
 		o.validate = function(section_id, value) {
 			return (value == '' || value == null) ? true : checkPath(value);
