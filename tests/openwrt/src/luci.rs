@@ -21,9 +21,10 @@ use crate::procd::Router;
 use crate::repo;
 
 /// rpcd's logins for the tests (password test123, `openssl passwd -1`):
-/// root, and `watcher`, who may only read the status page.
+/// root, and `watcher`, a LuCI user (luci-base) who may only read the
+/// status page.
 const RPCD_CONFIG: &str = "config login\n\toption username 'root'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read '*'\n\tlist write '*'\n\n\
-config login\n\toption username 'watcher'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read 'luci-app-sims-status'\n";
+config login\n\toption username 'watcher'\n\toption password '$1$simstest$BRRHKbNUsEyImcNaftTGI1'\n\tlist read 'unauthenticated'\n\tlist read 'luci-base'\n\tlist read 'luci-app-sims-status'\n";
 pub const PASSWORD: &str = "test123";
 
 /// The app's sources.
@@ -153,14 +154,30 @@ impl Luci {
     /// Logs in over `/ubus` from the page (as LuCI's login form leads
     /// to) and opens `view` (e.g. `sims/config`) in the page shell.
     pub fn open(&self, b: &mut Browser, view: &str) {
-        let sid = self.login(b, "root");
+        self.open_as(b, view, "root")
+    }
+
+    /// [`Luci::open`] as rpcd's login `user`. The shell stands in for
+    /// LuCI's dispatcher, which marks a page read-only for a user without
+    /// write access to its ACL groups: here every user but root.
+    pub fn open_as(&self, b: &mut Browser, view: &str, user: &str) {
+        let sid = self.login(b, user);
+        let readonly = user != "root";
         let shell = fs::read_to_string(repo().join("../shared/openwrt/examples/luci-view.html"))
             .or_else(|_| fs::read_to_string(kit_shell()))
             .expect("the kit's page shell");
         let page = shell
             .replace("@VIEW@", view)
             .replace("@SESSIONID@", &sid)
-            .replace("@TOKEN@", "sims-test");
+            .replace("@TOKEN@", "sims-test")
+            .replace(
+                "readonly: false",
+                if readonly {
+                    "readonly: true"
+                } else {
+                    "readonly: false"
+                },
+            );
         let name = format!("{}.html", view.replace('/', "-"));
         fs::write(self.docroot.join(&name), page).unwrap();
         b.goto(&format!("{}/{name}", self.origin()));

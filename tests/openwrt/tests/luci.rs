@@ -266,12 +266,22 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
             r#"{"config":"sims","section":"agent","values":{"provider":"x"}}"#,
         ),
     ] {
+        // Refused by the session's ACL (-32002), or by rpcd's uci for
+        // the config (status 6, permission denied); nothing returned.
         let r = web.call(&mut b, &sid, object, method, args);
-        assert_eq!(
-            r["error"]["code"], -32002,
-            "{object}.{method} for the watcher: {r}"
-        );
+        let denied = r["error"]["code"] == -32002 || r["result"] == serde_json::json!([6]);
+        assert!(denied, "{object}.{method} for the watcher: {r}");
     }
+    // The watcher's status page: the figures, no Reset buttons.
+    web.open_as(&mut b, "sims/status", "watcher");
+    b.wait_for(
+        "document.querySelector('#sims-peers [data-peer=\"ma-b\"]')",
+        20,
+    );
+    assert!(
+        b.eval("document.querySelector('button.sims-reset, #sims-reset-all') === null") == true,
+        "no Reset for a watcher"
+    );
     let root = web.login(&mut b, "root");
     let keys = web.call(&mut b, &root, "uci", "get", r#"{"config":"sims"}"#);
     assert!(

@@ -93,6 +93,10 @@ fn s23_status_page_shows_a_live_handover() {
         "document.querySelector('#sims-peers [data-peer=\"ma-b\"]')",
         20,
     );
+    assert!(
+        b.eval("!!document.querySelector('button.sims-reset[data-peer=\"ma-b\"]') && !!document.getElementById('sims-reset-all')") == true,
+        "root may reset the counters"
+    );
     let agent = b.eval("document.querySelector('#sims-agent').innerText");
     let agent = agent.as_str().unwrap_or_default();
     assert!(

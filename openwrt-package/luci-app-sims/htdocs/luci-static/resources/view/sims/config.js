@@ -172,7 +172,7 @@ function checkKey(v) {
 }
 
 function checkIfname(v) {
-	if (v == '' || utf8Length(v) > 15 || /[\/:\s]/.test(v))
+	if (v == '' || utf8Length(v) > 15 || /[\/:\s\u0085]/.test(v))
 		return _('Expecting a Linux device name: 1 to 15 characters, without "/", ":" or spaces');
 
 	return true;

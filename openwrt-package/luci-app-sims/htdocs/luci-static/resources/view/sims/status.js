@@ -139,6 +139,11 @@ function gridTable(id, titles, rows, placeholder) {
 
 return view.extend({
 	load: function() {
+		// Users with read access only to the page (its ACL group
+		// luci-app-sims-status) get no Reset buttons: LuCI's dispatcher
+		// marks the page read-only for them.
+		this.canReset = (L.hasViewPermission() !== false);
+
 		return this.fetch();
 	},
 
@@ -274,12 +279,12 @@ return view.extend({
 				sent,
 				rcvd,
 				ago(p.last_heard_s),
-				E('button', {
+				this.canReset ? E('button', {
 					'class': 'btn cbi-button cbi-button-reset sims-reset',
 					'data-peer': text(p.id),
 					'title': _('Count this partner\'s traffic from zero'),
 					'click': ui.createHandlerFn(this, 'handleResetTraffic', text(p.id))
-				}, [ _('Reset counters') ])
+				}, [ _('Reset counters') ]) : ''
 			] ];
 		});
 
@@ -295,11 +300,11 @@ return view.extend({
 				E('span', { 'id': 'sims-traffic-since' }, [ since > 0
 					? _('Counted since %s.').format(date(since))
 					: _('Counted since the accounting started.') ]),
-				E('button', {
+				this.canReset ? E('button', {
 					'class': 'btn cbi-button cbi-button-reset',
 					'id': 'sims-reset-all',
 					'click': ui.createHandlerFn(this, 'handleResetTraffic', '')
-				}, [ _('Reset all counters') ])
+				}, [ _('Reset all counters') ]) : ''
 			]));
 
 		return section('sims-peers', _('Roaming partners'), content);
