@@ -16,6 +16,10 @@ const TESTBED: &[(&str, &str)] = &[
     (FAKETIME_LIB, "libfaketime"),
 ];
 
+/// What the test suite needs besides: Chromium for luci-app-sims's
+/// browser tests.
+const TEST_ONLY: &[(&str, &str)] = &[("/usr/bin/chromium", "chromium")];
+
 /// libfaketime's preload library (Debian's path on x86_64).
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
@@ -27,6 +31,12 @@ fn present(path: &str) -> bool {
 /// root, say what is missing and let the tests skip).
 pub fn ensure_testbed_packages() -> Result<(), String> {
     ensure(TESTBED)
+}
+
+/// The testbed's packages and the test suite's own (`cargo xtask test`).
+pub fn ensure_test_packages() -> Result<(), String> {
+    ensure(TESTBED)?;
+    ensure(TEST_ONLY)
 }
 
 fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {

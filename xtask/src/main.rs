@@ -93,7 +93,12 @@ fn main() -> ExitCode {
     };
     // The README's commands must work on a fresh machine.
     if matches!(first, "test" | "demo" | "testbed" | "bench") {
-        if let Err(e) = deps::ensure_testbed_packages() {
+        let ensure = if first == "test" {
+            deps::ensure_test_packages
+        } else {
+            deps::ensure_testbed_packages
+        };
+        if let Err(e) = ensure() {
             eprintln!("xtask: {e}");
             return ExitCode::FAILURE;
         }
