@@ -57,11 +57,11 @@ impl Browser {
     /// Starts Chromium with one blank page of `width` × `height` CSS px.
     pub fn launch(width: u32, height: u32) -> Browser {
         use std::os::fd::AsRawFd;
-        let profile = std::env::temp_dir().join(format!(
-            "sims-chromium-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos() ^ (width as u128 * 7919)
-        ));
+        // One profile per browser (several may run in one test process).
+        static LAUNCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = LAUNCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile =
+            std::env::temp_dir().join(format!("sims-chromium-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
         // Ours: write commands to `cmd_w`, read events from `ev_r`.

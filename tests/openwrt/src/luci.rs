@@ -82,7 +82,10 @@ impl Luci {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let docroot = std::env::temp_dir().join(format!("sims-luci-www-{}", std::process::id()));
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let docroot =
+            std::env::temp_dir().join(format!("sims-luci-www-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&docroot);
         let st = Command::new("cp")
             .arg("-rs")

@@ -9,25 +9,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::package::{source_date_epoch, tar_gz, write, Written};
-use crate::{repo, run};
+use crate::package::{pack_ipk, source_date_epoch, write, Written};
+use crate::run;
 
 pub const NAME: &str = "luci-app-sims";
 /// LUCI_DEPENDS of the feed Makefile, and LuCI itself.
 pub const DEPENDS: [&str; 3] = ["luci-base", "sims", "rpcd-mod-ucode"];
 
-fn app() -> PathBuf {
-    repo().join("openwrt-package").join(NAME)
-}
-
 /// `NAME:=value` of the app's Makefile.
 fn makefile_var(name: &str) -> Result<String, String> {
-    let mk =
-        fs::read_to_string(app().join("Makefile")).map_err(|e| format!("{NAME}/Makefile: {e}"))?;
-    mk.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}:=")))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| format!("{NAME}/Makefile: no {name}"))
+    crate::package::makefile_var_of("openwrt-package/luci-app-sims/Makefile", name)
 }
 
 /// The files the package installs: (path in the root, source).
@@ -49,8 +40,8 @@ pub fn files() -> Result<Vec<(String, PathBuf)>, String> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(&app().join("htdocs"), "/www", &mut out)?;
-    walk(&app().join("root"), "", &mut out)?;
+    walk(&crate::luci::app().join("htdocs"), "/www", &mut out)?;
+    walk(&crate::luci::app().join("root"), "", &mut out)?;
     Ok(out)
 }
 
@@ -76,11 +67,13 @@ fn stage(root: &Path) -> Result<u64, String> {
     Ok(size)
 }
 
+/// `<PKG_VERSION>-r<PKG_RELEASE>` of the app's Makefile.
 pub fn version() -> Result<String, String> {
-    let v = makefile_var("PKG_VERSION")
-        .unwrap_or_else(|_| crate::package::makefile_var("PKG_VERSION").unwrap_or_default());
-    let r = makefile_var("PKG_RELEASE").unwrap_or_else(|_| "1".into());
-    Ok(format!("{v}-r{r}"))
+    Ok(format!(
+        "{}-r{}",
+        makefile_var("PKG_VERSION")?,
+        makefile_var("PKG_RELEASE")?
+    ))
 }
 
 /// Writes `luci-app-sims_<version>_all.ipk` and `luci-app-sims-<version>.apk`.
@@ -106,15 +99,8 @@ pub fn write_packages(out_dir: &Path, kit: &Path) -> Result<Written, String> {
             0o644,
         )?;
         write(&w.join("control/postinst"), POSTINST, 0o755)?;
-        write(&w.join("debian-binary"), "2.0\n", 0o644)?;
-        tar_gz(&w.join("control"), &["."], &w.join("control.tar.gz"))?;
-        tar_gz(&w.join("data"), &["."], &w.join("data.tar.gz"))?;
         let ipk = out_dir.join(format!("{NAME}_{version}_all.ipk"));
-        tar_gz(
-            &w,
-            &["./debian-binary", "./data.tar.gz", "./control.tar.gz"],
-            &ipk,
-        )?;
+        pack_ipk(&w, &ipk)?;
         // .apk
         let a = work.join("apk");
         stage(&a.join("files"))?;

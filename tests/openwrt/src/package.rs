@@ -42,12 +42,16 @@ pub const CONFFILES: [&str; 1] = ["/etc/config/sims"];
 
 /// `NAME:=value` of the feed Makefile.
 pub fn makefile_var(name: &str) -> Result<String, String> {
-    let mk = fs::read_to_string(repo().join("openwrt-package/sims/Makefile"))
-        .map_err(|e| format!("openwrt-package/sims/Makefile: {e}"))?;
+    makefile_var_of("openwrt-package/sims/Makefile", name)
+}
+
+/// `NAME:=value` of the Makefile at `path` (from the top of the sources).
+pub fn makefile_var_of(path: &str, name: &str) -> Result<String, String> {
+    let mk = fs::read_to_string(repo().join(path)).map_err(|e| format!("{path}: {e}"))?;
     mk.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}:=")))
         .map(|v| v.trim().to_string())
-        .ok_or_else(|| format!("openwrt-package/sims/Makefile: no {name}"))
+        .ok_or_else(|| format!("{path}: no {name}"))
 }
 
 /// `<PKG_VERSION>-r<PKG_RELEASE>`, as OpenWrt names a package's version.
@@ -57,6 +61,34 @@ pub fn version() -> Result<String, String> {
         makefile_var("PKG_VERSION")?,
         makefile_var("PKG_RELEASE")?
     ))
+}
+
+/// The kit's opkg on the offline root `root` (OpenWrt 24.10), taking
+/// packages of architecture `arch` and `all`.
+pub fn opkg_offline(kit: &Path, root: &Path, arch: &str) -> Command {
+    let mut c = Command::new(kit.join("root/usr/bin/opkg"));
+    c.arg("--offline-root").arg(root).args([
+        "--add-arch",
+        "all:1",
+        "--add-arch",
+        &format!("{arch}:10"),
+    ]);
+    c
+}
+
+/// The kit's apk on the root `root` (OpenWrt 25.12): local, unsigned
+/// packages, no scripts (they would run chrooted there), no log.
+pub fn apk_offline(kit: &Path, root: &Path) -> Command {
+    let mut c = Command::new(kit.join("root/usr/bin/apk"));
+    c.arg("--root").arg(root).args([
+        "--allow-untrusted",
+        "--no-network",
+        "--no-scripts",
+        "--no-logfile",
+        "--repositories-file",
+        "/dev/null",
+    ]);
+    c
 }
 
 /// The package's description, one line (the Makefile's, unwrapped).
@@ -164,6 +196,19 @@ pub(crate) fn tar_gz(dir: &Path, names: &[&str], out: &Path) -> Result<(), Strin
     .map(|_| ())
 }
 
+/// Packs `work/control/` and `work/data/` as the .ipk `out`, as
+/// ipkg-build does: debian-binary, data.tar.gz, control.tar.gz.
+pub(crate) fn pack_ipk(work: &Path, out: &Path) -> Result<(), String> {
+    write(&work.join("debian-binary"), "2.0\n", 0o644)?;
+    tar_gz(&work.join("control"), &["."], &work.join("control.tar.gz"))?;
+    tar_gz(&work.join("data"), &["."], &work.join("data.tar.gz"))?;
+    tar_gz(
+        work,
+        &["./debian-binary", "./data.tar.gz", "./control.tar.gz"],
+        out,
+    )
+}
+
 /// Writes `sims_<version>_<arch>.ipk` and `sims-<version>.apk` into
 /// `spec.out_dir`.
 pub fn write_packages(spec: &Spec) -> Result<Written, String> {
@@ -207,17 +252,10 @@ fn write_ipk(spec: &Spec, version: &str, work: &Path) -> Result<PathBuf, String>
     )?;
     write(&control.join("postinst"), ipk_postinst(), 0o755)?;
     write(&control.join("prerm"), ipk_prerm(), 0o755)?;
-    write(&work.join("debian-binary"), "2.0\n", 0o644)?;
-    tar_gz(&control, &["."], &work.join("control.tar.gz"))?;
-    tar_gz(&data, &["."], &work.join("data.tar.gz"))?;
     let out = spec
         .out_dir
         .join(format!("{NAME}_{version}_{}.ipk", spec.arch));
-    tar_gz(
-        work,
-        &["./debian-binary", "./data.tar.gz", "./control.tar.gz"],
-        &out,
-    )?;
+    pack_ipk(work, &out)?;
     Ok(out)
 }
 
@@ -316,15 +354,8 @@ pub fn write_stub(name: &str, out_dir: &Path, kit: &Path) -> Result<Written, Str
             &format!("Package: {name}\nVersion: 1-r1\nArchitecture: all\nMaintainer: test\nSection: libs\nDescription: stand-in for OpenWrt's {name}\n"),
             0o644,
         )?;
-        write(&work.join("debian-binary"), "2.0\n", 0o644)?;
-        tar_gz(&control, &["."], &work.join("control.tar.gz"))?;
-        tar_gz(&data, &["."], &work.join("data.tar.gz"))?;
         let ipk = out_dir.join(format!("{name}_1-r1_all.ipk"));
-        tar_gz(
-            &work,
-            &["./debian-binary", "./data.tar.gz", "./control.tar.gz"],
-            &ipk,
-        )?;
+        pack_ipk(&work, &ipk)?;
         let apk = out_dir.join(format!("{name}-1-r1.apk"));
         let _ = fs::remove_file(&apk);
         run(Command::new(kit.join("root/usr/bin/apk"))

@@ -237,6 +237,16 @@ impl Router {
         .unwrap_or_else(|e| panic!("fw4: {e}"))
     }
 
+    /// `/etc/init.d/sims start`, as on the router's shell; simsd's pid
+    /// once procd runs it. ow-ns gives PID 1 a /dev of harmless nodes:
+    /// the TUN device the userspace backend needs is made first.
+    pub fn start_simsd(&self) -> u64 {
+        self.router("mkdir -p /dev/net && [ -c /dev/net/tun ] || mknod /dev/net/tun c 10 200")
+            .unwrap();
+        self.router("/etc/init.d/sims start").unwrap();
+        wait("simsd under procd", || self.simsd_pid())
+    }
+
     pub fn simsd_pid(&self) -> Option<u64> {
         let s = self.service();
         let i = &s["sims"]["instances"]["simsd"];

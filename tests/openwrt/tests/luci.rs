@@ -110,11 +110,7 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
         "luci",
         &[luci::usr_layer()],
     );
-    router
-        .router("mkdir -p /dev/net && mknod /dev/net/tun c 10 200")
-        .unwrap();
-    router.router("/etc/init.d/sims start").unwrap();
-    let pid = wait("simsd under procd", || router.simsd_pid());
+    let pid = router.start_simsd();
     let web = Luci::start(&router);
     let mut b = Browser::launch(1280, 900);
 
@@ -161,14 +157,7 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
     assert_eq!(router.simsd_pid(), Some(pid), "reloaded, not restarted");
 
     // A new roaming agreement with a generated key.
-    web.open(&mut b, "sims/config");
-    b.wait_for(
-        "document.querySelector('#cbi-sims-peer .cbi-section-create-name')",
-        20,
-    );
-    set_selector(&mut b, "#cbi-sims-peer .cbi-section-create-name", "ma_c");
-    click(&mut b, "#cbi-sims-peer .cbi-section-create .cbi-button-add");
-    b.wait_for("document.getElementById('widget.cbid.sims.ma_c.id')", 10);
+    add_agreement(&web, &mut b, "ma_c");
     set(&mut b, "widget.cbid.sims.ma_c.id", "ma-c");
     set(
         &mut b,
@@ -229,14 +218,7 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
     assert_eq!(router.router("cat /etc/config/sims").unwrap(), before);
 
     // ...and a second agreement with an id already in use.
-    web.open(&mut b, "sims/config");
-    b.wait_for(
-        "document.querySelector('#cbi-sims-peer .cbi-section-create-name')",
-        20,
-    );
-    set_selector(&mut b, "#cbi-sims-peer .cbi-section-create-name", "dup");
-    click(&mut b, "#cbi-sims-peer .cbi-section-create .cbi-button-add");
-    b.wait_for("document.getElementById('widget.cbid.sims.dup.id')", 10);
+    add_agreement(&web, &mut b, "dup");
     set(&mut b, "widget.cbid.sims.dup.id", "ma-b");
     assert_invalid(&mut b, "widget.cbid.sims.dup.id");
     click(&mut b, "#modal_overlay .button-row .cbi-button-positive");
@@ -297,6 +279,19 @@ fn config_page_reads_edits_and_refuses_what_simsd_would() {
         .filter(|l| l.starts_with("exception") && !l.contains("simsd would refuse"))
         .collect();
     assert!(errors.is_empty(), "the page threw: {errors:#?}");
+}
+
+/// The config page afresh, and its modal for a new agreement `name`.
+fn add_agreement(web: &Luci, b: &mut Browser, name: &str) {
+    let create = "#cbi-sims-peer .cbi-section-create-name";
+    web.open(b, "sims/config");
+    b.wait_for(&format!("document.querySelector({create:?})"), 20);
+    set_selector(b, create, name);
+    click(b, "#cbi-sims-peer .cbi-section-create .cbi-button-add");
+    b.wait_for(
+        &format!("document.getElementById('widget.cbid.sims.{name}.id')"),
+        10,
+    );
 }
 
 fn set_selector(b: &mut Browser, selector: &str, value: &str) {

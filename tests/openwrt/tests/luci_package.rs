@@ -63,13 +63,7 @@ fn luci_app_installs_beside_sims_with_opkg_and_apk() {
     // opkg (OpenWrt 24.10): the app needs sims; with it, both install.
     let root = d.join("opkg-root");
     fs::create_dir_all(root.join("var/lock")).unwrap();
-    let opkg = |args: &[&Path]| {
-        run(Command::new(kit.join("root/usr/bin/opkg"))
-            .arg("--offline-root")
-            .arg(&root)
-            .args(["--add-arch", "all:1", "--add-arch", &format!("{ARCH}:10")])
-            .args(args))
-    };
+    let opkg = |args: &[&Path]| run(package::opkg_offline(&kit, &root, ARCH).args(args));
     let arg = |s: &'static str| PathBuf::from(s);
     let stub_ipks: Vec<&Path> = stubs.iter().map(|w| w.ipk.as_path()).collect();
     let mut install = vec![arg("install")];
@@ -101,20 +95,7 @@ fn luci_app_installs_beside_sims_with_opkg_and_apk() {
     // apk (OpenWrt 25.12).
     let root = d.join("apk-root");
     fs::create_dir_all(&root).unwrap();
-    let apk = |args: &[&Path]| {
-        run(Command::new(kit.join("root/usr/bin/apk"))
-            .arg("--root")
-            .arg(&root)
-            .args([
-                "--allow-untrusted",
-                "--no-network",
-                "--no-scripts",
-                "--no-logfile",
-                "--repositories-file",
-                "/dev/null",
-            ])
-            .args(args))
-    };
+    let apk = |args: &[&Path]| run(package::apk_offline(&kit, &root).args(args));
     let mut add = vec![arg("add"), arg("--initdb")];
     add.extend(stubs.iter().map(|w| w.apk.clone()));
     apk(&add.iter().map(|p| p.as_path()).collect::<Vec<_>>()).unwrap();
@@ -137,7 +118,7 @@ fn luci_app_installs_beside_sims_with_opkg_and_apk() {
 /// `po/templates/sims.pot` is what the scanner makes of the pages now.
 #[test]
 fn translation_template_is_up_to_date() {
-    let app = repo().join("openwrt-package/luci-app-sims");
+    let app = luci::app();
     let out = Command::new("python3")
         .arg(app.join("po/i18n-scan.py"))
         .arg("--check")

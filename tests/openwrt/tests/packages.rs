@@ -124,13 +124,7 @@ fn opkg_installs_upgrades_and_removes_the_ipk() {
     let Some(f) = fixture("opkg") else { return };
     let root = f.dir.join("root");
     fs::create_dir_all(root.join("var/lock")).unwrap();
-    let opkg = |args: &[&Path]| {
-        run(Command::new(f.kit.join("root/usr/bin/opkg"))
-            .arg("--offline-root")
-            .arg(&root)
-            .args(["--add-arch", "all:1", "--add-arch", &format!("{ARCH}:10")])
-            .args(args))
-    };
+    let opkg = |args: &[&Path]| run(package::opkg_offline(&f.kit, &root, ARCH).args(args));
     let arg = |s: &'static str| PathBuf::from(s);
     opkg(&[&arg("install"), &f.libc.ipk, &f.kmod.ipk]).unwrap();
     opkg(&[&arg("install"), &f.v1.ipk]).unwrap();
@@ -199,20 +193,7 @@ fn apk_installs_upgrades_and_removes_the_apk() {
     let Some(f) = fixture("apk") else { return };
     let root = f.dir.join("root");
     fs::create_dir_all(&root).unwrap();
-    let apk = |args: &[&Path]| {
-        run(Command::new(f.kit.join("root/usr/bin/apk"))
-            .arg("--root")
-            .arg(&root)
-            .args([
-                "--allow-untrusted",
-                "--no-network",
-                "--no-scripts",
-                "--no-logfile",
-                "--repositories-file",
-                "/dev/null",
-            ])
-            .args(args))
-    };
+    let apk = |args: &[&Path]| run(package::apk_offline(&f.kit, &root).args(args));
     let arg = |s: &'static str| PathBuf::from(s);
     apk(&[&arg("add"), &arg("--initdb"), &f.libc.apk, &f.kmod.apk]).unwrap();
     apk(&[&arg("add"), &f.v1.apk]).unwrap();

@@ -709,13 +709,7 @@ fn s22_init_script_reload_applies_a_changed_config_live() {
         Some(&tb.agent_dir(Ma::A)),
         "s22",
     );
-    // ow-ns gives PID 1 a /dev of harmless nodes; the userspace backend
-    // needs the TUN device.
-    router
-        .router("mkdir -p /dev/net && mknod /dev/net/tun c 10 200")
-        .unwrap();
-    router.router("/etc/init.d/sims start").unwrap();
-    let pid = wait("simsd under procd", || router.simsd_pid());
+    let pid = router.start_simsd();
     wait_binding(&tb, Ma::A, a(), "home", Ma::B);
     wait_flowing(&tb, &down, 20_000, T);
     let link = || {

@@ -78,11 +78,7 @@ fn s23_status_page_shows_a_live_handover() {
         "s23",
         &[luci::usr_layer()],
     );
-    router
-        .router("mkdir -p /dev/net && mknod /dev/net/tun c 10 200")
-        .unwrap();
-    router.router("/etc/init.d/sims start").unwrap();
-    let pid = wait("simsd under procd", || router.simsd_pid());
+    let pid = router.start_simsd();
     wait_flowing(&tb, &down, 50_000, T);
     let web = Luci::start(&router);
     let mut b = Browser::launch(1280, 1000);

@@ -94,15 +94,7 @@ fn check(t: &mut Targets, b: &Board, w: &Written, kit: &Path, dir: &Path) -> Res
     let r = (|| {
         let libc = package::write_stub("libc", &work, kit)?;
         let kmod = package::write_stub("kmod-ipip", &work, kit)?;
-        run(Command::new(kit.join("root/usr/bin/opkg"))
-            .arg("--offline-root")
-            .arg(&root)
-            .args([
-                "--add-arch",
-                "all:1",
-                "--add-arch",
-                &format!("{}:10", b.openwrt_arch),
-            ])
+        run(package::opkg_offline(kit, &root, &b.openwrt_arch)
             .arg("install")
             .args([&libc.ipk, &kmod.ipk, &w.ipk]))?;
         let control = fs::read_to_string(root.join("usr/lib/opkg/info/sims.control"))
