@@ -58,6 +58,16 @@ pub struct Account {
     pub traffic: Traffic,
 }
 
+impl Account {
+    /// Nothing counted yet, counting from now.
+    fn from_now() -> Account {
+        Account {
+            since: unix_now(),
+            traffic: Traffic::default(),
+        }
+    }
+}
+
 /// The accounts, kept in memory across a restart of the data plane (the
 /// file is only where they survive simsd's own restarts and reboots).
 #[derive(Clone)]
@@ -262,12 +272,11 @@ impl Dataplane {
 
     /// Every configured peer has an account, counted from now if new.
     pub(super) fn open_accounts(&mut self) {
-        let since = unix_now();
         for (_, id) in self.slot_ids() {
-            self.accounts.folded.entry(id).or_insert(Account {
-                since,
-                traffic: Traffic::default(),
-            });
+            self.accounts
+                .folded
+                .entry(id)
+                .or_insert_with(Account::from_now);
         }
     }
 
@@ -301,11 +310,11 @@ impl Dataplane {
         };
         slot.traffic = Traffic::default();
         let id = slot.id.clone();
-        let since = unix_now();
-        let a = self.accounts.folded.entry(id).or_insert(Account {
-            since,
-            traffic: Traffic::default(),
-        });
+        let a = self
+            .accounts
+            .folded
+            .entry(id)
+            .or_insert_with(Account::from_now);
         a.traffic = a.traffic.plus(live);
     }
 
@@ -321,8 +330,10 @@ impl Dataplane {
     /// Every account (configured peers and removed ones still kept).
     fn all_accounts(&self) -> BTreeMap<String, Account> {
         let mut all = self.accounts.folded.clone();
-        for (_, id) in self.slot_ids() {
-            all.insert(id.clone(), self.account(&id));
+        for (s, id) in self.slot_ids() {
+            let live = self.live_traffic(s);
+            let a = all.entry(id).or_default();
+            a.traffic = a.traffic.plus(live);
         }
         all
     }
@@ -330,7 +341,6 @@ impl Dataplane {
     /// The operator's reset of peer `id`'s account (all if None): counted
     /// from zero, from now. Saved at once.
     pub fn reset_traffic(&mut self, id: Option<&str>) -> Result<(), String> {
-        let since = unix_now();
         let ids: Vec<String> = match id {
             Some(id) => {
                 let known = self.accounts.folded.contains_key(id)
@@ -356,13 +366,7 @@ impl Dataplane {
                     x.traffic = Traffic::default();
                 }
             }
-            self.accounts.folded.insert(
-                id.clone(),
-                Account {
-                    since,
-                    traffic: Traffic::default(),
-                },
-            );
+            self.accounts.folded.insert(id.clone(), Account::from_now());
         }
         self.save_accounts(true, sims_linux::event::now_ms());
         Ok(())
