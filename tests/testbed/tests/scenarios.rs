@@ -726,7 +726,6 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
             x.id()
         );
         // What netifd does when it starts: everything but the defaults.
-        let t = std::time::Instant::now();
         for p in prefs(x)
             .into_iter()
             .filter(|p| ![0, 32766, 32767].contains(p))
@@ -734,9 +733,15 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
             del_pref(x, p);
             del_pref(x, p);
         }
+        // simsd repairs on the deletion's event, in milliseconds; the
+        // bound is for the observation: reading the kernel state runs
+        // several `ip` and `nft`, which take over a second in a loaded
+        // TCG guest (a 1 s bound failed there with no observation made;
+        // with the host's two cores also busy, 4–5 s passed).
+        let t = std::time::Instant::now();
         wait_for(
-            &format!("{} to reinstall its rules within 1 s", x.id()),
-            Duration::from_secs(1),
+            &format!("{} to reinstall its rules", x.id()),
+            Duration::from_secs(15),
             Duration::from_millis(10),
             || {
                 let now = tb.agent_kernel_state(x).map_err(|e| e.to_string())?;
@@ -745,7 +750,7 @@ fn s9_rule_flush_is_repaired_and_session_survives() {
         )
         .unwrap();
         eprintln!(
-            "s9: {} repaired its rules {:.0} ms after a full flush",
+            "s9: {} had its rules back {:.0} ms after the last deletion",
             x.id(),
             t.elapsed().as_secs_f64() * 1000.0
         );
