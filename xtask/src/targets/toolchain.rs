@@ -74,6 +74,10 @@ fn write_script(path: &Path, text: &str) -> Result<(), String> {
 }
 
 /// Single-quotes for sh.
+/// Seconds a test binary may run under QEMU user mode before it is taken
+/// for hung (the slowest takes ~75 s on 2 loaded cores).
+const QEMU_USER_WATCHDOG_S: u32 = 300;
+
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -272,8 +276,9 @@ impl Targets {
         }
     }
 
-    /// The cargo runner for tests: QEMU user mode, or nothing if the
-    /// target runs natively here.
+    /// The cargo runner for tests: QEMU user mode (a script that sets the
+    /// tests' environment and bounds each test binary's run), or nothing if
+    /// the target runs natively here.
     pub fn runner(&mut self, b: &Board) -> Result<Option<PathBuf>, String> {
         if b.runs_natively() {
             return Ok(None);
@@ -288,7 +293,20 @@ impl Targets {
              SIMS_QEMU_USER=1\n\
              QEMU_CPU={cpu}\n\
              export SIMS_QEMU_USER QEMU_CPU\n\
-             exec {qemu} \"$@\"\n",
+             # A watchdog: QEMU user mode can deadlock a multithreaded guest\n\
+             # that forks (the tests spawn `ip` from their threads); CI once\n\
+             # sat 50 min in one such hang. The slowest test binary takes\n\
+             # ~75 s here, so {limit} s is a hang: it is killed (its whole\n\
+             # process group) and run once more with one test thread. A\n\
+             # binary that hangs or fails again fails the run.\n\
+             timeout --kill-after=10 {limit} {qemu} \"$@\"\n\
+             rc=$?\n\
+             [ $rc -eq 124 ] || [ $rc -eq 137 ] || exit $rc\n\
+             echo \"==> qemu-user watchdog: $1 was still running after {limit} s; \\\n\
+             killed, running it once more with --test-threads=1\" >&2\n\
+             case \" $* \" in *\" --test-threads\"*) ;; *) set -- \"$@\" --test-threads=1 ;; esac\n\
+             exec timeout --kill-after=10 {limit} {qemu} \"$@\"\n",
+            limit = QEMU_USER_WATCHDOG_S,
             file = self.rel(&b.file),
             triple = b.rust_target,
             cpu = sh_quote(&b.qemu_cpu),
