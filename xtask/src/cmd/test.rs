@@ -36,6 +36,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
         return test_targets(&o.targets(), &o.rest);
     }
     let passthrough = &o.rest;
+    let mut clock = StageClock::start();
     if !o.has("--no-lint") {
         deps::ensure_rust_components()?;
         let mut c = cargo();
@@ -51,6 +52,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
             "warnings",
         ]);
         run("cargo clippy --workspace --all-targets -- -D warnings", c)?;
+        clock.lap("fmt, clippy");
     }
     if !o.has("--no-unit") {
         let mut c = cargo();
@@ -59,6 +61,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
         let mut c = cargo();
         c.args(["test", "-p", "sims-testbed", "--lib", "--bins"]);
         run("unit tests (sims-testbed)", c)?;
+        clock.lap("unit tests");
     }
     let bin_dir = build_bins(false)?;
     if !is_root() {
@@ -86,6 +89,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
         .args(passthrough)
         .env("SIMS_BIN_DIR", &bin_dir);
         run(step, c)?;
+        clock.lap(target);
     }
     // The OpenWrt package with OpenWrt's own programs (the kit in
     // ../shared/openwrt) and the simsd just built: installed, upgraded
@@ -100,10 +104,12 @@ pub fn test(args: &[String]) -> Result<(), String> {
         "OpenWrt packages: opkg, apk, procd, test.sh; luci-app-sims in Chromium",
         c,
     )?;
+    clock.lap("OpenWrt packages, LuCI");
     if !o.has("--no-targets") {
         // The router targets (board-configs/): unit tests under QEMU user
         // mode, release builds, `--version` of each binary.
         test_targets(&["--all".to_string()], &[])?;
+        clock.lap("router targets (QEMU user mode)");
         // The sims package of every board, installed with OpenWrt's
         // opkg, its apk metadata read, the feed's test.sh under QEMU.
         if sims_openwrt::kit().is_some() {
@@ -113,6 +119,7 @@ pub fn test(args: &[String]) -> Result<(), String> {
                 "==> packages SKIPPED: no OpenWrt kit (../shared/openwrt, or SIMS_OPENWRT_KIT)"
             );
         }
+        clock.lap("router packages");
     }
     if !o.has("--no-vm") {
         // The same scenarios over kernel ipip, in a VM with a real kernel.
@@ -120,10 +127,12 @@ pub fn test(args: &[String]) -> Result<(), String> {
             passthrough: passthrough.clone(),
             ..VmSuiteArgs::default()
         })?;
+        clock.lap("VM suite (x86_64)");
         // Scenarios on the router targets' own architectures (Malta
         // mipsel, virt aarch64) with the release daemons.
         if passthrough.is_empty() {
             guest_suites(&["--all".to_string()], &[])?;
+            clock.lap("router guests");
         }
     }
     if !o.has("--no-fuzz") {
@@ -134,9 +143,48 @@ pub fn test(args: &[String]) -> Result<(), String> {
             runs: None,
         };
         fuzz::run(&[], limit, false)?;
+        clock.lap("fuzz");
     }
+    clock.print();
     println!("==> all passed");
     Ok(())
+}
+
+/// Wall time per stage of `cargo xtask test`, printed at the end so that
+/// CI's time budget (docs/TESTBED.md) can be checked stage by stage.
+struct StageClock {
+    began: Instant,
+    last: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl StageClock {
+    fn start() -> Self {
+        let now = Instant::now();
+        StageClock {
+            began: now,
+            last: now,
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.laps.push((stage, now - self.last));
+        self.last = now;
+    }
+
+    fn print(&self) {
+        println!("==> stage times:");
+        for (stage, d) in &self.laps {
+            println!("    {stage:<34} {:>5} s", d.as_secs());
+        }
+        println!(
+            "    {:<34} {:>5} s",
+            "total",
+            self.began.elapsed().as_secs()
+        );
+    }
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.
