@@ -97,6 +97,11 @@ impl NfSet {
         })
     }
 
+    /// Batches sent so far (each one round trip with the kernel).
+    pub fn exchanges(&self) -> u64 {
+        self.sock.exchanges
+    }
+
     fn run(&mut self, ty: u16, table: &str, set: &str, addr: Option<Ipv4Addr>) -> io::Result<()> {
         let mut msgs = batch(ty, table, set, addr)?;
         self.sock.transact(&mut msgs, 1, |_| Ok(())).map(drop)

@@ -318,6 +318,9 @@ pub(crate) struct NlSocket {
     fd: OwnedFd,
     seq: u32,
     buf: Vec<u8>,
+    /// Requests sent and answered (round trips with the kernel), for the
+    /// kernel-state cost of a handover.
+    pub(crate) exchanges: u64,
 }
 
 impl NlSocket {
@@ -339,6 +342,7 @@ impl NlSocket {
             fd,
             seq: 0,
             buf: vec![0; RECV_BUF],
+            exchanges: 0,
         })
     }
 
@@ -429,6 +433,7 @@ impl NlSocket {
         let span = msgs.len() as u32;
         let ack_seq = first.wrapping_add(ack_idx as u32);
         self.send(&out)?;
+        self.exchanges += 1;
 
         let mut interrupted = false;
         let mut first_err: Option<io::Error> = None;

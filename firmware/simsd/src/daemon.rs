@@ -478,11 +478,7 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
     let mut fds: Vec<RawFd> = Vec::new();
     loop {
         let now_ms = event::now_ms();
-        let next = d
-            .agent
-            .poll_timeout()
-            .unwrap_or(u64::MAX)
-            .min(d.dp.next_deadline().unwrap_or(u64::MAX));
+        let next = d.agent.poll_timeout().unwrap_or(u64::MAX);
         let wait = next.saturating_sub(now_ms).min(1000) as i32;
         slots.clear();
         slots.extend([
@@ -552,7 +548,6 @@ pub fn run(cfg_path: &str, dir: &Path) -> Result<(), String> {
         }
         let t = now();
         d.with_exec(false, |agent, _, ex| agent.handle_timeout(t, ex));
-        d.dp.expire_idle(t.ms);
         d.save(false);
         d.dp.save_accounts(false, t.ms);
     }

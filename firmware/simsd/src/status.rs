@@ -86,6 +86,12 @@ pub fn json(
         since = 0;
     }
     let _ = write!(s, "],\"traffic_since\":{since}");
+    let k = dp.cost();
+    let _ = write!(
+        s,
+        ",\"kernel\":{{\"actions\":{},\"exchanges\":{},\"us\":{}}}",
+        k.actions, k.exchanges, k.micros
+    );
     let c = agent.counters;
     let drops = dp.rx_drops();
     let _ = write!(

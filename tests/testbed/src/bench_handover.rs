@@ -33,6 +33,31 @@ pub struct MoveSample {
     pub stall_up_ms: Option<f64>,
     /// Where the handover went, from the daemons' logs (see [`Steps`]).
     pub steps: Option<Steps>,
+    /// What the move cost both agents (see [`AgentWork`]).
+    pub work: Option<AgentWork>,
+}
+
+/// Work both agents did for one move, from their status counters: round
+/// trips with the kernel (netlink requests, nftables batches) and the
+/// time spent in them, and public-key verifications.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AgentWork {
+    pub kernel_exchanges: f64,
+    pub kernel_ms: f64,
+    pub verifications: f64,
+}
+
+/// The agents' cumulative [`AgentWork`] now.
+fn agent_work(tb: &Testbed) -> Option<AgentWork> {
+    let mut w = AgentWork::default();
+    for x in [Ma::A, Ma::B] {
+        let st = tb.agent_status(x).ok()?;
+        let k = &st.raw["kernel"];
+        w.kernel_exchanges += k["exchanges"].as_f64()?;
+        w.kernel_ms += k["us"].as_f64()? / 1000.0;
+        w.verifications += st.raw["counters"]["verifications"].as_f64()?;
+    }
+    Some(w)
 }
 
 /// One move as the daemons logged it, in ms after sims-node saw its new
@@ -203,6 +228,7 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
         let from = tb.location();
         let to = if from == Ma::A { Ma::B } else { Ma::A };
         let old = from.node_addr();
+        let work_before = agent_work(tb);
         let probe = tb.spawn_probe(old, 5000);
         let mut probe = probe?;
         let m = tb.move_to(to)?;
@@ -221,6 +247,14 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
         }
         // Let the streams report past the stall (progress every second).
         sleep_checked(Duration::from_millis(2200))?;
+        let work = match (work_before, agent_work(tb)) {
+            (Some(a), Some(b)) => Some(AgentWork {
+                kernel_exchanges: b.kernel_exchanges - a.kernel_exchanges,
+                kernel_ms: b.kernel_ms - a.kernel_ms,
+                verifications: b.verifications - a.verifications,
+            }),
+            _ => None,
+        };
         let now = mono_ns();
         let carried = pairs.iter().find(|p| p.addr == old);
         let stall_down =
@@ -246,15 +280,19 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
                     since_ns: m.link_down_ns,
                 },
             ),
+            work,
         };
         let f = |x: Option<f64>| x.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "move {n:>3} {from}->{to} session {old}: new_addr_to_echo_ms={} link_up_to_echo_ms={} dhcp_ms={:.1} stall_down_ms={} stall_up_ms={}",
+            "move {n:>3} {from}->{to} session {old}: new_addr_to_echo_ms={} link_up_to_echo_ms={} dhcp_ms={:.1} stall_down_ms={} stall_up_ms={} kernel_exchanges={} kernel_ms={} verifications={}",
             f(s.new_addr_to_echo_ms),
             f(s.link_up_to_echo_ms),
             s.dhcp_ms,
             f(s.stall_down_ms),
             f(s.stall_up_ms),
+            f(s.work.map(|w| w.kernel_exchanges)),
+            f(s.work.map(|w| w.kernel_ms)),
+            f(s.work.map(|w| w.verifications)),
         );
         samples.push(s);
     }
@@ -321,6 +359,16 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
     line(
         "node_registered",
         &col(|s| s.steps.as_ref().map(|x| x.registered_ms)),
+    );
+    println!("what a move costs both agents together (status counters):");
+    line(
+        "kernel_exchanges",
+        &col(|s| s.work.map(|w| w.kernel_exchanges)),
+    );
+    line("kernel_ms", &col(|s| s.work.map(|w| w.kernel_ms)));
+    line(
+        "public_key_verifications",
+        &col(|s| s.work.map(|w| w.verifications)),
     );
     println!("moves without echo: {lost}; all sessions verified without reset: {verified}");
     let med = median(&echo).unwrap_or(f64::NAN);

@@ -255,7 +255,8 @@ fn s5_release_after_last_session_closes() {
         "s5: released {:.1} s after close",
         closed.elapsed().as_secs_f64()
     );
-    // No bindings left → no SIMS rules, routes, tunnels or set elements.
+    // No bindings left → no set elements or /32 routes; only the peers'
+    // tunnels, made at start.
     wait_no_sims_state(&tb, "without bindings");
     let st = tb.node_status().unwrap();
     assert!(st.binding(&a().to_string()).is_none(), "{}", st.raw);
@@ -266,9 +267,16 @@ fn s5_release_after_last_session_closes() {
     let p = st.peers.iter().find(|p| p.id == "ma-b").expect("peer ma-b");
     assert!(
         p.tx_bytes >= 100_000 && p.rx_packets > 0,
-        "ma-a's account of ma-b after the tunnel went: {}",
+        "ma-a's account of ma-b after its bindings went: {}",
         st.raw
     );
+    // A stopped simsd leaves nothing of its own: no rule, route, tunnel,
+    // set element or nft table.
+    for x in [Ma::A, Ma::B] {
+        tb.kill_agent(x, libc::SIGTERM).unwrap();
+        let k = tb.agent_kernel_state(x).unwrap();
+        assert!(k.is_clean() && !k.nft_table, "{} after stop: {k:?}", x.id());
+    }
 }
 
 /// Scenario 6a: Agents without a roaming agreement: nothing is redirected, nothing

@@ -259,6 +259,11 @@ impl Netlink {
         self.sock.fd()
     }
 
+    /// Requests made so far (each one round trip with the kernel).
+    pub fn exchanges(&self) -> u64 {
+        self.sock.exchanges
+    }
+
     pub fn links(&mut self) -> io::Result<Vec<LinkInfo>> {
         self.sock.dump(
             || {

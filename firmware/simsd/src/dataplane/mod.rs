@@ -1,7 +1,7 @@
-//! The kernel state simsd owns (docs/ARCHITECTURE.md): one tunnel per peer
-//! with a binding, a /32 per visitor binding in the SIMS table, one
-//! catch-all rule, one fwmark rule per peer, and elements of the `inet
-//! sims` nft sets. Everything carries the route protocol of
+//! The kernel state simsd owns (docs/ARCHITECTURE.md): one tunnel per
+//! peer with its fwmark rule and default route, and one catch-all rule,
+//! all made at start; a /32 per visitor binding in the SIMS table and
+//! elements of the `inet sims` nft sets, made by handovers. Everything carries the route protocol of
 //! `simsd::owned::KernelIds`, so that startup and netifd's rule flushes
 //! can be reconciled without touching anyone else's state.
 //!
@@ -45,6 +45,19 @@ const EEXIST: i32 = libc::EEXIST;
 const ENOENT: i32 = libc::ENOENT;
 const ESRCH: i32 = libc::ESRCH;
 
+/// The kernel work done for the agent's actions (bindings made and
+/// ended), for the handover benchmark: with the tunnels made at start, a
+/// handover is a few set elements, a /32 route and a neighbour entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCost {
+    /// Actions carried out.
+    pub actions: u64,
+    /// Round trips with the kernel (netlink requests, nftables batches).
+    pub exchanges: u64,
+    /// Time spent in them.
+    pub micros: u64,
+}
+
 /// Per-peer traffic through its tunnel (the roaming agreement's bill).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -84,6 +97,7 @@ pub struct Dataplane {
     moved_file: Option<std::path::PathBuf>,
     /// Each peer's traffic since its last reset (accounting.rs).
     accounts: Accounts,
+    cost: KernelCost,
 }
 
 /// `r`, with the errors in `codes` (an object already there, or already
@@ -148,20 +162,43 @@ impl Dataplane {
             lan_moved: false,
             moved_file: None,
             accounts: Accounts::none(),
+            cost: KernelCost::default(),
         };
         dp.limiter = nft::load(cfg, &dp.slot_ids())?;
         dp.remove_stale()?;
+        // Everything per peer is made now, not on a handover's path.
+        for s in 0..dp.slots.len() {
+            dp.tunnel_up(s)?;
+        }
+        dp.update_catch_all()?;
         Ok(dp)
     }
 
-    /// Execute one action of the agent.
+    /// Execute one action of the agent, counting what it cost.
     pub fn apply(&mut self, a: &Action) -> io::Result<()> {
+        let (t, before) = (std::time::Instant::now(), self.exchanges());
+        let r = self.apply_uncounted(a);
+        self.cost.actions += 1;
+        self.cost.exchanges += self.exchanges() - before;
+        self.cost.micros += t.elapsed().as_micros() as u64;
+        r
+    }
+
+    /// Round trips with the kernel so far (netlink and nftables).
+    fn exchanges(&self) -> u64 {
+        self.nl.exchanges() + self.nf.exchanges()
+    }
+
+    /// What carrying out the agent's actions has cost so far.
+    pub fn cost(&self) -> KernelCost {
+        self.cost
+    }
+
+    fn apply_uncounted(&mut self, a: &Action) -> io::Result<()> {
         match *a {
+            // Made at start and kept (tunnels.rs); put back if it is gone.
             Action::TunnelUp { peer } => self.tunnel_up(self.slot(peer)?),
-            Action::TunnelDown { peer } => {
-                self.tunnel_idle(self.slot(peer)?);
-                Ok(())
-            }
+            Action::TunnelDown { .. } => Ok(()),
             // The home side is one set element: traffic to `addr` (after
             // the NAT's reverse mapping) gets the peer's mark and so the
             // peer's table, whose default route is the tunnel. No /32
@@ -195,7 +232,7 @@ impl Dataplane {
                     self.put_neighbour(u32::from(addr), mac);
                 }
                 self.visitor.insert((u32::from(addr), peer));
-                self.update_catch_all()
+                Ok(())
             }
             Action::VisitorDel { addr, peer } => {
                 let peer = self.slot(peer)?;
@@ -207,7 +244,7 @@ impl Dataplane {
                     &[ENOENT, ESRCH],
                 )?;
                 ignore(self.nf.del(NFT_TABLE, &nft::set_out(peer), addr), &[ENOENT])?;
-                self.update_catch_all()
+                Ok(())
             }
             Action::PeerEndpoint { peer, addr } => self.peer_moved(self.slot(peer)?, addr),
             Action::Send { .. } | Action::BroadcastLan { .. } => Ok(()),

@@ -61,15 +61,11 @@ impl Dataplane {
             let mtu = self.cfg.tunnel_mtu;
             let changed = self.nl.ipip_change(index, local, addr, 64);
             if let Err(e) = changed.and_then(|()| self.nl.link_set_mtu(index, mtu)) {
-                // Then a new device to the new end, as at the first binding.
+                // Then a new device to the new end, as at start.
                 let name = self.slot_tunnel_name(s);
                 warn!("re-pointing {name} in place: {e}; recreating it");
-                let idle = self.tunnel(s).and_then(|t| t.idle_since);
                 self.tunnel_down(s)?;
                 self.tunnel_up(s)?;
-                if idle.is_some() {
-                    self.tunnel_idle(s);
-                }
             }
         }
         info!(

@@ -54,7 +54,12 @@ impl Dataplane {
     pub fn resync(&mut self) -> io::Result<()> {
         let rules = self.nl.rules()?;
         for s in 0..self.slots.len() {
+            if self.peer_slot(s).is_none() {
+                continue;
+            }
             let Some(index) = self.tunnel(s).map(|t| t.index) else {
+                // Never made (it failed before): try again.
+                self.tunnel_up(s)?;
                 continue;
             };
             let name = self.slot_tunnel_name(s);
@@ -128,7 +133,7 @@ impl Dataplane {
         let need = match ev {
             // netifd deletes every rule when it (re)starts.
             Event::RuleDel(r) => {
-                (*r == self.catch_all_rule() && !self.visitor.is_empty())
+                (*r == self.catch_all_rule() && self.slots.iter().any(Option::is_some))
                     || (0..peers).any(|p| *r == self.peer_rule(p) && tunnel_up(p))
             }
             Event::RouteDel(r) => {

@@ -1,6 +1,6 @@
 //! Policy routing: the rules and routes simsd installs, built from the
-//! numbers in `simsd::owned::KernelIds`. One catch-all rule (while visitor
-//! bindings exist) finds the SIMS table of /32s; one `fwmark` rule per
+//! numbers in `simsd::owned::KernelIds`. One catch-all rule (while there
+//! are peers) finds the SIMS table of /32s; one `fwmark` rule per
 //! peer (numbered by its slot, slots.rs) routes marked packets into the
 //! peer's table, whose one default route is the peer's tunnel. Never a rule per binding: each rule costs
 //! every forwarded packet (docs/ARCHITECTURE.md).
@@ -66,10 +66,11 @@ impl Dataplane {
         }
     }
 
-    /// The catch-all lookup rule exists exactly while a visitor binding
-    /// (a /32 in our table) does.
+    /// The catch-all lookup rule exists while we have peers (there can be
+    /// visitor bindings, /32s in our table): made with the tunnels, not by
+    /// a handover. With no visitor its lookup finds an empty table.
     pub(super) fn update_catch_all(&mut self) -> io::Result<()> {
-        let want = !self.visitor.is_empty();
+        let want = self.slots.iter().any(Option::is_some);
         let rule = self.catch_all_rule();
         let have = self.nl.rules()?.contains(&rule);
         if want && !have {

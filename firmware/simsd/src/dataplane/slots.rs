@@ -94,7 +94,7 @@ impl Dataplane {
     /// Takes `cfg`'s peers in place (after the agent's `reconfigure` has
     /// removed the bindings of the peers that go): kept peers keep their
     /// slots and everything in them; removed peers' tunnels, rules and
-    /// routes go now; new peers get free slots; the nft table's rules are
+    /// routes go now; new peers get free slots and their tunnels; the nft table's rules are
     /// replaced in one transaction, its sets of kept peers untouched.
     pub fn reconfigure(&mut self, cfg: &Config) -> io::Result<()> {
         let keep: Vec<bool> = self
@@ -135,11 +135,16 @@ impl Dataplane {
         self.cfg = cfg.clone();
         self.slot_of = slot_of;
         nft::reload(cfg, &self.slot_ids(), self.limiter)?;
+        // New peers' tunnels now, as at start.
+        for s in 0..self.slots.len() {
+            if self.peer_slot(s).is_some() {
+                self.tunnel_up(s)?;
+            }
+        }
         self.update_catch_all()
     }
 
-    /// Everything of slot `s` goes: its tunnel (at once, not after the
-    /// linger), and anything of it the agent did not remove. Its nft sets
+    /// Everything of slot `s` goes: its tunnel, and anything of it the agent did not remove. Its nft sets
     /// stay declared, empty, until the table is next loaded whole.
     fn free_slot(&mut self, s: usize) -> io::Result<()> {
         let Some(id) = self.peer_slot(s).map(|x| x.id.clone()) else {

@@ -1,14 +1,17 @@
-//! Tunnel devices, one per peer with bindings, for either backend: a
-//! kernel ipip device, or a TUN device whose packets the userspace
-//! forwarder (forward.rs) carries over a raw ipip socket. Each is
+//! Tunnel devices, one per peer, for either backend: a kernel ipip
+//! device, or a TUN device whose packets the userspace forwarder
+//! (forward.rs) carries over a raw ipip socket. Each is made and
 //! configured (MTU, loose rp_filter, an address, the peer's default route
-//! and rule) when its first binding comes, and lingers a moment after the
-//! last one goes.
+//! and rule) when simsd starts or the peer is added, and stays while the
+//! peer is configured: a handover creates no device, address, sysctl,
+//! route or rule (creating them cost ~2 ms a side; removing a device
+//! waits for RCU grace periods). An idle tunnel carries nothing: only
+//! the bindings' set elements and /32 routes steer packets into it.
 
 use std::io;
 use std::net::Ipv4Addr;
 
-use log::{info, warn};
+use log::info;
 use sims_linux::netlink::Netlink;
 use sims_linux::sysctl;
 use sims_linux::tun::Tun;
@@ -37,10 +40,6 @@ impl Kind {
 pub(super) struct Tunnel {
     pub(super) index: u32,
     pub(super) tun: Option<Tun>,
-    /// Unused since (monotonic ms): removed after `TUNNEL_LINGER_MS`, so a
-    /// node moving back and forth does not pay for device churn (removing
-    /// a device waits for RCU grace periods: ~20 ms).
-    pub(super) idle_since: Option<u64>,
     /// The counters when the peer's account was last reset while this
     /// tunnel was up (a kernel device's counters cannot be reset).
     pub(super) counted_from: super::Traffic,
@@ -48,8 +47,6 @@ pub(super) struct Tunnel {
     /// device vanishes before it is folded in).
     pub(super) last_read: std::cell::Cell<super::Traffic>,
 }
-
-const TUNNEL_LINGER_MS: u64 = 1000;
 
 impl Dataplane {
     pub fn tunnel_name(&self, p: PeerIdx) -> String {
@@ -80,8 +77,7 @@ impl Dataplane {
         let Some(slot) = self.peer_slot_mut(s) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer"));
         };
-        if let Some(t) = slot.tunnel.as_mut() {
-            t.idle_since = None;
+        if slot.tunnel.is_some() {
             return Ok(());
         }
         let remote = slot.remote;
@@ -110,7 +106,6 @@ impl Dataplane {
             slot.tunnel = Some(Tunnel {
                 index,
                 tun,
-                idle_since: None,
                 counted_from: Default::default(),
                 last_read: Default::default(),
             });
@@ -128,36 +123,6 @@ impl Dataplane {
         self.nl.route_replace(&self.default_route(s, index))?;
         ignore(self.nl.rule_add(&self.peer_rule(s)), &[EEXIST])?;
         Ok(())
-    }
-
-    /// The last binding with a peer is gone: the tunnel lingers a moment.
-    pub(super) fn tunnel_idle(&mut self, s: usize) {
-        if let Some(t) = self.peer_slot_mut(s).and_then(|x| x.tunnel.as_mut()) {
-            t.idle_since.get_or_insert(sims_linux::event::now_ms());
-        }
-    }
-
-    /// Remove tunnels idle for longer than the linger time.
-    pub fn expire_idle(&mut self, now_ms: u64) {
-        for s in 0..self.slots.len() {
-            let expired = self
-                .tunnel(s)
-                .and_then(|t| t.idle_since)
-                .is_some_and(|t| now_ms >= t + TUNNEL_LINGER_MS);
-            if expired {
-                if let Err(e) = self.tunnel_down(s) {
-                    warn!("removing tunnel: {e}");
-                }
-            }
-        }
-    }
-
-    /// When `expire_idle` next has work.
-    pub fn next_deadline(&self) -> Option<u64> {
-        (0..self.slots.len())
-            .filter_map(|s| self.tunnel(s)?.idle_since)
-            .map(|t| t + TUNNEL_LINGER_MS)
-            .min()
     }
 
     pub(super) fn tunnel_down(&mut self, s: usize) -> io::Result<()> {

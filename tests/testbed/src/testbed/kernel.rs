@@ -33,6 +33,17 @@ impl KernelState {
             && self.tunnels.is_empty()
             && self.set_elements.is_empty()
     }
+    /// What bindings put in: set elements and /32 routes (the tunnels,
+    /// their rules and default routes are made per peer at start and stay
+    /// while simsd runs).
+    pub fn binding_state(&self) -> Vec<String> {
+        let host_routes = self.routes.iter().filter(|r| !r.starts_with("default"));
+        self.set_elements
+            .iter()
+            .chain(host_routes)
+            .cloned()
+            .collect()
+    }
     pub fn routes_for(&self, addr: &str) -> Vec<String> {
         self.routes
             .iter()

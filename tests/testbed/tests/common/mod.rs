@@ -106,8 +106,9 @@ pub fn wait_no_state_for(tb: &Testbed, addr: Ipv4Addr, timeout: Duration) {
     .unwrap();
 }
 
-/// No agent holds any binding, and no SIMS rule, route (table 1144 or
-/// proto 153), tunnel device or nft set element is left anywhere.
+/// No agent holds any binding, and no binding's kernel state (nft set
+/// element, /32 route) is left anywhere; each agent has exactly its
+/// peers' tunnels (made at start, kept while simsd runs).
 pub fn no_sims_state(tb: &Testbed) -> Result<(), String> {
     for x in tb.opts.agents.clone() {
         let st = tb.agent_status(x)?;
@@ -115,15 +116,26 @@ pub fn no_sims_state(tb: &Testbed) -> Result<(), String> {
             return Err(format!("{} still has bindings: {:?}", x.id(), st.bindings));
         }
         let k = tb.agent_kernel_state(x)?;
-        if !k.is_clean() {
-            return Err(format!("{}: {k:?}", x.id()));
+        let left = k.binding_state();
+        if !left.is_empty() {
+            return Err(format!("{}: binding state left {left:?}: {k:?}", x.id()));
+        }
+        let mut tunnels: Vec<String> = st.peers.iter().map(|p| p.tunnel.clone()).collect();
+        let mut have = k.tunnels.clone();
+        tunnels.sort();
+        have.sort();
+        if tunnels != have {
+            return Err(format!(
+                "{}: tunnels {have:?}, its peers' are {tunnels:?}",
+                x.id()
+            ));
         }
     }
     Ok(())
 }
 
-/// [`no_sims_state`] within 5 s (tunnels linger 1 s after their last
-/// binding; a peer's side goes when its TunnelRelease arrives).
+/// [`no_sims_state`] within 5 s (a peer's side goes when its
+/// TunnelRelease arrives).
 pub fn wait_no_sims_state(tb: &Testbed, what: &str) {
     wait_for(
         &format!("no SIMS state {what}"),
