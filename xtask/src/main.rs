@@ -42,6 +42,10 @@
 //! * `bench dataplane [--pairs N]` — in the VM: relayed vs direct TCP
 //!   throughput, and new sessions' forwarding with 0 vs 10,000 bindings;
 //!   last line `dataplane relayed_vs_direct=<r> new_10k_vs_0=<r>`.
+//! * `bench handover-cpu` — the protocol's CPU per handover (the real
+//!   cores, no I/O) on x86_64 natively and on mipsel in the Malta guest,
+//!   public-key operations per handover and their share of the time
+//!   (targets/handover_cpu.rs).
 //!
 //! | file | what |
 //! | --- | --- |
@@ -77,13 +81,15 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask targets [--install]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench flood
+       cargo xtask bench handover-cpu
        cargo xtask fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]";
 
 const BENCH_USAGE: &str = "usage: cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench vm-delay [--moves N] [--delays 0,10,40] [--debug]
        cargo xtask bench dataplane [--pairs N] [--debug]
-       cargo xtask bench flood";
+       cargo xtask bench flood
+       cargo xtask bench handover-cpu";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         ("bench", Some("vm-delay")) => cmd::bench::vm_delay(&rest[1..]),
         ("bench", Some("dataplane")) => cmd::bench::dataplane(&rest[1..]),
         ("bench", Some("flood")) => cmd::bench::flood(&rest[1..]),
+        ("bench", Some("handover-cpu")) => cmd::bench::handover_cpu(&rest[1..]),
         ("bench", _) => Err(BENCH_USAGE.into()),
         // Run by tests/vm/bench.sh inside the VM (no cargo there).
         ("guest", _) => cmd::bench::guest(rest),

@@ -70,6 +70,18 @@ pub fn flood(args: &[String]) -> Result<(), String> {
     crate::cargo::run("bench flood", c)
 }
 
+/// `cargo xtask bench handover-cpu`: the protocol's CPU per handover on
+/// x86_64 natively and on mipsel in the Malta guest, with its crypto share
+/// (the sims-proto example `handover`, release builds).
+pub fn handover_cpu(args: &[String]) -> Result<(), String> {
+    opts::parse(args, &[], &[])?;
+    let boards = targets::chosen(&[
+        "x86_64-unknown-linux-musl".into(),
+        "mipsel-unknown-linux-musl".into(),
+    ])?;
+    targets::handover_cpu::run(&mut targets::targets(), &boards[0], &boards[1])
+}
+
 /// A `key=value` number in a whitespace-separated line.
 fn field(line: &str, key: &str) -> Option<f64> {
     line.split_whitespace()

@@ -8,6 +8,7 @@
 
 pub mod boards;
 pub mod footprint;
+pub mod handover_cpu;
 pub mod toolchain;
 
 pub use boards::Board;

@@ -69,6 +69,9 @@ pub struct Counters {
     /// because their source, peer or the agent ran out of budget.
     pub verifications: u64,
     pub rate_limited: u64,
+    /// Of the verifications, the X25519 agreements of node sessions
+    /// (§5.4; the rest are signature checks).
+    pub key_agreements: u64,
     /// Redirects ended because another host took the address on our LAN.
     pub redirects_ended: u64,
     /// Bindings undone because their kernel changes failed.
@@ -462,6 +465,7 @@ impl Agent {
             return None;
         }
         let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node)?;
+        self.counters.key_agreements += 1;
         if self.sessions.len() >= self.cfg.max_credentials.max(1) {
             let oldest = self
                 .sessions

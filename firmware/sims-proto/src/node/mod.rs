@@ -129,13 +129,17 @@ pub struct AgentSeen {
     pub expires_ms: u64,
 }
 
-/// What the node drops without acting on it.
+/// What the node drops without acting on it, and its public-key work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeCounters {
     pub rx_malformed: u64,
     /// Not for the current address (e.g. through a held old one), not
     /// from the agent asked, or not answering anything we asked.
     pub rx_ignored: u64,
+    /// Public-key operations made: proofs signed, X25519 agreements of
+    /// sessions with agents.
+    pub signatures: u64,
+    pub key_agreements: u64,
 }
 
 /// Solicitations whose answers are still accepted (the last few sent).
@@ -337,6 +341,7 @@ impl Node {
                     self.cookie = None;
                     self.registered = None;
                     self.reg = None;
+                    self.counters.key_agreements += 1;
                     self.session = msg::node_session(&self.sk, &self.pk, &a.dh).map(|k| {
                         let id = crate::prf::hmac(&k, &[b"session id"]);
                         (k, [id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]])
@@ -408,6 +413,7 @@ impl Node {
                 cur.octets(),
                 self.seq,
             );
+            self.counters.signatures += 1;
             if let Some(proof) = msg::sign_proof(&self.sk, &input) {
                 let _ = list.push(OldBinding {
                     cred: b.cred.clone(),
@@ -637,6 +643,7 @@ impl Node {
             cur.octets(),
             self.seq,
         );
+        self.counters.signatures += 1;
         let Some(proof) = msg::sign_proof(&self.sk, &input) else {
             self.bindings.remove(i);
             return;
