@@ -36,6 +36,10 @@ impl Tun {
                 c"/dev/net/tun".as_ptr(),
                 libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
             )
+        })
+        .map_err(|e| {
+            // Say what is missing: on OpenWrt, the kmod-tun package.
+            io::Error::new(e.kind(), format!("/dev/net/tun (kmod-tun): {e}"))
         })?;
         // SAFETY: fresh descriptor owned from here.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };

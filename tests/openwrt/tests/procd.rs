@@ -59,8 +59,8 @@ fn init_script_under_procd() {
         ow.router("test -L /etc/rc.d/S95sims").is_ok(),
         "enable links S95sims"
     );
-    ow.router("/etc/init.d/sims start").unwrap();
-    let pid = wait("simsd to run", || ow.simsd_pid());
+    // As a router with kmod-tun: /dev/net/tun, then the init script.
+    let pid = ow.start_simsd();
     let s = ow.service();
     let inst = &s["sims"]["instances"]["simsd"];
     assert_eq!(
@@ -91,7 +91,10 @@ fn init_script_under_procd() {
         inst["data"]["firewall"],
         sims_openwrt::fw4::service_rules(&[("ma-b", "100.64.2.2")], 4434)
     );
-    assert_eq!(ow.simsd_status()["id"], "ma-a");
+    let st = ow.simsd_status();
+    assert_eq!(st["id"], "ma-a");
+    // The peer's tunnel is made at start, before any handover needs it.
+    assert_eq!(st["peers"][0]["tunnel_up"], true, "{st}");
 
     // The real fw4 compiles the service data into openings for ma-b only,
     // and the uci-defaults' zone into forwarding for the tunnels.

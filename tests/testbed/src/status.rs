@@ -34,6 +34,8 @@ pub struct PeerStats {
     pub id: String,
     pub endpoint: String,
     pub tunnel: String,
+    /// Whether the peer's tunnel device is made (it is from start).
+    pub tunnel_up: bool,
     pub bindings: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -81,6 +83,7 @@ impl AgentStatus {
                         id: s(p, "id"),
                         endpoint: s(p, "endpoint"),
                         tunnel: s(p, "tunnel"),
+                        tunnel_up: p.get("tunnel_up").and_then(Value::as_bool).unwrap_or(false),
                         bindings: n(p, "bindings"),
                         tx_packets: n(p, "tx_packets"),
                         tx_bytes: n(p, "tx_bytes"),

@@ -692,13 +692,45 @@ fn s8_garbage_is_counted_and_survived() {
 /// must not touch simsd's rules (their priorities are below it); netifd
 /// deletes every rule but the kernel's defaults when it (re)starts, and
 /// simsd must put its own back within 1 s. The session's bytes arrive
-/// intact across both.
+/// intact across both. First, someone else's device with the name of
+/// ma-b's tunnel to ma-a: ma-b starts all the same, leaves the device
+/// alone, and makes its tunnel once the device is gone.
 #[test]
 fn s9_rule_flush_is_repaired_and_session_survives() {
     let Some(mut tb) = setup(Options::default().label("s9").agents(&[Ma::A, Ma::B])) else {
         return;
     };
+    let in_the_way = tunnel_name(&Ma::A.id());
+    tb.agent(Ma::B)
+        .ip(&["link", "add", &in_the_way, "type", "bridge"])
+        .unwrap();
     tb.start_all_at(Ma::A).unwrap();
+    let st = tb.agent_status(Ma::B).unwrap();
+    assert!(
+        st.peers.iter().any(|p| p.id == Ma::A.id() && !p.tunnel_up),
+        "{st:?}"
+    );
+    let kind = tb
+        .agent(Ma::B)
+        .ip(&["-d", "link", "show", &in_the_way])
+        .unwrap();
+    assert!(kind.contains("bridge"), "the device was replaced: {kind}");
+    assert!(tb.agent_log(Ma::B).contains("is in the way (not ours)"));
+    tb.agent(Ma::B).ip(&["link", "del", &in_the_way]).unwrap();
+    wait_for(
+        "ma-b to make its tunnel to ma-a",
+        T,
+        Duration::from_millis(20),
+        || {
+            let st = tb.agent_status(Ma::B).map_err(|e| e.to_string())?;
+            Ok(st
+                .peers
+                .iter()
+                .any(|p| p.id == Ma::A.id() && p.tunnel_up)
+                .then_some(()))
+        },
+    )
+    .unwrap();
     let mut down = stream(&tb, Dir::Down, "s9-down", a());
     tb.move_to(Ma::B).unwrap();
     tb.wait_node_binding(a(), "relayed", T).unwrap();

@@ -167,9 +167,7 @@ impl Dataplane {
         dp.limiter = nft::load(cfg, &dp.slot_ids())?;
         dp.remove_stale()?;
         // Everything per peer is made now, not on a handover's path.
-        for s in 0..dp.slots.len() {
-            dp.tunnel_up(s)?;
-        }
+        dp.tunnels_up();
         dp.update_catch_all()?;
         Ok(dp)
     }

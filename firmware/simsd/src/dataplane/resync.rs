@@ -58,8 +58,11 @@ impl Dataplane {
                 continue;
             }
             let Some(index) = self.tunnel(s).map(|t| t.index) else {
-                // Never made (it failed before): try again.
-                self.tunnel_up(s)?;
+                // Never made (it failed before): try again; the other
+                // peers' state is checked all the same.
+                if let Err(e) = self.tunnel_up(s) {
+                    warn!("{e}; trying again at the next check");
+                }
                 continue;
             };
             let name = self.slot_tunnel_name(s);
@@ -143,10 +146,14 @@ impl Dataplane {
                         && self.visitor.iter().any(|(a, _)| *a == u32::from(r.dst)))
                         || (0..peers).any(|p| r.table == self.ids().peer_table(p) && tunnel_up(p)))
             }
-            // A tunnel we hold went away (routes through it went with it).
-            Event::LinkDel(l) => {
-                (0..peers).any(|s| self.tunnel(s).is_some_and(|t| t.index == l.index))
-            }
+            // A tunnel we hold went away (routes through it went with it),
+            // or a device that was in the way of one we could not make.
+            Event::LinkDel(l) => (0..peers).any(|s| {
+                self.tunnel(s).is_some_and(|t| t.index == l.index)
+                    || (self.peer_slot(s).is_some()
+                        && self.tunnel(s).is_none()
+                        && l.name == self.slot_tunnel_name(s))
+            }),
             _ => false,
         };
         if need {

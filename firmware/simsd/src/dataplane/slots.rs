@@ -136,11 +136,7 @@ impl Dataplane {
         self.slot_of = slot_of;
         nft::reload(cfg, &self.slot_ids(), self.limiter)?;
         // New peers' tunnels now, as at start.
-        for s in 0..self.slots.len() {
-            if self.peer_slot(s).is_some() {
-                self.tunnel_up(s)?;
-            }
-        }
+        self.tunnels_up();
         self.update_catch_all()
     }
 

@@ -11,7 +11,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use log::info;
+use log::{error, info};
 use sims_linux::netlink::Netlink;
 use sims_linux::sysctl;
 use sims_linux::tun::Tun;
@@ -73,7 +73,36 @@ impl Dataplane {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tunnel not up"))
     }
 
+    /// Each configured peer's tunnel, as at start: one that cannot be made
+    /// now is logged and left to the resync (and to its first handover),
+    /// and the others are made all the same.
+    pub(super) fn tunnels_up(&mut self) {
+        for s in 0..self.slots.len() {
+            if self.peer_slot(s).is_none() {
+                continue;
+            }
+            if let Err(e) = self.tunnel_up(s) {
+                let id = self.peer_slot(s).map(|x| x.id.clone()).unwrap_or_default();
+                error!(
+                    "peer {id}: its tunnel cannot be made now ({e}); trying again at its \
+                     first handover, or when a device in its way goes"
+                );
+            }
+        }
+    }
+
+    /// Makes slot `s`'s tunnel (if it is not there) with everything on it;
+    /// an error names the device and its peer's end.
     pub(super) fn tunnel_up(&mut self, s: usize) -> io::Result<()> {
+        let (name, remote) = match self.peer_slot(s) {
+            Some(slot) => (self.slot_tunnel_name(s), slot.remote),
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer")),
+        };
+        self.make_tunnel(s)
+            .map_err(|e| io::Error::new(e.kind(), format!("tunnel {name} to {remote}: {e}")))
+    }
+
+    fn make_tunnel(&mut self, s: usize) -> io::Result<()> {
         let Some(slot) = self.peer_slot_mut(s) else {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer"));
         };
@@ -82,9 +111,23 @@ impl Dataplane {
         }
         let remote = slot.remote;
         let name = self.slot_tunnel_name(s);
+        let existing = self.nl.link_by_name(&name)?;
+        if let Some(l) = &existing {
+            // Anyone else's device of that name stays, and so no tunnel.
+            if !owned::is_our_tunnel(&l.name, l.kind.as_deref()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "a {} device of that name is in the way (not ours)",
+                        l.kind.as_deref().unwrap_or("plain")
+                    ),
+                ));
+            }
+        }
         let (index, tun) = match self.kind {
             Kind::Kernel => {
-                if let Some(l) = self.nl.link_by_name(&name)? {
+                // Ours from an earlier run: replaced.
+                if let Some(l) = existing {
                     self.nl.link_delete(l.index)?;
                 }
                 let i = self
