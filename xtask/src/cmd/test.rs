@@ -1,7 +1,7 @@
 //! `cargo xtask test`: lint, unit tests, the testbed self-test and the
 //! scenarios on the host, every router target's tests, then the VM suite
 //! (x86_64 with kernel ipip, then the router targets' guests), then each
-//! fuzz target for 20 s;
+//! fuzz target for 10 s;
 //! `test --target ...` (one target's tests) and `test vm ...`.
 
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ impl StageClock {
 }
 
 /// Seconds per fuzz target in `cargo xtask test`.
-const FUZZ_SECS: u64 = 20;
+const FUZZ_SECS: u64 = 10;
 
 /// The router targets' tests: unit and protocol tests under QEMU user
 /// mode (natively for x86_64), the release build, and its binaries'
