@@ -29,42 +29,11 @@ pub const MAX_OLD_BINDINGS: usize = 8;
 /// An encoded datagram, ready to send.
 pub type Datagram = heapless::Vec<u8, MAX_DATAGRAM>;
 
-/// An Ed25519 signature (64 bytes; serde has no derive for arrays > 32).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Sig(pub [u8; 64]);
-
-impl Serialize for Sig {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple;
-        let mut t = s.serialize_tuple(64)?;
-        for b in self.0.iter() {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Sig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Sig;
-            fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-                f.write_str("64 bytes")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Sig, A::Error> {
-                let mut out = [0u8; 64];
-                for (i, b) in out.iter_mut().enumerate() {
-                    *b = a
-                        .next_element()?
-                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
-                }
-                Ok(Sig(out))
-            }
-        }
-        d.deserialize_tuple(64, V)
-    }
-}
+/// A node's proof that it holds a credential: HMAC-SHA256 under the
+/// credential's key (which only the node and the issuer know) over a
+/// [`ProofInput`]; see [`prove`].
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Proof(pub [u8; 32]);
 
 /// Result codes carried in replies.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -73,7 +42,7 @@ pub enum Status {
     Ok = 0,
     /// The issuing agent is not a roaming peer of this agent.
     NotPeer = 1,
-    /// The proof does not verify against the credential's node key.
+    /// The proof does not verify under the credential's key.
     BadProof = 2,
     /// The proof's sequence number was already used.
     Replay = 3,
@@ -96,8 +65,10 @@ pub enum Status {
 }
 
 /// A credential: agent `issuer` gave address `addr` to the node whose key
-/// it recorded under `serial`. The issuer alone can check it; it is a name
-/// for the issuer's record, not a secret.
+/// it recorded under `serial`. It is a name for the issuer's record, not
+/// a secret; the secret is the credential's key, which the issuer draws at
+/// random and sends the node boxed under their session (§5.2), and which
+/// proves the node's moves.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct Credential {
     pub addr: [u8; 4],
@@ -112,7 +83,7 @@ impl Credential {
     }
 }
 
-/// What a proof signs: which credential, for which use, towards which
+/// What a proof covers: which credential, for which use, towards which
 /// agent and current address, with a sequence number that never repeats.
 /// Binding the target agent and address means a captured proof cannot be
 /// replayed to redirect the address elsewhere; the sequence number means it
@@ -130,13 +101,12 @@ pub struct ProofInput<'a> {
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ProofDomain {
     Redirect,
-    Release,
 }
 
-pub const PROOF_CONTEXT: [u8; 8] = *b"SIMSprf1";
+pub const PROOF_CONTEXT: [u8; 8] = *b"SIMSprf3";
 
 impl<'a> ProofInput<'a> {
-    /// What a node signs (and an agent checks) for `cred`, towards `agent`,
+    /// What a node proves (and its issuer checks) for `cred`, towards `agent`,
     /// from the node's current address, with sequence number `seq`.
     pub fn new(
         domain: ProofDomain,
@@ -193,7 +163,7 @@ pub struct Solicitation {
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct OldBinding {
     pub cred: Credential,
-    pub proof: Sig,
+    pub proof: Proof,
 }
 
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
@@ -206,6 +176,9 @@ pub struct Registration {
     /// From the agent's last answer to this node at `addr`.
     pub cookie: Cookie,
     pub bindings: heapless::Vec<OldBinding, MAX_OLD_BINDINGS>,
+    /// [`seal_reply`]'s tag under the node's session with the agent: the
+    /// registration is the key's holder's (§5.4).
+    pub tag: ReplyMac,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -223,6 +196,9 @@ pub struct RegistrationReply {
     pub results: heapless::Vec<BindingResult, MAX_OLD_BINDINGS>,
     /// A fresh cookie for the next registration or release.
     pub cookie: Option<Cookie>,
+    /// With `cred`: the credential's key, boxed under the session
+    /// ([`box_cred_key`]); zeros without.
+    pub cred_key: [u8; 32],
     /// [`seal_reply`]'s tag under the node's session with the agent (zero
     /// in the refusals sent before the source was checked).
     pub mac: ReplyMac,
@@ -236,7 +212,8 @@ pub struct Release {
     pub node_addr: [u8; 4],
     pub seq: u64,
     pub cookie: Cookie,
-    pub proof: Sig,
+    /// Sealed like a registration: the release is the node's.
+    pub tag: ReplyMac,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -254,7 +231,7 @@ pub struct TunnelRequest {
     pub cred: Credential,
     pub node_addr: [u8; 4],
     pub seq: u64,
-    pub proof: Sig,
+    pub proof: Proof,
     pub lifetime_s: u16,
 }
 
@@ -523,7 +500,8 @@ fn reply_mac(key: &[u8; 32], covered: &[u8]) -> ReplyMac {
     m
 }
 
-/// Writes the reply tag (the datagram's last 16 bytes, encoded as zeros).
+/// Writes the tag of a sealed datagram (a node's registration or release,
+/// an agent's reply to it): its last 16 bytes, encoded as zeros.
 pub fn seal_reply(d: &mut Datagram, key: &[u8; 32]) {
     let Some(split) = d.len().checked_sub(16) else {
         return;
@@ -541,29 +519,50 @@ pub fn reply_authentic(d: &[u8], key: &[u8; 32]) -> bool {
     crate::prf::ct_eq(&reply_mac(key, &d[..split]), &d[split..])
 }
 
-/// Encode a proof input canonically (postcard) for signing.
+/// Encode a proof input canonically (postcard).
 pub fn proof_bytes(input: &ProofInput) -> Option<heapless::Vec<u8, 128>> {
     let mut buf = [0u8; 128];
     let used = postcard::to_slice(input, &mut buf).ok()?.len();
     heapless::Vec::from_slice(&buf[..used]).ok()
 }
 
-/// Sign a proof with the node's secret key.
-pub fn sign_proof(sk: &ed25519_compact::SecretKey, input: &ProofInput) -> Option<Sig> {
+/// A node's proof for `input` under its credential's key.
+pub fn prove(cred_key: &[u8; 32], input: &ProofInput) -> Option<Proof> {
     let bytes = proof_bytes(input)?;
-    // Deterministic signatures: no randomness needed inside the core.
-    Some(Sig(*sk.sign(&bytes[..], None)))
+    Some(Proof(crate::prf::hmac(
+        cred_key,
+        &[b"SIMS proof", &bytes[..]],
+    )))
+}
+
+/// The credential key as a reply carries it: XOR with a pad from the
+/// session (so only the node it is for can read it) bound to the
+/// credential. The same call unboxes it.
+pub fn box_cred_key(session: &[u8; 32], cred: &Credential, key: &[u8; 32]) -> [u8; 32] {
+    let pad = crate::prf::hmac(
+        session,
+        &[
+            b"SIMS credential key",
+            &cred.addr,
+            &cred.serial.to_le_bytes(),
+        ],
+    );
+    let mut out = [0u8; 32];
+    for (o, (k, p)) in out.iter_mut().zip(key.iter().zip(pad.iter())) {
+        *o = k ^ p;
+    }
+    out
 }
 
 /// A node's proof as a message carries it: the node's key, what the node
-/// says it signed, and the signature. Every signature check in the agent
-/// goes through [`NodeProof::verify`]; the issuer's further checks (its
-/// record of the credential, sequence numbers) are `Agent::check_issued`.
+/// says it proved, and the proof. Every proof check in the agent goes
+/// through [`NodeProof::verify`]; the issuer's further checks (its record
+/// of the credential, sequence numbers) are `Agent::check_issued`.
 #[derive(Clone, Debug)]
 pub struct NodeProof<'a> {
     pub node: &'a NodeKey,
     pub input: ProofInput<'a>,
-    pub sig: &'a Sig,
+    pub proof: &'a Proof,
 }
 
 impl<'a> NodeProof<'a> {
@@ -572,43 +571,25 @@ impl<'a> NodeProof<'a> {
         NodeProof {
             node: &r.node,
             input: ProofInput::new(ProofDomain::Redirect, &ob.cred, agent, r.addr, r.seq),
-            sig: &ob.proof,
-        }
-    }
-
-    /// The proof in a release, towards agent `agent`.
-    pub fn of_release(r: &'a Release, agent: &'a str) -> Self {
-        NodeProof {
-            node: &r.node,
-            input: ProofInput::new(ProofDomain::Release, &r.cred, agent, r.node_addr, r.seq),
-            sig: &r.proof,
+            proof: &ob.proof,
         }
     }
 
     /// The node's proof a peer forwards in a tunnel request; the peer
-    /// (`peer_id`) is the agent the node signed it for.
+    /// (`peer_id`) is the agent the node proved it for.
     pub fn of_tunnel_request(m: &'a TunnelRequest, peer_id: &'a str) -> Self {
         NodeProof {
             node: &m.node,
             input: ProofInput::new(ProofDomain::Redirect, &m.cred, peer_id, m.node_addr, m.seq),
-            sig: &m.proof,
+            proof: &m.proof,
         }
     }
 
-    /// Whether the signature is the node's over the input.
-    pub fn verify(&self) -> bool {
-        verify_proof(self.node, &self.input, self.sig)
+    /// Whether the proof is the input's under the credential's key
+    /// (constant time).
+    pub fn verify(&self, cred_key: &[u8; 32]) -> bool {
+        prove(cred_key, &self.input).is_some_and(|p| crate::prf::ct_eq(&p.0, &self.proof.0))
     }
-}
-
-/// Verify a proof against the node key recorded by the issuer.
-pub fn verify_proof(node: &NodeKey, input: &ProofInput, sig: &Sig) -> bool {
-    let Some(bytes) = proof_bytes(input) else {
-        return false;
-    };
-    let pk = ed25519_compact::PublicKey::new(*node);
-    let sig = ed25519_compact::Signature::new(sig.0);
-    pk.verify(&bytes[..], &sig).is_ok()
 }
 
 #[cfg(test)]
@@ -635,7 +616,7 @@ mod tests {
             }),
         });
         let d = encode(&m, None).unwrap();
-        assert_eq!(&d[0..6], b"SIMS\x02\x01");
+        assert_eq!(&d[0..6], b"SIMS\x03\x01");
         assert_eq!(decode(&d).unwrap(), m);
     }
 
@@ -663,8 +644,8 @@ mod tests {
     }
 
     #[test]
-    fn proof_sign_verify() {
-        let kp = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
+    fn proof_and_key_box() {
+        let key = [3; 32];
         let cred = Credential {
             addr: [10, 1, 0, 50],
             issuer: id("ma-a"),
@@ -678,15 +659,35 @@ mod tests {
             node_addr: [10, 2, 0, 50],
             seq: 5,
         };
-        let sig = sign_proof(&kp.sk, &input).unwrap();
-        assert!(verify_proof(&kp.pk, &input, &sig));
+        let proof = prove(&key, &input).unwrap();
+        let node = [1; 32];
+        let check = |input: &ProofInput, k: &[u8; 32]| {
+            NodeProof {
+                node: &node,
+                input: input.clone(),
+                proof: &proof,
+            }
+            .verify(k)
+        };
+        assert!(check(&input, &key));
+        assert!(!check(&input, &[4; 32]), "another credential's key");
         let other = ProofInput {
             agent: "ma-c",
             ..input.clone()
         };
-        assert!(!verify_proof(&kp.pk, &other, &sig));
+        assert!(!check(&other, &key), "towards another agent");
         let later = ProofInput { seq: 6, ..input };
-        assert!(!verify_proof(&kp.pk, &later, &sig));
+        assert!(!check(&later, &key), "another sequence number");
+        // The box opens only under its session, for its credential.
+        let boxed = box_cred_key(&[7; 32], &cred, &key);
+        assert_ne!(boxed, key);
+        assert_eq!(box_cred_key(&[7; 32], &cred, &boxed), key);
+        assert_ne!(box_cred_key(&[8; 32], &cred, &boxed), key);
+        let renewed = Credential {
+            serial: 10,
+            ..cred.clone()
+        };
+        assert_ne!(box_cred_key(&[7; 32], &renewed, &boxed), key);
     }
 
     #[test]

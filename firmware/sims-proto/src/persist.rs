@@ -28,8 +28,8 @@ impl Kind {
     /// The layout this build writes.
     pub fn current_version(self) -> u8 {
         match self {
-            Kind::Agent => 3,
-            Kind::Node => 2,
+            Kind::Agent => 4,
+            Kind::Node => 3,
         }
     }
 }
@@ -151,10 +151,10 @@ mod tests {
         let mut w = Writer::new(Kind::Node);
         w.put(&7u32);
         let data = w.finish();
-        assert_eq!(&data[..HEADER_LEN], b"SIMSN\x02");
+        assert_eq!(&data[..HEADER_LEN], b"SIMSN\x03");
         assert_eq!(data.len(), HEADER_LEN + 1 + CHECKSUM_LEN);
         let (v, mut r) = Reader::open(&data, Kind::Node).unwrap();
-        assert_eq!((v, r.take::<u32>()), (2, Some(7)));
+        assert_eq!((v, r.take::<u32>()), (3, Some(7)));
         assert!(r.is_empty());
         // Any flipped bit or cut is refused by the checksum.
         for i in HEADER_LEN * 8..data.len() * 8 {
@@ -170,10 +170,10 @@ mod tests {
             Some(Refused::OtherKind)
         );
         let mut newer = data.clone();
-        newer[5] = 3;
+        newer[5] = 4;
         assert_eq!(
             Reader::open(&newer, Kind::Node).err(),
-            Some(Refused::NewerVersion(3))
+            Some(Refused::NewerVersion(4))
         );
         assert_eq!(
             Reader::open(b"SIMSN", Kind::Node).err(),

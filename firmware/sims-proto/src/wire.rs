@@ -12,10 +12,12 @@
 
 /// Datagram magic, ASCII "SIMS".
 pub const MAGIC: [u8; 4] = *b"SIMS";
-/// The protocol version this implementation speaks. Version 1 (before
-/// the security redesign: predictable ids, clock-based replay checks, no
-/// return-routability cookie) is refused and counted (`rx_old_version`).
-pub const VERSION: u8 = 2;
+/// The protocol version this implementation speaks. Older versions are
+/// refused and counted (`rx_old_version`): 1 (before the security
+/// redesign: predictable ids, clock-based replay checks, no
+/// return-routability cookie), 2 (Ed25519 proofs, unsealed registrations
+/// and releases).
+pub const VERSION: u8 = 3;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 8;
 /// Length of the agent-to-agent authentication tag.
@@ -201,7 +203,7 @@ mod tests {
     fn byte_layout_is_big_endian() {
         let mut b = [0u8; 8];
         emit_header(&mut b, MsgType::TunnelRequest, 0x102).unwrap();
-        assert_eq!(&b[0..8], &[b'S', b'I', b'M', b'S', 2, 0x11, 0x01, 0x02]);
+        assert_eq!(&b[0..8], &[b'S', b'I', b'M', b'S', 3, 0x11, 0x01, 0x02]);
     }
 
     #[test]

@@ -44,11 +44,11 @@ pub struct AgentConfig {
     /// Most of them from one source address: one guest cannot take the
     /// others' share.
     pub max_pending_per_source: usize,
-    /// Public-key verifications (node proofs) allowed per LAN source
-    /// address, per roaming peer, and for the whole agent: nobody can make
-    /// the agent verify signatures faster than this.
+    /// Public-key operations (the X25519 of a node's session) allowed per
+    /// LAN source address and for the whole agent: nobody can make the
+    /// agent do them faster than this. (Proofs are HMACs: a peer's
+    /// requests cost none.)
     pub verify_per_source: Rate,
-    pub verify_per_peer: Rate,
     pub verify_total: Rate,
     pub retransmit_initial_ms: u64,
     pub retransmit_tries: u8,
@@ -76,10 +76,6 @@ impl AgentConfig {
             verify_per_source: Rate {
                 per_s: 16,
                 burst: 32,
-            },
-            verify_per_peer: Rate {
-                per_s: 200,
-                burst: 200,
             },
             verify_total: Rate {
                 per_s: 400,

@@ -4,26 +4,27 @@
 //! the address into the tunnel to that peer, straight to wherever the
 //! node is now (never a chain), until the peer or the node releases it.
 
-use core::net::{Ipv4Addr, SocketAddrV4};
+use core::net::Ipv4Addr;
 
 use log::{info, warn};
 
-use super::{Action, Agent, Binding, CredEntry, LanView, Now, PeerIdx, Role, Sink, Source};
+use super::{Action, Agent, Binding, CredEntry, LanView, Now, PeerIdx, Role, Sink};
 use crate::msg::{
     self, Credential, Message, NodeProof, Registration, Status, TunnelRelease, TunnelReleaseReply,
     TunnelReply, TunnelRequest,
 };
 
 impl Agent {
-    /// Issue (or renew) the credential for the node's current address. The
-    /// caller has checked that the node holds the address now (its cookie,
-    /// the neighbour table), so it may replace a record of another key.
+    /// Issue (or renew) the credential for the node's current address,
+    /// with its key. The caller has checked that the node holds the
+    /// address now (its cookie, the neighbour table, its sealed
+    /// registration), so it may replace a record of another key.
     pub(super) fn issue(
         &mut self,
         now: Now,
         cur: Ipv4Addr,
         r: &Registration,
-    ) -> Option<Credential> {
+    ) -> Option<(Credential, [u8; 32])> {
         let key = u32::from(cur);
         // The address is ours but redirected for another node: whoever
         // registers it here now cannot be its holder.
@@ -35,19 +36,21 @@ impl Agent {
             }
         }
         let expires_ms = now.ms + u64::from(self.cfg.credential_lifetime_s) * 1000;
-        let serial = match self.creds.get_mut(&key) {
+        let (serial, cred_key) = match self.creds.get_mut(&key) {
             Some(c) if c.node == r.node => {
                 c.expires_ms = expires_ms;
                 c.mac = r.mac;
-                c.serial
+                (c.serial, c.key)
             }
             existing => {
                 if existing.is_none() && self.creds.len() >= self.cfg.max_credentials {
                     self.counters.table_full += 1;
                     return None;
                 }
-                // Random: nobody can predict the credential of an address.
+                // Random: nobody can predict the credential of an address,
+                // nor its key.
                 let serial = self.prf.u64();
+                let cred_key = self.prf.bytes32();
                 self.creds.insert(
                     key,
                     CredEntry {
@@ -57,25 +60,27 @@ impl Agent {
                         last_seq: 0,
                         last_use: None,
                         expires_ms,
+                        key: cred_key,
                     },
                 );
-                serial
+                (serial, cred_key)
             }
         };
-        Some(Credential {
+        let cred = Credential {
             addr: cur.octets(),
             issuer: self.cfg.id.clone(),
             serial,
-        })
+        };
+        Some((cred, cred_key))
     }
 
     /// The issuer's check of a node's proof for a credential we issued:
-    /// cheap checks first (ours, known, same node and serial, not older
-    /// than the last accepted), then the signature within `source`'s
-    /// budget; the sequence number and the use are recorded on success.
+    /// ours, known, same node and serial, not older than the last
+    /// accepted, then the proof under the credential's key (an HMAC); the
+    /// sequence number and the use are recorded on success.
     /// The very proof accepted last is accepted again (a retransmission, or
     /// the request of an agent that restarted): it repeats what it did.
-    fn check_issued(&mut self, now: Now, proof: &NodeProof, source: Source) -> Status {
+    fn check_issued(&mut self, proof: &NodeProof) -> Status {
         let cred = proof.input.cred;
         let seq = proof.input.seq;
         let addr = cred.addr();
@@ -97,10 +102,7 @@ impl Agent {
         if seq <= c.last_seq && !again {
             return Status::Replay;
         }
-        if !self.may_verify(now, source) {
-            return Status::NoCapacity;
-        }
-        if !proof.verify() {
+        if !proof.verify(&c.key) {
             return Status::BadProof;
         }
         if let Some(c) = self.creds.get_mut(&u32::from(addr)) {
@@ -115,14 +117,13 @@ impl Agent {
     pub(super) fn back_home(
         &mut self,
         now: Now,
-        src: SocketAddrV4,
         r: &Registration,
         ob: &msg::OldBinding,
         out: &mut impl Sink<Action>,
     ) -> Status {
         let id = self.cfg.id.clone();
         let proof = NodeProof::of_registration(r, ob, &id);
-        let st = self.check_issued(now, &proof, Source::Lan(*src.ip()));
+        let st = self.check_issued(&proof);
         if st != Status::Ok {
             self.counters.rx_refused += 1;
             return st;
@@ -149,11 +150,7 @@ impl Agent {
     ) {
         let addr = m.cred.addr();
         let peer_id = self.cfg.peers[p].id.clone();
-        let mut st = self.check_issued(
-            now,
-            &NodeProof::of_tunnel_request(&m, &peer_id),
-            Source::Peer(p),
-        );
+        let mut st = self.check_issued(&NodeProof::of_tunnel_request(&m, &peer_id));
         if st == Status::Ok {
             let mac = self.creds.get(&u32::from(addr)).map(|c| c.mac);
             if let (Some(holder), Some(mac)) = (lan.holder(addr), mac) {

@@ -65,12 +65,13 @@ pub struct Counters {
     /// Peer requests answered with a challenge (a new run of the peer, or
     /// a replay of an old one).
     pub rx_challenged: u64,
-    /// Public-key verifications made (node proofs), and those not made
-    /// because their source, peer or the agent ran out of budget.
+    /// Public-key operations made (the X25519 agreement of a node's
+    /// session, once per node and run), and those not made because their
+    /// source, peer or the agent ran out of budget.
     pub verifications: u64,
     pub rate_limited: u64,
     /// Of the verifications, the X25519 agreements of node sessions
-    /// (§5.4; the rest are signature checks).
+    /// (today all of them: proofs are HMACs).
     pub key_agreements: u64,
     /// Redirects ended because another host took the address on our LAN.
     pub redirects_ended: u64,
@@ -127,6 +128,10 @@ pub struct CredEntry {
     /// repeat what it already did.
     pub last_use: Option<(AgentId, [u8; 4])>,
     pub expires_ms: u64,
+    /// The credential's key: drawn at random when the serial is, sent to
+    /// the node boxed under its session, and what its proofs are made
+    /// with (HMAC: checking one costs no public-key operation).
+    pub key: [u8; 32],
 }
 
 pub struct Agent {
@@ -152,9 +157,8 @@ pub struct Agent {
     regs: BTreeMap<u32, PendingReg>,
     next_reg: u32,
     peers: Vec<PeerState>,
-    /// Verification budgets: per LAN source address, per peer, in total.
+    /// Verification budgets: per LAN source address, in total.
     verify_source: Buckets,
-    verify_peer: Buckets,
     verify_total: Buckets,
     /// Challenges we may send, per peer.
     challenges: Buckets,
@@ -165,20 +169,12 @@ pub struct Agent {
     pub counters: Counters,
 }
 
-/// Whose verification budget a proof check spends.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Source {
-    Lan(Ipv4Addr),
-    Peer(PeerIdx),
-}
-
 /// The token buckets of `cfg`'s rates, full: verifications per LAN
 /// source, per peer and in total, and challenges per peer.
-fn budgets(cfg: &AgentConfig) -> [Buckets; 4] {
+fn budgets(cfg: &AgentConfig) -> [Buckets; 3] {
     let peers = cfg.peers.len().max(1);
     [
         Buckets::new(cfg.verify_per_source, cfg.max_pending.max(16)),
-        Buckets::new(cfg.verify_per_peer, peers),
         Buckets::new(cfg.verify_total, 1),
         // Run challenges and move challenges, apart (peer.rs).
         Buckets::new(peer::CHALLENGES, 2 * peers),
@@ -195,7 +191,7 @@ impl Agent {
     pub fn new(cfg: AgentConfig, seed: [u8; 32]) -> Self {
         let n = cfg.peers.len();
         let mut prf = Prf::new(seed);
-        let [verify_source, verify_peer, verify_total, challenges] = budgets(&cfg);
+        let [verify_source, verify_total, challenges] = budgets(&cfg);
         let instance = prf.u64();
         let cookie_key = prf.bytes32();
         let (dh_sk, dh_pk) = msg::agent_dh_keys(prf.bytes32()).unwrap_or(([0; 32], [0; 32]));
@@ -218,7 +214,6 @@ impl Agent {
             next_reg: 0,
             peers: alloc::vec![PeerState::default(); n],
             verify_source,
-            verify_peer,
             verify_total,
             challenges,
             orphans: Vec::new(),
@@ -393,11 +388,11 @@ impl Agent {
             }
             Message::Registration(r) if from_lan => {
                 self.counters.rx_ok += 1;
-                self.on_registration(now, src, r, lan, out);
+                self.on_registration(now, src, r, data, lan, out);
             }
             Message::Release(r) if from_lan => {
                 self.counters.rx_ok += 1;
-                self.on_release(now, src, r, out);
+                self.on_release(now, src, r, data, out);
                 self.answer_orphans(now, out);
             }
             // Another agent's advertisement on our LAN, or our own echo.
@@ -461,7 +456,7 @@ impl Agent {
             *used = now.ms;
             return Some(*k);
         }
-        if !self.may_verify(now, Source::Lan(src)) {
+        if !self.may_verify(now, src) {
             return None;
         }
         let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node)?;
@@ -535,16 +530,29 @@ impl Agent {
         Some(b)
     }
 
-    /// Takes one public-key verification from the budgets of `source` (a
-    /// LAN address, or a peer), and of the whole agent.
-    fn may_verify(&mut self, now: Now, source: Source) -> bool {
-        let ok = match source {
-            Source::Lan(a) => self.verify_source.take(u32::from(a), 1, now.ms),
-            Source::Peer(p) => self.verify_peer.take(p as u32, 1, now.ms),
-        } && self.verify_total.take(0, 1, now.ms);
+    /// This run's X25519 public key (advertised as `dh`).
+    pub fn dh_public(&self) -> [u8; 32] {
+        self.dh_pk
+    }
+
+    /// Takes one public-key operation from the budgets of LAN address
+    /// `source` and of the whole agent.
+    fn may_verify(&mut self, now: Now, source: Ipv4Addr) -> bool {
+        let ok = self.spend(now, source);
         if ok {
             self.counters.verifications += 1;
-        } else {
+        }
+        ok
+    }
+
+    /// Takes one unit of work from the budgets of LAN address `source` and
+    /// of the whole agent: a public-key operation, or a request to a peer
+    /// in a node's name (which only the issuer can check, so a guest's
+    /// made-up claims must not reach it at line rate).
+    pub(super) fn spend(&mut self, now: Now, source: Ipv4Addr) -> bool {
+        let ok = self.verify_source.take(u32::from(source), 1, now.ms)
+            && self.verify_total.take(0, 1, now.ms);
+        if !ok {
             self.counters.rate_limited += 1;
         }
         ok

@@ -1,6 +1,6 @@
 //! The agent's saved state, for a restart of the daemon: bindings and
 //! credentials with their remaining lifetimes. The file is
-//! `crate::persist`'s header, this body and a checksum, version 3:
+//! `crate::persist`'s header, this body and a checksum, version 4:
 //!
 //! ```text
 //! n: usize, n × SavedBinding,
@@ -11,7 +11,9 @@
 //! written and read element by element; the test
 //! `state_file_layout_is_saved` pins it. Versions 0 and 1 (serials of 32
 //! bits, a boot counter and a serial counter in front) are migrated, not
-//! dropped: an upgrade keeps the bindings.
+//! dropped: an upgrade keeps the bindings. Credentials before version 4
+//! have no key (protocol version 2 proved moves with Ed25519): they are
+//! read and dropped, so nodes get new ones at their next registration.
 //!
 //! Nothing restored is trusted more than a message: an entry whose address
 //! is not ours (home, credential) or its peer's (visitor), or whose peer
@@ -72,7 +74,9 @@ mod v1 {
         pub mac: [u8; 6],
     }
 
+    /// Read to be dropped: no field is used.
     #[derive(Deserialize)]
+    #[allow(dead_code)]
     pub struct CredEntry1 {
         pub node: NodeKey,
         pub mac: [u8; 6],
@@ -98,17 +102,25 @@ mod v1 {
         Some((a, b, left, peer))
     }
 
-    pub fn cred(r: &mut Reader) -> Option<SavedCred> {
-        let (a, c, left) = r.take::<([u8; 4], CredEntry1, u64)>()?;
-        let c = CredEntry {
-            node: c.node,
-            mac: c.mac,
-            serial: u64::from(c.serial),
-            last_seq: c.last_seq,
-            last_use: None,
-            expires_ms: c.expires_ms,
-        };
-        Some((a, c, left))
+    /// A version 0 or 1 credential, read to be dropped (it has no key).
+    pub fn cred(r: &mut Reader) -> Option<()> {
+        r.take::<([u8; 4], CredEntry1, u64)>().map(drop)
+    }
+
+    /// A version 2 or 3 credential (no key), read to be dropped.
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    pub struct CredEntry3 {
+        pub node: NodeKey,
+        pub mac: [u8; 6],
+        pub serial: u64,
+        pub last_seq: u64,
+        pub last_use: Option<(AgentId, [u8; 4])>,
+        pub expires_ms: u64,
+    }
+
+    pub fn cred3(r: &mut Reader) -> Option<()> {
+        r.take::<([u8; 4], CredEntry3, u64)>().map(drop)
     }
 }
 
@@ -125,10 +137,12 @@ impl Layout {
             _ => r.take::<SavedBinding>(),
         }
     }
-    fn cred(self, r: &mut Reader) -> Option<SavedCred> {
+    /// A credential; `Some(None)` for one of an older layout (dropped).
+    fn cred(self, r: &mut Reader) -> Option<Option<SavedCred>> {
         match self.version {
-            0 | 1 => v1::cred(r),
-            _ => r.take::<SavedCred>(),
+            0 | 1 => v1::cred(r).map(|()| None),
+            2 | 3 => v1::cred3(r).map(|()| None),
+            _ => r.take::<SavedCred>().map(Some),
         }
     }
 }
@@ -213,8 +227,11 @@ impl Agent {
         let binding_max = u64::from(self.cfg.binding_lifetime_s) * 1000;
         let mut r = creds_at;
         for _ in 0..n_creds {
-            let Some((a, mut c, left)) = layout.cred(&mut r) else {
+            let Some(saved) = layout.cred(&mut r) else {
                 break;
+            };
+            let Some((a, mut c, left)) = saved else {
+                continue;
             };
             let addr = Ipv4Addr::from(a);
             if !self.cfg.is_lan(addr) || self.creds.len() >= self.cfg.max_credentials {

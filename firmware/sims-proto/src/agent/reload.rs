@@ -140,12 +140,7 @@ impl Agent {
         // (their home bindings ended above).
         self.creds.retain(|a, _| cfg.is_lan(Ipv4Addr::from(*a)));
         // Budgets at the new rates (full again: a reload is the operator's).
-        [
-            self.verify_source,
-            self.verify_peer,
-            self.verify_total,
-            self.challenges,
-        ] = super::budgets(&cfg);
+        [self.verify_source, self.verify_total, self.challenges] = super::budgets(&cfg);
         self.cfg = cfg;
         // A kept peer's move that the new peers make impossible (a peer
         // added at that address, or with it in its prefixes) is undone;

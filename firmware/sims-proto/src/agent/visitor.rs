@@ -9,10 +9,10 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use log::info;
 
 use super::peer::OutKind;
-use super::{Action, Agent, Binding, LanView, Now, PeerIdx, Role, Sink, Source};
+use super::{Action, Agent, Binding, LanView, Now, PeerIdx, Role, Sink};
 use crate::msg::{
-    self, BindingResult, Message, NodeKey, NodeProof, Registration, RegistrationReply, Release,
-    ReleaseReply, Status, TunnelReply, TunnelRequest,
+    self, BindingResult, Message, NodeKey, Registration, RegistrationReply, Release, ReleaseReply,
+    Status, TunnelReply, TunnelRequest,
 };
 
 /// A node registration waiting for peers, then kept a little while so that
@@ -34,15 +34,19 @@ pub(super) struct PendingReg {
 const DONE_KEEP_MS: u64 = 10_000;
 
 impl Agent {
-    /// A node's registration, checked cheapest first: its source, its
-    /// cookie (it really receives this address's packets), the LAN's own
-    /// view of who holds the address, its share of the pending table; only
-    /// then proofs, within the source's verification budget.
+    /// A node's registration (`data`, decoded as `r`), checked cheapest
+    /// first: its source, its cookie (it really receives this address's
+    /// packets), the LAN's own view of who holds the address, its share of
+    /// the pending table; then its seal under the node's session (an HMAC;
+    /// the session's X25519 only the first time this run sees the node,
+    /// within the source's budget). The old bindings' proofs are the
+    /// issuers' to check (home.rs): we forward them.
     pub(super) fn on_registration(
         &mut self,
         now: Now,
         src: SocketAddrV4,
         r: Registration,
+        data: &[u8],
         lan: &impl LanView,
         out: &mut impl Sink<Action>,
     ) {
@@ -66,9 +70,10 @@ impl Agent {
             lifetime_s: self.cfg.binding_lifetime_s,
             results: heapless::Vec::new(),
             cookie: None,
+            cred_key: [0; 32],
             mac: [0; 16],
         };
-        // Refusals before the cookie check are not sealed: no key is
+        // Refusals before the seal is checked are not sealed: no key is
         // worked out for a source that may be spoofed.
         let refuse = |a: &mut Self, reply: &mut RegistrationReply, st, out: &mut _| {
             a.counters.rx_refused += 1;
@@ -96,15 +101,28 @@ impl Agent {
             refuse(self, &mut reply, Status::NoCapacity, out);
             return;
         }
+        let Some(session) = self.session(now, cur, &r.node) else {
+            // No verification budget for a new session now: retry later.
+            refuse(self, &mut reply, Status::NoCapacity, out);
+            return;
+        };
+        if !msg::reply_authentic(data, &session) {
+            // Not sealed by the key's holder, or under an older session of
+            // ours (the node missed our restart): it solicits again and
+            // gets our advertisement.
+            self.counters.rx_unauthenticated += 1;
+            refuse(self, &mut reply, Status::BadCookie, out);
+            return;
+        }
+        let key = Some(session);
         reply.cookie = Some(self.cookie_for(now, cur, &r.node));
-        let key = self.session(now, cur, &r.node);
         let reg_id = self.next_reg;
         self.next_reg = self.next_reg.wrapping_add(1);
         let mut waiting = 0;
         for ob in r.bindings.iter() {
             let addr = ob.cred.addr();
             let st = if ob.cred.issuer == self.cfg.id {
-                self.back_home(now, src, &r, ob, out)
+                self.back_home(now, &r, ob, out)
             } else {
                 match self.visit(now, &r, ob, reg_id, out) {
                     Some(st) => st,
@@ -130,7 +148,10 @@ impl Agent {
         }
         // The credential for the current address comes last: a node back
         // home has just had its old redirect removed above.
-        reply.cred = self.issue(now, cur, &r);
+        if let Some((cred, cred_key)) = self.issue(now, cur, &r) {
+            reply.cred_key = msg::box_cred_key(&session, &cred, &cred_key);
+            reply.cred = Some(cred);
+        }
         if reply.cred.is_none() {
             reply.status = if self.creds.len() >= self.cfg.max_credentials {
                 Status::NoCapacity
@@ -200,16 +221,13 @@ impl Agent {
             }
             None => false,
         };
-        // The node's key is in the registration: check its proof here too,
-        // so that nobody on the LAN can make us ask the issuer in its name
-        // (a refused refresh would tear down the node's working binding).
-        // The last check, and within the source's budget.
-        if !self.may_verify(now, Source::Lan(Ipv4Addr::from(r.addr))) {
+        // The registration is sealed by the node's key (checked above), so
+        // nobody on the LAN can make us ask the issuer in its name (a
+        // refused refresh would tear down the node's working binding). A
+        // host asking in its own name spends its budget: only the issuer
+        // can tell a made-up credential, and asking costs it and the WAN.
+        if !self.spend(now, Ipv4Addr::from(r.addr)) {
             return Some(Status::NoCapacity);
-        }
-        if !NodeProof::of_registration(r, ob, &self.cfg.id).verify() {
-            self.counters.rx_refused += 1;
-            return Some(Status::BadProof);
         }
         match self.bindings.get_mut(&key) {
             Some(b) if refresh => {
@@ -372,11 +390,15 @@ impl Agent {
         }
     }
 
+    /// A node's release (`data`, decoded as `r`) of a visitor binding:
+    /// its cookie, our record, its sequence number, then its seal under
+    /// the node's session.
     pub(super) fn on_release(
         &mut self,
         now: Now,
         src: SocketAddrV4,
         r: Release,
+        data: &[u8],
         out: &mut impl Sink<Action>,
     ) {
         let addr = r.cred.addr();
@@ -391,10 +413,12 @@ impl Agent {
                 st = Status::BadRequest;
             } else if r.seq <= b.last_seq {
                 st = Status::Replay;
-            } else if !self.may_verify(now, Source::Lan(from)) {
-                st = Status::NoCapacity;
-            } else if !NodeProof::of_release(&r, &self.cfg.id).verify() {
-                st = Status::BadProof;
+            } else {
+                st = match self.session(now, from, &r.node) {
+                    None => Status::NoCapacity,
+                    Some(k) if !msg::reply_authentic(data, &k) => Status::BadProof,
+                    Some(_) => Status::Ok,
+                };
             }
             if st == Status::Ok {
                 info!("node released {addr}");

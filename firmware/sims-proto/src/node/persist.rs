@@ -2,11 +2,16 @@
 //! credentials of its addresses. With them a restarted sims-node proves
 //! the old addresses it still holds, and its relayed sessions live on.
 //! The file is `crate::persist`'s header, this body and a checksum,
-//! version 2 (versions 0 and 1 have 32-bit serials, and are migrated):
+//! version 3:
 //!
 //! ```text
-//! seed: [u8; 32], seq: u64, n: usize, n × Credential
+//! seed: [u8; 32], seq: u64, n: usize, n × (Credential, key: [u8; 32])
 //! ```
+//!
+//! Versions 0 to 2 hold credentials without keys (protocol version 2
+//! proved moves with Ed25519 signatures): the identity and sequence
+//! number are kept, the credentials dropped (no agent of protocol
+//! version 3 would take them).
 
 use alloc::vec::Vec;
 
@@ -32,7 +37,7 @@ impl Node {
         w.put(&self.seq);
         w.put(&self.bindings.len());
         for b in &self.bindings {
-            w.put(&b.cred);
+            w.put(&(&b.cred, b.key));
         }
         w.finish()
     }
@@ -55,18 +60,12 @@ impl Node {
         for _ in 0..count {
             // Every element must decode; only the first max_bindings are kept.
             let cred = match version {
-                0 | 1 => {
-                    let (addr, issuer, serial) = r.take::<([u8; 4], AgentId, u32)>()?;
-                    Credential {
-                        addr,
-                        issuer,
-                        serial: u64::from(serial),
-                    }
-                }
-                _ => r.take::<Credential>()?,
+                0 | 1 => r.take::<([u8; 4], AgentId, u32)>().map(|_| None)?,
+                2 => r.take::<Credential>().map(|_| None)?,
+                _ => Some(r.take::<(Credential, [u8; 32])>()?),
             };
-            if creds.len() < cfg.max_bindings {
-                creds.push(cred);
+            if let (Some(c), true) = (cred, creds.len() < cfg.max_bindings) {
+                creds.push(c);
             }
         }
         if !r.is_empty() {
@@ -80,10 +79,11 @@ impl Node {
         }
         let mut n = Node::new(cfg, seed, mac, random);
         n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
-        for cred in creds {
+        for (cred, key) in creds {
             if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
                 n.bindings.push(NodeBinding {
                     cred,
+                    key,
                     state: BindingState::Pending,
                     sockets: 0,
                     idle_since_ms: None,

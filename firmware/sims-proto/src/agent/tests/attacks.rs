@@ -16,8 +16,11 @@ fn guest_key(seed: u8) -> KeyPair {
     KeyPair::from_seed(Seed::new([seed; 32]))
 }
 
+/// A registration by `node`, sealed under its session with the agent
+/// whose run key is `dh` (as any host with a key of its own can).
 #[allow(clippy::too_many_arguments)]
 fn registration(
+    dh: [u8; 32],
     req_id: u64,
     node: &KeyPair,
     addr: Ipv4Addr,
@@ -34,8 +37,11 @@ fn registration(
         seq,
         cookie,
         bindings: bindings.into_iter().collect(),
+        tag: [0; 16],
     });
-    msg::encode(&m, None).unwrap().to_vec()
+    let mut d = msg::encode(&m, None).unwrap();
+    msg::seal_reply(&mut d, &msg::node_session(&node.sk, &node.pk, &dh).unwrap());
+    d.to_vec()
 }
 
 /// A reply (unsealed) that refuses `addr` with `status`: what a forger
@@ -48,6 +54,7 @@ fn refusal_of(req_id: u64, addr: Ipv4Addr, status: Status) -> RegistrationReply 
         lifetime_s: 60,
         results: heapless::Vec::new(),
         cookie: None,
+        cred_key: [0; 32],
         mac: [0; 16],
     };
     let _ = r.results.push(msg::BindingResult {
@@ -88,7 +95,7 @@ fn guest_cannot_take_another_guests_address() {
     // M's own cookie, for its own address, is worth nothing for X's.
     let own = w.cookie(A, M_ADDR, &m.pk);
     for (cookie, mac) in [([0; 16], MN_MAC), (own, MN_MAC), (own, M_MAC)] {
-        let d = registration(77, &m, x, mac, 1, cookie, vec![]);
+        let d = registration(w.agents[A].dh_public(), 77, &m, x, mac, 1, cookie, vec![]);
         let got = answers(&mut w, A, x, &d);
         let (to, r) = reply_status(&got).unwrap();
         assert_eq!((r.status, r.cred.is_none()), (Status::BadCookie, true));
@@ -109,7 +116,7 @@ fn guest_cannot_take_another_guests_address() {
     w.lans[A] = Lan(Some((x, MN_MAC)));
     let k = guest_key(9); // the node's own seed: a valid cookie for it
     let c = w.cookie(A, x, &k.pk);
-    let d = registration(78, &k, x, M_MAC, 50, c, vec![]);
+    let d = registration(w.agents[A].dh_public(), 78, &k, x, M_MAC, 50, c, vec![]);
     let (_, r) = reply_status(&answers(&mut w, A, x, &d)).unwrap();
     assert_eq!(r.status, Status::AddressInUse);
     assert_eq!(w.agents[A].creds.get(&u32::from(x)), Some(&before));
@@ -221,8 +228,10 @@ fn one_guests_flood_does_not_lock_out_a_moving_node() {
     let guest = Ipv4Addr::new(10, 2, 0, 66);
     let g = guest_key(0x77);
     let cookie = w.cookie(B, guest, &g.pk);
-    // Each flood datagram claims an address of A's LAN with a valid
-    // signature over a credential A never issued: B would ask A each time.
+    // Each flood datagram claims an address of A's LAN with a proof for a
+    // credential A never issued, in a registration sealed by the guest's
+    // own key: only A can tell the proof is worth nothing, so B would ask
+    // A each time.
     let mut n = 0u64;
     let mut flood = |w: &mut World, count: u64| {
         for _ in 0..count {
@@ -233,8 +242,9 @@ fn one_guests_flood_does_not_lock_out_a_moving_node() {
                 serial: n,
             };
             let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-b", guest.octets(), n);
-            let proof = msg::sign_proof(&g.sk, &input).unwrap();
+            let proof = msg::prove(&[n as u8; 32], &input).unwrap();
             let d = registration(
+                w.agents[B].dh_public(),
                 n,
                 &g,
                 guest,
@@ -293,7 +303,7 @@ fn releases_cost_no_verification_beyond_budget() {
             node_addr: from.octets(),
             seq: 1 << 40,
             cookie,
-            proof: msg::Sig([7; 64]),
+            tag: [7; 16],
         });
         let d = msg::encode(&rel, None).unwrap();
         answers(&mut w, B, from, &d);
@@ -625,7 +635,7 @@ fn malicious_partner_stays_within_its_agreement() {
                 cred,
                 node_addr: node_addr(B).octets(),
                 seq: 1 << 50,
-                proof: msg::Sig([0; 64]),
+                proof: msg::Proof([0; 32]),
                 lifetime_s: 60,
             })),
         );
@@ -648,8 +658,9 @@ fn malicious_partner_stays_within_its_agreement() {
         node_addr(C).octets(),
         1,
     );
-    let proof = msg::sign_proof(&m.sk, &input).unwrap();
+    let proof = msg::prove(&[0x55; 32], &input).unwrap();
     let d = registration(
+        w.agents[C].dh_public(),
         9,
         &m,
         node_addr(C),
@@ -779,14 +790,23 @@ fn a_squatters_unconfirmed_claim_is_not_final() {
     w.move_to(A);
     let x = node_addr(A);
     let cred = w.node.bindings()[0].cred.clone();
-    // The guest at B claims x with a proof under its own key; A's answer
+    // The guest at B claims x with a proof under a key of its own; A's answer
     // is slow (lost, retransmitted later).
     let g = guest_key(0x44);
     let gaddr = Ipv4Addr::new(10, 2, 0, 66);
     let c = w.cookie(B, gaddr, &g.pk);
     let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-b", gaddr.octets(), 1);
-    let proof = msg::sign_proof(&g.sk, &input).unwrap();
-    let d = registration(5, &g, gaddr, M_MAC, 1, c, vec![OldBinding { cred, proof }]);
+    let proof = msg::prove(&[0x44; 32], &input).unwrap();
+    let d = registration(
+        w.agents[B].dh_public(),
+        5,
+        &g,
+        gaddr,
+        M_MAC,
+        1,
+        c,
+        vec![OldBinding { cred, proof }],
+    );
     w.drop_peer_traffic = true;
     w.deliver(vec![(B, SocketAddrV4::new(gaddr, 4434), d)]);
     assert_eq!(w.binding(B, x).map(|b| b.pending), Some(true));
