@@ -131,6 +131,7 @@ mod tests {
             lifetime_s: 300,
             results: Default::default(),
             cookie: None,
+            cred_key: [0; 32],
             mac: [0; 16],
         });
         // Sealed as the agent would: under the node's session with it.

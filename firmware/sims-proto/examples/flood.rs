@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use sims_proto::agent::{Action, Agent, AgentConfig, EmptyLan, Now, PeerConfig};
 use sims_proto::msg::{
-    self, AgentId, Authed, Credential, Message, OldBinding, ProofDomain, ProofInput, Registration,
-    Release, Sig, Solicitation, TunnelRelease, TunnelRequest,
+    self, AgentId, Authed, Credential, Message, OldBinding, Proof, ProofDomain, ProofInput,
+    Registration, Release, Solicitation, TunnelRelease, TunnelRequest,
 };
 use sims_proto::Prefix;
 
@@ -71,6 +71,7 @@ fn datagram(
     i: u64,
     key: &ed25519_compact::KeyPair,
     c: msg::Cookie,
+    session: [u8; 32],
 ) -> (Ipv4Addr, bool, Vec<u8>) {
     let cred = Credential {
         addr: [10, 2, 0, (i % 200) as u8 + 10],
@@ -91,16 +92,17 @@ fn datagram(
             seq: i,
             cookie: [0; 16],
             bindings: heapless::Vec::new(),
+            tag: [0; 16],
         })),
-        "registration_signed" => {
-            // The costliest a guest can send: its own cookie, a valid
-            // signature over a credential claim (one verification each,
-            // if the budget allows).
+        "registration_sealed" => {
+            // The costliest a guest can send: its own cookie, sealed under
+            // its own session, a claim of a credential (forwarded to the
+            // issuer within its budget: only the issuer can check it).
             let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-a", GUEST.octets(), i);
-            let proof = msg::sign_proof(&key.sk, &input).unwrap();
+            let proof = msg::prove(&[9; 32], &input).unwrap();
             let mut bindings = heapless::Vec::new();
             let _ = bindings.push(OldBinding { cred, proof });
-            lan(&Message::Registration(Registration {
+            let m = Message::Registration(Registration {
                 req_id: i,
                 node: *key.pk,
                 addr: GUEST.octets(),
@@ -108,7 +110,11 @@ fn datagram(
                 seq: i,
                 cookie: c,
                 bindings,
-            }))
+                tag: [0; 16],
+            });
+            let mut d = msg::encode(&m, None).unwrap();
+            msg::seal_reply(&mut d, &session);
+            (GUEST, true, d.to_vec())
         }
         "release" => lan(&Message::Release(Release {
             req_id: i,
@@ -117,7 +123,7 @@ fn datagram(
             node_addr: GUEST.octets(),
             seq: i,
             cookie: c,
-            proof: Sig([i as u8; 64]),
+            tag: [i as u8; 16],
         })),
         "tunnel_request_bad_tag" | "tunnel_request_old_run" => {
             let m = Message::TunnelRequest(Authed {
@@ -131,7 +137,7 @@ fn datagram(
                     cred,
                     node_addr: [10, 2, 0, 5],
                     seq: i,
-                    proof: Sig([0; 64]),
+                    proof: Proof([0; 32]),
                     lifetime_s: 60,
                 },
             });
@@ -176,7 +182,12 @@ fn second(kind: Option<&str>) -> (f64, u64, u64) {
     let key = ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([3; 32]));
     let c = cookie(&mut a, &key.pk);
     let flood: Vec<_> = match kind {
-        Some(k) => (0..RATE).map(|i| datagram(k, i + 1, &key, c)).collect(),
+        Some(k) => {
+            let session = msg::node_session(&key.sk, &key.pk, &a.dh_public()).unwrap();
+            (0..RATE)
+                .map(|i| datagram(k, i + 1, &key, c, session))
+                .collect()
+        }
         None => Vec::new(),
     };
     let mut out: Vec<Action> = Vec::with_capacity(16);
@@ -203,7 +214,7 @@ fn main() {
     let kinds = [
         "solicitation",
         "registration_no_cookie",
-        "registration_signed",
+        "registration_sealed",
         "release",
         "tunnel_request_bad_tag",
         "tunnel_request_old_run",

@@ -213,8 +213,9 @@ fn main() -> ExitCode {
             serial: i as u64 + 1,
         };
         let input = ProofInput::new(ProofDomain::Redirect, &cred, "ma-a", cur.octets(), 1);
-        let Some(proof) = msg::sign_proof(&kp.sk, &input) else {
-            eprintln!("cannot sign proof {i}");
+        // The peer's answer is crafted below: any proof does.
+        let Some(proof) = msg::prove(&seed, &input) else {
+            eprintln!("cannot make proof {i}");
             return ExitCode::FAILURE;
         };
         let mut bindings = heapless::Vec::new();
@@ -250,8 +251,14 @@ fn main() -> ExitCode {
             seq: 1,
             cookie,
             bindings,
+            tag: [0; 16],
         });
-        let data = msg::encode(&reg, None).expect("registration encodes");
+        let mut data = msg::encode(&reg, None).expect("registration encodes");
+        let Some(session) = msg::node_session(&kp.sk, &kp.pk, &agent.dh_public()) else {
+            eprintln!("no session for node {i}");
+            return ExitCode::FAILURE;
+        };
+        msg::seal_reply(&mut data, &session);
         agent.handle_datagram(now, src, true, &data, &lan, &mut out);
         // The agent's TunnelRequest to the peer, answered as the peer would.
         let req_id = out.iter().find_map(|a| match a {

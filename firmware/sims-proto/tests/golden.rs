@@ -1,5 +1,5 @@
-//! Wire-format golden test: fixed messages of every type, their HMAC tags,
-//! a proof's signed bytes and its Ed25519 signature, against the bytes in
+//! Wire-format golden test: fixed messages of every type, their HMAC tags
+//! and seals, a proof's input bytes and the proof, against the bytes in
 //! `golden/messages.hex`. The same test runs on x86_64 and, under QEMU
 //! user mode, on every router target (`cargo xtask test --target ...`),
 //! big-endian MIPS included: passing on both means a datagram encoded on
@@ -10,11 +10,11 @@
 //! the diff: every changed line is an incompatible change on the wire.
 
 use sims_proto::msg::{
-    agent_dh_keys, agent_session, decode, encode, node_session, proof_bytes, reply_authentic,
-    seal_reply, sign_proof, verify_proof, verify_tag, Advertisement, AgentId, Authed,
-    BindingResult, Credential, Message, OldBinding, PeerChallenge, PeerHello, PeerHelloReply,
-    PeerMoveChallenge, ProofDomain, ProofInput, Provider, Registration, RegistrationReply, Release,
-    ReleaseReply, Sig, Solicitation, Solicited, Status, TunnelRelease, TunnelReleaseReply,
+    agent_dh_keys, agent_session, box_cred_key, decode, encode, node_session, proof_bytes, prove,
+    reply_authentic, seal_reply, verify_tag, Advertisement, AgentId, Authed, BindingResult,
+    Credential, Message, NodeProof, OldBinding, PeerChallenge, PeerHello, PeerHelloReply,
+    PeerMoveChallenge, Proof, ProofDomain, ProofInput, Provider, Registration, RegistrationReply,
+    Release, ReleaseReply, Solicitation, Solicited, Status, TunnelRelease, TunnelReleaseReply,
     TunnelReply, TunnelRequest, PROOF_CONTEXT,
 };
 
@@ -56,10 +56,25 @@ fn proof_input(c: &Credential) -> ProofInput<'_> {
     }
 }
 
-fn sig() -> Sig {
+/// The key of [`cred`] (the issuer drew it; the node has it from the
+/// issuer's reply).
+const CRED_KEY: [u8; 32] = [0xc7; 32];
+
+fn proof() -> Proof {
     let c = cred();
-    sign_proof(&node_key().sk, &proof_input(&c)).expect("proof fits")
+    prove(&CRED_KEY, &proof_input(&c)).expect("proof fits")
 }
+
+fn reply_cred() -> Credential {
+    Credential {
+        addr: [10, 2, 0, 77],
+        issuer: id("ma-b"),
+        serial: 0x0a0b_0c0d_0e0f_1011,
+    }
+}
+
+/// The key of the credential in the golden reply, before boxing.
+const REPLY_CRED_KEY: [u8; 32] = [0x3e; 32];
 
 fn envelope<T>(msg: T) -> Authed<T> {
     Authed {
@@ -108,9 +123,10 @@ fn messages() -> Vec<(&'static str, Message)> {
                 cookie: *b"cookie-of-16-byt",
                 bindings: heapless::Vec::from_slice(&[OldBinding {
                     cred: cred(),
-                    proof: sig(),
+                    proof: proof(),
                 }])
                 .unwrap(),
+                tag: [0; 16],
             }),
         ),
         (
@@ -118,11 +134,7 @@ fn messages() -> Vec<(&'static str, Message)> {
             Message::RegistrationReply(RegistrationReply {
                 req_id: 0x1234_5678_9abc_def0,
                 status: Status::Ok,
-                cred: Some(Credential {
-                    addr: [10, 2, 0, 77],
-                    issuer: id("ma-b"),
-                    serial: 0x0a0b_0c0d_0e0f_1011,
-                }),
+                cred: Some(reply_cred()),
                 lifetime_s: 300,
                 results: heapless::Vec::from_slice(&[
                     BindingResult {
@@ -136,6 +148,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 ])
                 .unwrap(),
                 cookie: Some(*b"next-cookie-16-b"),
+                cred_key: box_cred_key(&session(), &reply_cred(), &REPLY_CRED_KEY),
                 mac: [0; 16],
             }),
         ),
@@ -148,7 +161,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 node_addr: [10, 2, 0, 77],
                 seq: 0x0102_0304_0506_0709,
                 cookie: *b"next-cookie-16-b",
-                proof: sig(),
+                tag: [0; 16],
             }),
         ),
         (
@@ -168,7 +181,7 @@ fn messages() -> Vec<(&'static str, Message)> {
                 cred: cred(),
                 node_addr: [10, 2, 0, 77],
                 seq: 0x0102_0304_0506_0708,
-                proof: sig(),
+                proof: proof(),
                 lifetime_s: 0x0102,
             })),
         ),
@@ -244,17 +257,33 @@ fn agent_dh() -> ([u8; 32], [u8; 32]) {
     agent_dh_keys([0x6b; 32]).expect("a key pair")
 }
 
+/// The node's session with the golden agent run (X25519 of the agent's
+/// run key and the node's converted key).
+fn session() -> [u8; 32] {
+    let (sk, pk) = agent_dh();
+    agent_session(&sk, &pk, &node_key().pk).expect("a session")
+}
+
+/// The messages sealed under the session: both ways between node and agent.
+fn is_sealed(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::Registration(_)
+            | Message::RegistrationReply(_)
+            | Message::Release(_)
+            | Message::ReleaseReply(_)
+    )
+}
+
 fn produced() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    // Replies to the node are sealed under its session with the agent
-    // (X25519 of the agent's run key and the node's converted key).
-    let (sk, pk) = agent_dh();
-    let session = agent_session(&sk, &pk, &node_key().pk).expect("a session");
+    let session = session();
+    let pk = agent_dh().1;
     let node_side = node_session(&node_key().sk, &node_key().pk, &pk).expect("a session");
     assert_eq!(session, node_side, "both sides derive the same key");
     for (name, m) in messages() {
         let mut d = encode(&m, Some(&PEER_KEY)).expect("encodes");
-        if matches!(m, Message::RegistrationReply(_) | Message::ReleaseReply(_)) {
+        if is_sealed(&m) {
             seal_reply(&mut d, &session);
             assert!(reply_authentic(&d, &session));
         }
@@ -267,7 +296,7 @@ fn produced() -> Vec<(String, Vec<u8>)> {
         "proof_bytes".into(),
         proof_bytes(&input).expect("fits").to_vec(),
     ));
-    out.push(("proof_signature".into(), sig().0.to_vec()));
+    out.push(("proof".into(), proof().0.to_vec()));
     out.push(("node_key".into(), node_key().pk.to_vec()));
     out
 }
@@ -289,7 +318,7 @@ fn encodings_match_golden_bytes() {
     let now = produced();
     if std::env::var_os("SIMS_BLESS_GOLDEN").is_some() {
         let mut text = String::from(
-            "# SIMS wire format, version 2: golden encodings (tests/golden.rs).\n\
+            "# SIMS wire format, version 3: golden encodings (tests/golden.rs).\n\
              # One `name hex` per line. Regenerate only for a deliberate wire change:\n\
              # SIMS_BLESS_GOLDEN=1 cargo test -p sims-proto --test golden\n",
         );
@@ -321,22 +350,32 @@ fn golden_bytes_decode() {
             .map(|(_, b)| b.clone())
             .unwrap_or_else(|| panic!("{n} missing from the golden file"))
     };
-    let (sk, pk) = agent_dh();
-    let session = agent_session(&sk, &pk, &node_key().pk).expect("a session");
+    let session = session();
     assert_eq!(bytes("session_key"), session.to_vec(), "golden session key");
     for (name, m) in messages() {
         let b = bytes(name);
         // Replies carry their seal; the message otherwise is the same.
         let mut got = decode(&b).expect("decodes");
+        if is_sealed(&got) {
+            assert!(reply_authentic(&b, &session), "{name}: golden seal");
+            assert!(
+                !reply_authentic(&b, &[0; 32]),
+                "{name}: seal under another key"
+            );
+        }
         match &mut got {
+            Message::Registration(r) => r.tag = [0; 16],
             Message::RegistrationReply(r) => {
-                assert!(reply_authentic(&b, &session), "{name}: golden seal");
                 r.mac = [0; 16];
+                let c = r.cred.clone().expect("a credential");
+                assert_eq!(
+                    box_cred_key(&session, &c, &r.cred_key),
+                    REPLY_CRED_KEY,
+                    "the credential key unboxes"
+                );
             }
-            Message::ReleaseReply(r) => {
-                assert!(reply_authentic(&b, &session), "{name}: golden seal");
-                r.mac = [0; 16];
-            }
+            Message::Release(r) => r.tag = [0; 16],
+            Message::ReleaseReply(r) => r.mac = [0; 16],
             _ => {}
         }
         assert_eq!(got, m, "{name}: decoding golden bytes");
@@ -349,12 +388,21 @@ fn golden_bytes_decode() {
         assert_eq!(&again[..], &b[..], "{name}: re-encoding");
     }
     let node: [u8; 32] = bytes("node_key").try_into().unwrap();
-    let sig = Sig(bytes("proof_signature").try_into().unwrap());
+    let p = Proof(bytes("proof").try_into().unwrap());
     let c = cred();
-    assert!(verify_proof(&node, &proof_input(&c), &sig), "golden proof");
+    let check = |input: ProofInput, key: &[u8; 32]| {
+        NodeProof {
+            node: &node,
+            input,
+            proof: &p,
+        }
+        .verify(key)
+    };
+    assert!(check(proof_input(&c), &CRED_KEY), "golden proof");
+    assert!(!check(proof_input(&c), &[0; 32]), "under another key");
     let other = ProofInput {
         seq: 0x0102_0304_0506_0709,
         ..proof_input(&c)
     };
-    assert!(!verify_proof(&node, &other, &sig), "proof for another seq");
+    assert!(!check(other, &CRED_KEY), "proof for another seq");
 }

@@ -2,8 +2,10 @@
 //! of a peer agent, to prove that simsd refuses what it must.
 //!
 //! It forges, with sims-proto's own encoders and Ed25519 keys of its own
-//! choosing: node identities ([`keypair`]), Redirect proofs signed by any
-//! key for any credential, agent, address and sequence ([`redirect_proof`]),
+//! choosing: node identities ([`keypair`]), Redirect proofs by any key for
+//! any credential, agent, address and sequence ([`redirect_proof`]: valid
+//! only for a credential that key was given, with its key, in a reply the
+//! kit received),
 //! registrations carrying such proofs with any MAC ([`registration`],
 //! [`registration_as`]; sent and answered with [`register`] and
 //! [`register_from`]), solicitations ([`solicitation`]) and the cookie a
@@ -11,7 +13,11 @@
 //! an issuer never issued ([`credential`]), agent-to-agent TunnelRequests
 //! with any sender, instance, envelope sequence, echo and key
 //! ([`tunnel_request`]), and a registration flood at the rate a socket
-//! takes it ([`flood_claims`], [`flood_registrations`]). Forged signatures, stolen
+//! takes it ([`flood_claims`], [`flood_registrations`]). Registrations are
+//! sealed, as a node seals them, under the session of the key's holder
+//! with the agent they go to, when the kit holds that key's secret (it
+//! made it: [`keypair`]); in another's name they go unsealed, which is
+//! all a forger can do. Forged proofs, stolen
 //! credentials, replayed bytes, replayed or unauthenticated envelopes,
 //! spoofed sources (sent with `Netns::send_udp_spoofed`) are all built
 //! from these.
@@ -25,12 +31,13 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ed25519_compact::{KeyPair, Seed};
 use sims_proto::msg::{
-    decode, encode, sign_proof, Authed, Cookie, Credential, Message, OldBinding, ProofDomain,
-    ProofInput, Registration, RegistrationReply, Sig, Solicitation, Status, TunnelRequest,
+    self, decode, encode, Authed, Cookie, Credential, Message, NodeKey, OldBinding, Proof,
+    ProofDomain, ProofInput, Registration, RegistrationReply, Solicitation, Status, TunnelRequest,
 };
 
 use crate::garbage::Prng;
@@ -39,9 +46,70 @@ use crate::product::SIMS_PORT;
 use crate::sys::Result;
 use crate::testbed::{Ma, Testbed, MN_MAC};
 
+/// What the kit knows, as the hosts it plays would: the secrets of the
+/// keys it made, each agent's run key (from its advertisements), and the
+/// credential keys its keys were given (from the agents' replies).
+struct Known {
+    seeds: BTreeMap<NodeKey, u8>,
+    agent_dh: BTreeMap<Ipv4Addr, [u8; 32]>,
+    cred_keys: BTreeMap<(NodeKey, [u8; 4], u64), [u8; 32]>,
+}
+
+static KNOWN: Mutex<Known> = Mutex::new(Known {
+    seeds: BTreeMap::new(),
+    agent_dh: BTreeMap::new(),
+    cred_keys: BTreeMap::new(),
+});
+
+fn known() -> std::sync::MutexGuard<'static, Known> {
+    KNOWN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A node identity from a one-byte seed (`[seed; 32]`): the same key every run.
 pub fn keypair(seed: u8) -> KeyPair {
-    KeyPair::from_seed(Seed::new([seed; 32]))
+    let k = KeyPair::from_seed(Seed::new([seed; 32]));
+    known().seeds.insert(*k.pk, seed);
+    k
+}
+
+/// The session of `node`'s holder with the agent whose LAN address is
+/// `agent` (its run key as last advertised to the kit), if the kit holds
+/// that key's secret.
+fn session(node: &NodeKey, agent: Ipv4Addr) -> Option<[u8; 32]> {
+    let (seed, dh) = {
+        let k = known();
+        (*k.seeds.get(node)?, *k.agent_dh.get(&agent)?)
+    };
+    let kp = KeyPair::from_seed(Seed::new([seed; 32]));
+    msg::node_session(&kp.sk, &kp.pk, &dh)
+}
+
+/// `datagram` (a registration) sealed as its node would seal it for the
+/// agent at `agent`, when the kit can; as it is otherwise.
+pub fn sealed_for(datagram: &[u8], agent: Ipv4Addr) -> Vec<u8> {
+    let Ok(Message::Registration(r)) = decode(datagram) else {
+        return datagram.to_vec();
+    };
+    let Some(k) = session(&r.node, agent) else {
+        return datagram.to_vec();
+    };
+    let mut d = match msg::Datagram::from_slice(datagram) {
+        Ok(d) => d,
+        Err(()) => return datagram.to_vec(),
+    };
+    msg::seal_reply(&mut d, &k);
+    d.to_vec()
+}
+
+/// Keeps the credential key of a reply to `node` from `agent`.
+fn keep_cred_key(node: &NodeKey, agent: Ipv4Addr, r: &RegistrationReply) {
+    let (Some(cred), Some(k)) = (&r.cred, session(node, agent)) else {
+        return;
+    };
+    let key = msg::box_cred_key(&k, cred, &r.cred_key);
+    known()
+        .cred_keys
+        .insert((*node, cred.addr, cred.serial), key);
 }
 
 /// How agents show a node key in their status: its first 8 bytes in hex.
@@ -81,17 +149,24 @@ pub fn solicitation(nonce: u64, node: &KeyPair) -> Vec<u8> {
     encode(&m, None).expect("solicitation fits").to_vec()
 }
 
-/// A Redirect proof (§5) of `cred` for `agent`, node address and seq,
-/// signed by `signer`.
+/// A Redirect proof (§5) of `cred` for `agent`, node address and seq, by
+/// `signer`: under the credential's key if `signer` was given it (in a
+/// reply the kit received), else under a key of its own (what a thief of
+/// the credential's name can make).
 pub fn redirect_proof(
     signer: &KeyPair,
     cred: &Credential,
     agent: &str,
     node_addr: Ipv4Addr,
     seq: u64,
-) -> Sig {
+) -> Proof {
     let input = ProofInput::new(ProofDomain::Redirect, cred, agent, node_addr.octets(), seq);
-    sign_proof(&signer.sk, &input).expect("proof input fits")
+    let given = known()
+        .cred_keys
+        .get(&(*signer.pk, cred.addr, cred.serial))
+        .copied();
+    let key = given.unwrap_or(*signer.pk);
+    msg::prove(&key, &input).expect("proof input fits")
 }
 
 /// The cookie agent `x` gives key `node` at `addr`: what any host holding
@@ -111,9 +186,10 @@ pub fn cookie_in(ns: &Netns, x: Ma, addr: Ipv4Addr, node: &KeyPair) -> Result<Co
         Duration::from_secs(1),
         Duration::from_secs(10),
         |d, _| match decode(d) {
-            Ok(Message::Advertisement(a)) => {
-                a.solicited.filter(|s| s.nonce == nonce).map(|s| s.cookie)
-            }
+            Ok(Message::Advertisement(a)) => a.solicited.filter(|s| s.nonce == nonce).map(|s| {
+                known().agent_dh.insert(x.lan_gw(), a.dh);
+                s.cookie
+            }),
             _ => None,
         },
     )
@@ -152,6 +228,7 @@ pub fn registration_as(
         seq,
         cookie,
         bindings: bindings.into_iter().collect(),
+        tag: [0; 16],
     });
     encode(&m, None).expect("registration fits").to_vec()
 }
@@ -180,19 +257,25 @@ pub fn register_from(
     datagram: &[u8],
     timeout: Duration,
 ) -> Result<RegistrationReply> {
-    ns.udp_request(
-        SocketAddrV4::new(addr, SIMS_PORT),
-        SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
-        datagram,
-        Duration::from_secs(1),
-        timeout,
-        |d, _| match decode(d) {
-            Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
-            _ => None,
-        },
-    )
-    .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
-    .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))
+    let datagram = sealed_for(datagram, x.lan_gw());
+    let r = ns
+        .udp_request(
+            SocketAddrV4::new(addr, SIMS_PORT),
+            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+            &datagram,
+            Duration::from_secs(1),
+            timeout,
+            |d, _| match decode(d) {
+                Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
+                _ => None,
+            },
+        )
+        .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
+        .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))?;
+    if let Ok(Message::Registration(reg)) = decode(&datagram) {
+        keep_cred_key(&reg.node, x.lan_gw(), &r);
+    }
+    Ok(r)
 }
 
 /// The status of `addr` in a reply's results.
@@ -236,9 +319,10 @@ pub struct Flood {
 
 /// The claims of a flood (see [`flood_registrations`]): for each address
 /// of `addrs`, a credential of `issuer`'s that was never issued (random
-/// serial) and a valid Redirect proof of it, signed by `node`, for agent
-/// `agent` and the flooder's address `from`, each with its own sequence
-/// number. Signed once, before a flood, which then costs no signing.
+/// serial) and a Redirect proof of it by `node` (under a key of its own:
+/// nobody can make a valid one), for agent `agent` and the flooder's
+/// address `from`, each with its own sequence number. Made once, before a
+/// flood.
 pub fn flood_claims(
     node: &KeyPair,
     agent: &str,
@@ -264,8 +348,9 @@ pub fn flood_claims(
 /// them (`rate` None) or at `rate` a second, until `limit` passes, `max`
 /// are sent or `stop()` holds: each
 /// with a fresh random request id and one of `claims` ([`flood_claims`]:
-/// a valid proof, what makes the agent spend a verification and ask the
-/// issuer), in turn. Runs in the calling thread's namespace.
+/// what makes the agent ask the issuer, which alone can check the proof),
+/// in turn, sealed by the flooder's own key (the agent checks that). Runs
+/// in the calling thread's namespace.
 #[allow(clippy::too_many_arguments)]
 pub fn flood_registrations(
     from: SocketAddrV4,
@@ -301,14 +386,17 @@ pub fn flood_registrations(
             let (seq, ob) = &claims[((f.sent + f.send_errors) % claims.len() as u64) as usize];
             // xorshift64* never repeats within its period: distinct ids.
             let req_id = rng.next_u64();
-            let d = registration_as(
-                req_id,
-                node,
-                *from.ip(),
-                mac,
-                *seq,
-                cookie,
-                vec![ob.clone()],
+            let d = sealed_for(
+                &registration_as(
+                    req_id,
+                    node,
+                    *from.ip(),
+                    mac,
+                    *seq,
+                    cookie,
+                    vec![ob.clone()],
+                ),
+                *to.ip(),
             );
             match sock.send_to(&d, to) {
                 Ok(_) => f.sent += 1,

@@ -120,6 +120,26 @@ impl NodeBinding {
     pub fn addr(&self) -> Ipv4Addr {
         self.cred.addr()
     }
+
+    /// A binding as restored from a state file: pending until the current
+    /// agent answers.
+    pub(crate) fn restored(cred: Credential, key: [u8; 32]) -> Self {
+        NodeBinding {
+            cred,
+            key,
+            state: BindingState::Pending,
+            sockets: 0,
+            idle_since_ms: None,
+            releasing: None,
+            relayed_in: None,
+            unconfirmed_since_ms: None,
+        }
+    }
+
+    /// The credential's key: the node's secret (its proofs), never shown.
+    pub fn cred_key(&self) -> &[u8; 32] {
+        &self.key
+    }
 }
 
 #[derive(Clone, Debug)]

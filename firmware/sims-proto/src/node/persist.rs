@@ -17,7 +17,7 @@ use alloc::vec::Vec;
 
 use log::warn;
 
-use super::{BindingState, Node, NodeBinding, NodeConfig};
+use super::{Node, NodeBinding, NodeConfig};
 use crate::msg::{AgentId, Credential};
 use crate::persist::{Kind, Reader, Writer};
 
@@ -81,16 +81,7 @@ impl Node {
         n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
         for (cred, key) in creds {
             if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
-                n.bindings.push(NodeBinding {
-                    cred,
-                    key,
-                    state: BindingState::Pending,
-                    sockets: 0,
-                    idle_since_ms: None,
-                    releasing: None,
-                    relayed_in: None,
-                    unconfirmed_since_ms: None,
-                });
+                n.bindings.push(NodeBinding::restored(cred, key));
             }
         }
         Some(n)
