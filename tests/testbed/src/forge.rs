@@ -248,6 +248,17 @@ pub fn register(
     register_from(&tb.mn(), x, addr, req_id, datagram, timeout)
 }
 
+/// [`register`], sending `datagram` as it is (not sealed by the kit).
+pub fn register_unsealed(
+    tb: &Testbed,
+    x: Ma,
+    addr: Ipv4Addr,
+    req_id: u64,
+    datagram: &[u8],
+) -> Result<RegistrationReply> {
+    exchange(&tb.mn(), x, addr, req_id, datagram, Duration::from_secs(10))
+}
+
 /// [`register`] from namespace `ns` (which holds `addr`).
 pub fn register_from(
     ns: &Netns,
@@ -258,24 +269,36 @@ pub fn register_from(
     timeout: Duration,
 ) -> Result<RegistrationReply> {
     let datagram = sealed_for(datagram, x.lan_gw());
-    let r = ns
-        .udp_request(
-            SocketAddrV4::new(addr, SIMS_PORT),
-            SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
-            &datagram,
-            Duration::from_secs(1),
-            timeout,
-            |d, _| match decode(d) {
-                Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
-                _ => None,
-            },
-        )
-        .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
-        .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))?;
+    let r = exchange(ns, x, addr, req_id, &datagram, timeout)?;
     if let Ok(Message::Registration(reg)) = decode(&datagram) {
         keep_cred_key(&reg.node, x.lan_gw(), &r);
     }
     Ok(r)
+}
+
+/// Sends `datagram` (a registration) from `addr` in `ns` to agent `x` and
+/// returns its answer.
+fn exchange(
+    ns: &Netns,
+    x: Ma,
+    addr: Ipv4Addr,
+    req_id: u64,
+    datagram: &[u8],
+    timeout: Duration,
+) -> Result<RegistrationReply> {
+    ns.udp_request(
+        SocketAddrV4::new(addr, SIMS_PORT),
+        SocketAddrV4::new(x.lan_gw(), SIMS_PORT),
+        datagram,
+        Duration::from_secs(1),
+        timeout,
+        |d, _| match decode(d) {
+            Ok(Message::RegistrationReply(r)) if r.req_id == req_id => Some(r),
+            _ => None,
+        },
+    )
+    .map_err(|e| format!("registration {req_id} to {}: {e}", x.id()))?
+    .ok_or_else(|| format!("{} did not answer registration {req_id}", x.id()))
 }
 
 /// The status of `addr` in a reply's results.

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use sims_proto::msg::{OldBinding, Status, TunnelRequest};
 use sims_testbed::forge::{
-    key_in_status, keypair, redirect_proof, registration, result_for, tunnel_request,
+    key_in_status, keypair, redirect_proof, register_unsealed, registration, result_for,
+    tunnel_request,
 };
 use sims_testbed::product::{tunnel_name, SIMS_MARK_RULE_PRIORITY, SIMS_RULE_PRIORITY};
 use sims_testbed::*;
@@ -323,9 +324,10 @@ fn s6a_no_agreement_no_relay_no_state() {
 // ---------------------------------------------------------------- s6b: crafted datagrams
 //
 // In s6b the test itself plays the node (sims-node is started only at the
-// end): it registers with Ed25519 keys of its own and crafts registrations,
-// proofs and agent-to-agent requests with the forging kit
-// (sims_testbed::forge).
+// end): it registers with node keys of its own (sealing what it sends
+// under its sessions with the agents, proving moves with the credential
+// keys the agents gave it) and crafts registrations, proofs and
+// agent-to-agent requests with the forging kit (sims_testbed::forge).
 
 /// Scenario 6b: Forged and replayed proofs are refused and leave no state;
 /// the daemons keep serving.
@@ -354,9 +356,10 @@ fn s6b_forged_or_replayed_proof_is_refused() {
     assert_eq!(tb.move_to(Ma::B).unwrap().addr, b());
     let (c1b, c2b) = (cookie(&tb, Ma::B, b(), &k1), cookie(&tb, Ma::B, b(), &k2));
 
-    // 1a. Forged: K1's credential, K1 named as the node, the proof signed
-    // by K2. ma-b checks the proof against the key in the registration.
-    let refused_b = counter(&tb, Ma::B, "rx_refused");
+    // 1a. Forged: K1's credential, K1 named as the node, a proof made
+    // without the credential's key (K2 never had it). Only the issuer
+    // knows the key: ma-b forwards, ma-a refuses.
+    let refused_a = counter(&tb, Ma::A, "rx_refused");
     let forged = OldBinding {
         cred: cred_a.clone(),
         proof: redirect_proof(&k2, &cred_a, "ma-b", b(), 2),
@@ -366,13 +369,31 @@ fn s6b_forged_or_replayed_proof_is_refused() {
         Ma::B,
         b(),
         2,
-        &registration(2, &k1, b(), 2, c1b, vec![forged]),
+        &registration(2, &k1, b(), 2, c1b, vec![forged.clone()]),
     );
     assert_eq!(result_for(&r, a()), Some(Status::BadProof), "forged: {r:?}");
     assert_eq!(r.results.len(), 1, "{r:?}");
-    assert!(counter(&tb, Ma::B, "rx_refused") > refused_b);
+    assert!(counter(&tb, Ma::A, "rx_refused") > refused_a);
     assert_no_binding(&tb, a(), "after a forged proof");
     wait_no_sims_state(&tb, "after a forged proof");
+
+    // 1c. K2 registers in K1's name: it cannot seal the registration under
+    // K1's session, so ma-b refuses it before anything else (BadCookie:
+    // solicit again) and asks nobody.
+    let unauth_b = counter(&tb, Ma::B, "rx_unauthenticated");
+    let rx_a = counter(&tb, Ma::A, "rx_ok");
+    let mut d = registration(6, &k1, b(), 6, c1b, vec![forged]);
+    // What the kit would seal in K1's name, with K2's session instead.
+    let n = d.len();
+    d[n - 16..].copy_from_slice(&[0x5a; 16]);
+    let r = register_unsealed(&tb, Ma::B, b(), 6, &d).unwrap();
+    assert_eq!(r.status, Status::BadCookie, "{r:?}");
+    assert!(r.results.is_empty() && r.cred.is_none(), "{r:?}");
+    assert!(counter(&tb, Ma::B, "rx_unauthenticated") > unauth_b);
+    // ma-a heard nothing of it: no TunnelRequest in K1's name.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(&tb, Ma::A, "rx_ok"), rx_a);
+    assert_no_binding(&tb, a(), "after a registration in another's name");
 
     // 1b. K2 presents K1's credential with a valid signature of its own:
     // only the issuer knows the credential is K1's.
