@@ -1,8 +1,12 @@
 //! The agent's state machine under an arbitrary sequence of events: raw
 //! datagrams, and messages built from the input and encoded for real
-//! (so that the fuzzer gets past decoding, tags, cookies and proofs: the
-//! harness plays the nodes and the two peers, and remembers the cookies,
-//! credentials, request ids and challenges the agent handed out), from
+//! (so that the fuzzer gets past decoding, tags, seals, cookies and
+//! proofs: the harness plays the nodes and the two peers, and remembers
+//! the cookies, credentials with their keys, request ids and challenges
+//! the agent handed out; its nodes seal their registrations and releases
+//! under their sessions with the agent's run, and prove moves with the
+//! credential keys the agent boxed for them, or send the unsealed,
+//! missealed and forged variants an attacker would), from
 //! LAN hosts, peers and strangers, on the LAN or not; timeouts; changes of
 //! who holds an address on the LAN; restarts through save and restore;
 //! reloads in place that reorder, remove and add back the peers.
@@ -11,7 +15,9 @@
 //! actions so far describe exactly the agent's bindings (a tunnel is up
 //! while a binding uses it, no binding is added twice or removed without
 //! having been added), and every datagram the agent sent decodes (peer
-//! messages with a valid tag).
+//! messages with a valid tag, a registration reply carrying a credential
+//! sealed under the session of one of the nodes, the only holders of
+//! keys that can seal a registration).
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,9 +30,9 @@ use libfuzzer_sys::fuzz_target;
 use sims_fuzz::*;
 use sims_proto::agent::{Action, Agent, LanView, Role};
 use sims_proto::msg::{
-    self, Authed, Cookie, Credential, Message, OldBinding, PeerChallenge, PeerMoveChallenge, ProofDomain, ProofInput,
-    Registration, Release, Sig, Solicitation, TunnelRelease, TunnelReleaseReply, TunnelReply,
-    TunnelRequest, MAX_OLD_BINDINGS,
+    self, Authed, Cookie, Credential, Datagram, Message, OldBinding, PeerChallenge,
+    PeerMoveChallenge, Proof, ProofDomain, ProofInput, Registration, Release, Solicitation,
+    TunnelRelease, TunnelReleaseReply, TunnelReply, TunnelRequest, MAX_OLD_BINDINGS,
 };
 
 const MACS: [[u8; 6]; 3] = [
@@ -38,6 +44,8 @@ const MACS: [[u8; 6]; 3] = [
 const KEEP: usize = 12;
 const MAX_STEPS: usize = 100;
 
+/// The nodes the harness plays: their identities (Ed25519 key pairs),
+/// whose sessions with the agent seal what they send it.
 fn nodes() -> &'static [KeyPair; 3] {
     static K: OnceLock<[KeyPair; 3]> = OnceLock::new();
     K.get_or_init(|| [1u8, 2, 3].map(|s| KeyPair::from_seed(Seed::new([s; 32]))))
@@ -63,8 +71,9 @@ struct World {
     lan: Holder,
     /// (address, node, cookie) the agent sent to that address.
     cookies: Vec<(Ipv4Addr, usize, Cookie)>,
-    /// Credentials the agent issued, and to which node.
-    creds: Vec<(Credential, usize)>,
+    /// Credentials the agent issued, to which node, and their keys (as
+    /// the node unboxes them from the reply).
+    creds: Vec<(Credential, usize, [u8; 32])>,
     /// Requests the agent sent to a peer: (peer, req_id, address).
     peer_reqs: Vec<(usize, u64, Ipv4Addr)>,
     /// The agent's latest challenge nonce to each peer.
@@ -76,6 +85,9 @@ struct World {
     moving: [Option<Ipv4Addr>; 2],
     /// Applying a restore's actions (moves come from the saved state).
     restoring: bool,
+    /// The X25519 key of the agent's previous run: a node that missed the
+    /// restart seals under its session with it.
+    old_dh: Option<[u8; 32]>,
     peer_instance: [u64; 2],
     peer_seq: [u64; 2],
     node_seq: [u64; 3],
@@ -102,6 +114,7 @@ impl World {
             endpoints: PEER_ENDPOINTS,
             moving: [None; 2],
             restoring: false,
+            old_dh: None,
             peer_instance: [11, 22],
             peer_seq: [0; 2],
             node_seq: [0; 3],
@@ -231,25 +244,44 @@ impl World {
             return;
         }
         assert!(!self.endpoints.contains(dst.ip()), "node message to a peer");
+        if let Message::RegistrationReply(r) = m {
+            self.registration_reply(*dst.ip(), data, r);
+            return;
+        }
         let Some((from, node)) = ctx else { return };
         if *dst.ip() != from {
             return;
         }
-        match m {
-            Message::Advertisement(a) => {
-                if let Some(s) = a.solicited {
-                    push_keep(&mut self.cookies, (from, node, s.cookie));
-                }
+        if let Message::Advertisement(a) = m {
+            if let Some(s) = a.solicited {
+                push_keep(&mut self.cookies, (from, node, s.cookie));
             }
-            Message::RegistrationReply(r) => {
-                if let Some(c) = r.cookie {
-                    push_keep(&mut self.cookies, (from, node, c));
-                }
-                if let Some(c) = r.cred {
-                    push_keep(&mut self.creds, (c, node));
-                }
-            }
-            _ => {}
+        }
+    }
+
+    /// A registration reply (`data`, decoded as `r`) to `dst`, perhaps
+    /// one that waited for peers: it is for the node whose session seals
+    /// it, which takes its cookie and credential, unboxing the
+    /// credential's key with that session.
+    fn registration_reply(&mut self, dst: Ipv4Addr, data: &[u8], r: msg::RegistrationReply) {
+        let dh = self.agent.dh_public();
+        let sealed = (0..nodes().len()).find_map(|n| {
+            let s = node_session(&nodes()[n], &dh)?;
+            msg::reply_authentic(data, &s).then_some((n, s))
+        });
+        let Some((node, session)) = sealed else {
+            assert!(
+                r.cred.is_none(),
+                "a credential in a reply sealed for no node: {r:?}"
+            );
+            return;
+        };
+        if let Some(c) = r.cookie {
+            push_keep(&mut self.cookies, (dst, node, c));
+        }
+        if let Some(c) = r.cred {
+            let key = msg::box_cred_key(&session, &c, &r.cred_key);
+            push_keep(&mut self.creds, (c, node, key));
         }
     }
 
@@ -343,8 +375,8 @@ fn pick_cred(u: &mut Unstructured, w: &World, node: usize) -> Result<Credential>
     let mine: Vec<&Credential> = w
         .creds
         .iter()
-        .filter(|(_, n)| *n == node)
-        .map(|(c, _)| c)
+        .filter(|(_, n, _)| *n == node)
+        .map(|(c, _, _)| c)
         .collect();
     if !mine.is_empty() && u.ratio(3, 4)? {
         return Ok((*u.choose(&mine)?).clone());
@@ -381,22 +413,57 @@ fn pick_seq(u: &mut Unstructured, last: &mut u64) -> Result<u64> {
     })
 }
 
-/// A node's proof: signed as the node would, or garbage.
+/// Node `node`'s proof for `cred`: made as the node would, with the key
+/// the agent boxed for it in the reply that gave it the credential; or
+/// with another credential's key (another node's, or one the node holds
+/// for another address); or garbage: what a node that does not hold the
+/// credential can send.
 fn proof(
     u: &mut Unstructured,
+    w: &World,
     node: usize,
-    domain: ProofDomain,
     cred: &Credential,
     agent: &str,
     addr: [u8; 4],
     seq: u64,
-) -> Result<Sig> {
-    if u.ratio(7, 8)? {
-        let input = ProofInput::new(domain, cred, agent, addr, seq);
-        Ok(sign_cached(node, &nodes()[node].sk, &input))
-    } else {
-        Ok(Sig(u.arbitrary()?))
+) -> Result<Proof> {
+    let own = w
+        .creds
+        .iter()
+        .rev()
+        .find(|(c, n, _)| c == cred && *n == node)
+        .map(|(_, _, k)| *k);
+    let key = match own {
+        Some(k) if u.ratio(7, 8)? => k,
+        _ if !w.creds.is_empty() && u.ratio(1, 2)? => u.choose(&w.creds)?.2,
+        _ => return Ok(Proof(u.arbitrary()?)),
+    };
+    let input = ProofInput::new(ProofDomain::Redirect, cred, agent, addr, seq);
+    Ok(msg::prove(&key, &input).expect("a proof input fits"))
+}
+
+/// Seals a registration or release of node `node` (encoded with a zero
+/// tag) as the node would, under its session with the agent's run; or
+/// not, or wrongly: unsealed, a made-up tag, under the session with the
+/// agent's previous run (a node that missed the restart), or under
+/// another node's session (a registration in another's name).
+fn seal(u: &mut Unstructured, w: &World, node: usize, data: &mut Datagram) -> Result<()> {
+    let (dh, by) = match u.int_in_range(0..=31)? {
+        0 => return Ok(()),
+        1 => {
+            let tag: [u8; 16] = u.arbitrary()?;
+            let n = data.len();
+            data[n - 16..].copy_from_slice(&tag);
+            return Ok(());
+        }
+        2 => (w.old_dh.unwrap_or(w.agent.dh_public()), node),
+        3 => (w.agent.dh_public(), pick_node(u)?),
+        _ => (w.agent.dh_public(), node),
+    };
+    if let Some(s) = node_session(&nodes()[by], &dh) {
+        msg::seal_reply(data, &s);
     }
+    Ok(())
 }
 
 fn node_key(u: &mut Unstructured, node: usize) -> Result<[u8; 32]> {
@@ -415,6 +482,7 @@ fn node_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
         pick_addr(u)?
     };
     let via_lan = u.ratio(15, 16)?;
+    let sealed = |m: &Message| matches!(m, Message::Registration(_) | Message::Release(_));
     let m = match u.int_in_range(0..=2)? {
         0 => Message::Solicitation(Solicitation {
             nonce: u.arbitrary()?,
@@ -426,15 +494,7 @@ fn node_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
             let mut bindings = heapless::Vec::<OldBinding, MAX_OLD_BINDINGS>::new();
             for _ in 0..u.int_in_range(0..=3)? {
                 let cred = pick_cred(u, w, node)?;
-                let proof = proof(
-                    u,
-                    node,
-                    ProofDomain::Redirect,
-                    &cred,
-                    AGENT_ID,
-                    addr.octets(),
-                    seq,
-                )?;
+                let proof = proof(u, w, node, &cred, AGENT_ID, addr.octets(), seq)?;
                 let _ = bindings.push(OldBinding { cred, proof });
             }
             Message::Registration(Registration {
@@ -449,20 +509,12 @@ fn node_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
                 seq,
                 cookie: pick_cookie(u, w, src, node)?,
                 bindings,
+                tag: [0; 16],
             })
         }
         _ => {
             let cred = pick_cred(u, w, node)?;
             let seq = pick_seq(u, &mut w.node_seq[node])?;
-            let proof = proof(
-                u,
-                node,
-                ProofDomain::Release,
-                &cred,
-                AGENT_ID,
-                src.octets(),
-                seq,
-            )?;
             Message::Release(Release {
                 req_id: u.arbitrary()?,
                 node: node_key(u, node)?,
@@ -470,11 +522,14 @@ fn node_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
                 node_addr: src.octets(),
                 seq,
                 cookie: pick_cookie(u, w, src, node)?,
-                proof,
+                tag: [0; 16],
             })
         }
     };
-    let data = msg::encode(&m, None).expect("fits");
+    let mut data = msg::encode(&m, None).expect("fits");
+    if sealed(&m) {
+        seal(u, w, node, &mut data)?;
+    }
     w.deliver(
         SocketAddrV4::new(src, PORT),
         via_lan,
@@ -506,15 +561,7 @@ fn peer_message(u: &mut Unstructured, w: &mut World) -> Result<()> {
             let cred = pick_cred(u, w, node)?;
             let node_addr = host(p + 1, 50 + u.int_in_range(0..=2)?).octets();
             let seq = pick_seq(u, &mut w.node_seq[node])?;
-            let proof = proof(
-                u,
-                node,
-                ProofDomain::Redirect,
-                &cred,
-                PEER_IDS[p],
-                node_addr,
-                seq,
-            )?;
+            let proof = proof(u, w, node, &cred, PEER_IDS[p], node_addr, seq)?;
             let m = TunnelRequest {
                 req_id: u.arbitrary()?,
                 node: node_key(u, node)?,
@@ -668,9 +715,9 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
             assert!(map.is_some(), "a reload of the peers is in place");
             w.apply(out, None);
             // A peer removed comes back as configured.
-            for p in 0..2 {
+            for (p, &home) in PEER_ENDPOINTS.iter().enumerate() {
                 if !order.contains(&p) {
-                    w.endpoints[p] = PEER_ENDPOINTS[p];
+                    w.endpoints[p] = home;
                     w.moving[p] = None;
                 }
             }
@@ -679,6 +726,7 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
         _ => {
             // A restart: the new run restores what the old one saved.
             let saved = w.agent.save(now(w.now));
+            w.old_dh = Some(w.agent.dh_public());
             let seed: [u8; 32] = u.arbitrary()?;
             w.now += time_step(u)?;
             let mut agent = Agent::new(agent_config_with(&w.order), seed);

@@ -6,17 +6,25 @@
 //! timeouts, restarts through save and restore.
 //!
 //! After every step: at most `max_bindings` bindings, one per address,
-//! every datagram the node sent decodes, and a restart keeps its identity.
+//! every datagram the node sent decodes, its registrations are sealed
+//! under its session with its agent and prove each old binding with that
+//! binding's credential key, its releases are sealed under its session
+//! with an agent run it heard, a credential key it takes from a reply is
+//! the one boxed in it (unboxed under its session), and a restart keeps
+//! its identity and its credentials with their keys.
 #![no_main]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use std::sync::OnceLock;
+
+use ed25519_compact::{KeyPair, Seed};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use sims_fuzz::*;
 use sims_proto::msg::{
-    self, Advertisement, BindingResult, Credential, Message, RegistrationReply, ReleaseReply,
-    Solicited, MAX_OLD_BINDINGS,
+    self, Advertisement, BindingResult, Credential, Message, NodeProof, RegistrationReply,
+    ReleaseReply, Solicited, MAX_OLD_BINDINGS,
 };
 use sims_proto::node::{Action, Node};
 
@@ -30,7 +38,7 @@ const MAX_STEPS: usize = 200;
 /// out once: X25519 is slow next to a step), so that replies can be
 /// sealed as the agents seal them.
 fn agent_keys() -> &'static [([u8; 32], [u8; 32]); 3] {
-    static KEYS: std::sync::OnceLock<[([u8; 32], [u8; 32]); 3]> = std::sync::OnceLock::new();
+    static KEYS: OnceLock<[([u8; 32], [u8; 32]); 3]> = OnceLock::new();
     KEYS.get_or_init(|| {
         let node = Node::new(node_config(), SEED, MAC, [5; 32]);
         core::array::from_fn(|i| {
@@ -41,9 +49,23 @@ fn agent_keys() -> &'static [([u8; 32], [u8; 32]); 3] {
     })
 }
 
+/// The node's identity (from `SEED`, as `Node::new` makes it): the
+/// harness works out the node's sessions with any agent key it advertised.
+fn node_keys() -> &'static KeyPair {
+    static K: OnceLock<KeyPair> = OnceLock::new();
+    K.get_or_init(|| KeyPair::from_seed(Seed::new(SEED)))
+}
+
+/// The node's session with the agent run whose X25519 key is `dh`.
+fn session(dh: &[u8; 32]) -> Option<[u8; 32]> {
+    node_session(node_keys(), dh)
+}
+
 struct World {
     node: Node,
     now: u64,
+    /// Every agent key the harness advertised in this run.
+    dhs: Vec<[u8; 32]>,
     /// Nonces of the node's solicitations, request ids of its
     /// registrations and releases (the latest last).
     nonces: Vec<u64>,
@@ -66,8 +88,18 @@ impl World {
                 Action::Send { data, .. } | Action::Broadcast { data } => {
                     match msg::decode(&data).expect("the node sends what decodes") {
                         Message::Solicitation(s) => push_keep(&mut self.nonces, s.nonce),
-                        Message::Registration(r) => push_keep(&mut self.regs, r.req_id),
+                        Message::Registration(r) => {
+                            self.check_registration(&data, &r);
+                            push_keep(&mut self.regs, r.req_id)
+                        }
                         Message::Release(r) => {
+                            assert!(
+                                self.dhs
+                                    .iter()
+                                    .filter_map(session)
+                                    .any(|s| msg::reply_authentic(&data, &s)),
+                                "a release sealed under no session of an agent heard"
+                            );
                             push_keep(&mut self.releases, (r.req_id, r.cred.addr))
                         }
                         m => panic!("the node sent {:?}", m.msg_type()),
@@ -75,6 +107,28 @@ impl World {
                 }
                 Action::HoldAddress(_) | Action::DropAddress(_) => {}
             }
+        }
+    }
+
+    /// A registration (`data`, decoded as `r`) the node just sent: sealed
+    /// under its session with its agent, each old binding proved towards
+    /// that agent under the key of the node's binding for it.
+    fn check_registration(&self, data: &[u8], r: &msg::Registration) {
+        let agent = self.node.agent().expect("registers with an agent");
+        let s = session(&agent.dh).expect("registers under a session");
+        assert!(
+            msg::reply_authentic(data, &s),
+            "a registration not sealed under the session with its agent"
+        );
+        assert_eq!(&r.node, self.node.key());
+        for ob in &r.bindings {
+            let b = self.node.bindings().iter().find(|b| b.cred == ob.cred);
+            let b = b.expect("proves only credentials it holds");
+            assert!(
+                NodeProof::of_registration(r, ob, &agent.id).verify(b.cred_key()),
+                "{}: a proof not under its credential's key",
+                b.addr()
+            );
         }
     }
 
@@ -152,9 +206,15 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
                 agent: id(AGENTS[agent]),
                 provider: Default::default(),
                 endpoint: u.arbitrary()?,
-                dh: match u.ratio(7, 8)? {
-                    true => agent_keys()[agent].0,
-                    false => u.arbitrary()?,
+                dh: {
+                    let dh = match u.ratio(7, 8)? {
+                        true => agent_keys()[agent].0,
+                        false => u.arbitrary()?,
+                    };
+                    if !w.dhs.contains(&dh) {
+                        w.dhs.push(dh);
+                    }
+                    dh
                 },
                 instance: w.instances[agent],
                 seq: u.arbitrary()?,
@@ -192,10 +252,17 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
             Message::RegistrationReply(RegistrationReply {
                 req_id,
                 status: *u.choose(&STATUSES)?,
-                cred,
                 lifetime_s: u.arbitrary()?,
                 results,
                 cookie: u.arbitrary()?,
+                // Boxed under the session of whichever agent seals the
+                // reply: to the node, any 32 bytes.
+                cred_key: if cred.is_some() || u.ratio(1, 16)? {
+                    u.arbitrary()?
+                } else {
+                    [0; 32]
+                },
+                cred,
                 mac: [0; 16],
             })
         }
@@ -210,6 +277,15 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
             })
         }
     })
+}
+
+/// The node's credentials with their keys.
+fn key_of(w: &World) -> Vec<(Credential, [u8; 32])> {
+    w.node
+        .bindings()
+        .iter()
+        .map(|b| (b.cred.clone(), *b.cred_key()))
+        .collect()
 }
 
 fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
@@ -239,7 +315,26 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
                 msg::seal_reply(&mut data, &agent_keys()[i].1);
             }
             let (src, dst) = (pick_src(u)?, pick_dst(u, w)?);
+            let before = key_of(w);
+            let s = w.node.agent().and_then(|a| session(&a.dh));
             w.node.handle_datagram(t, src, dst, &data, &mut out);
+            // A credential the node took from the reply: with the key
+            // boxed in it, as unboxed under the node's session.
+            if let (Message::RegistrationReply(r), Some(s)) = (&m, s) {
+                if let Some(c) = &r.cred {
+                    let b = w.node.bindings().iter().find(|b| &b.cred == c);
+                    if let Some(b) =
+                        b.filter(|b| !before.contains(&(b.cred.clone(), *b.cred_key())))
+                    {
+                        assert_eq!(
+                            *b.cred_key(),
+                            msg::box_cred_key(&s, c, &r.cred_key),
+                            "{}: the credential key is not the one in the reply",
+                            b.addr()
+                        );
+                    }
+                }
+            }
         }
         7 => {
             let len = u.int_in_range(0..=1300)?;
@@ -263,12 +358,11 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
             // A restart: identity and credentials survive, nothing else.
             let saved = w.node.save();
             let key = *w.node.key();
-            let creds: Vec<Credential> = w.node.bindings().iter().map(|b| b.cred.clone()).collect();
+            let creds = key_of(w);
             let cur = w.node.current();
             w.node = Node::restore(node_config(), &saved, MAC, u.arbitrary()?).expect("own save");
             assert_eq!(*w.node.key(), key);
-            let back: Vec<Credential> = w.node.bindings().iter().map(|b| b.cred.clone()).collect();
-            assert_eq!(back, creds);
+            assert_eq!(key_of(w), creds);
             w.nonces.clear();
             w.regs.clear();
             w.releases.clear();
@@ -284,6 +378,7 @@ fuzz_target!(|data: &[u8]| {
     let mut w = World {
         node: Node::new(node_config(), SEED, MAC, [5; 32]),
         now: 1,
+        dhs: Vec::new(),
         nonces: Vec::new(),
         regs: Vec::new(),
         releases: Vec::new(),

@@ -66,10 +66,15 @@ fn restore_node(data: &[u8]) {
     };
     let b = n.bindings();
     assert!(b.len() <= node_config().max_bindings);
-    let creds: Vec<Credential> = b.iter().map(|b| b.cred.clone()).collect();
+    let creds: Vec<(Credential, [u8; 32])> =
+        b.iter().map(|b| (b.cred.clone(), *b.cred_key())).collect();
     let m = Node::restore(node_config(), &n.save(), MAC, [2; 32]).expect("own save");
     assert_eq!(m.key(), n.key());
-    let back: Vec<Credential> = m.bindings().iter().map(|b| b.cred.clone()).collect();
+    let back: Vec<(Credential, [u8; 32])> = m
+        .bindings()
+        .iter()
+        .map(|b| (b.cred.clone(), *b.cred_key()))
+        .collect();
     assert_eq!(back, creds);
 }
 
@@ -124,21 +129,26 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             last_seq: 3,
             last_use: Some((id(PEER_IDS[0]), host(1, 50).octets())),
             expires_ms: 100_000,
+            key: [h; 32],
         };
         w.put(&(host(0, h).octets(), &c, 90_000u64));
     }
+    // No peer moved (version 3 on).
+    w.put(&0usize);
     let mut a = Agent::new(agent_config(), [3; 32]);
     assert!(a.restore(t, &w.finish(), &mut Vec::new()));
     assert_eq!(a.bindings().count(), 3);
+    assert_eq!(a.credential_count(), 2, "the credentials with their keys");
     let agent = a.save(t);
 
     let mut w = Writer::new(Kind::Node);
     w.put(&[9u8; 32]);
     w.put(&41u64);
     w.put(&2usize);
-    w.put(&cred(0, 50, AGENT_ID));
-    w.put(&cred(1, 50, PEER_IDS[0]));
+    w.put(&(cred(0, 50, AGENT_ID), [0x41u8; 32]));
+    w.put(&(cred(1, 50, PEER_IDS[0]), [0x42u8; 32]));
     let n = Node::restore(node_config(), &w.finish(), MAC, [1; 32]).expect("node state");
+    assert_eq!(n.bindings().len(), 2, "the credentials with their keys");
     let node = n.save();
     let strip = |v: &[u8]| v[..v.len() - CHECKSUM_LEN].to_vec();
     vec![
