@@ -10,6 +10,9 @@ use std::vec::Vec;
 
 /// The attacks of issue 9, one test each, in this same world.
 mod attacks;
+/// A guest posing as the LAN's agent, or forging its early refusals
+/// (the review of protocol v3).
+mod forged_agent;
 /// Peers whose WAN address changes.
 mod moves;
 

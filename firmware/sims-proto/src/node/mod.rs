@@ -383,7 +383,11 @@ impl Node {
                     dh: a.dh,
                     expires_ms,
                 });
+                // A fresh cookie while a registration is in flight (we
+                // asked, on a hint that ours is stale): register with it.
+                let mut renew = false;
                 if let (Some(s), true) = (answer, unicast) {
+                    renew = self.reg.is_some() && self.cookie != Some(s.cookie);
                     self.cookie = Some(s.cookie);
                 }
                 if self.cookie.is_none() {
@@ -394,7 +398,7 @@ impl Node {
                     return;
                 }
                 self.next_solicit_ms = None;
-                if !same || (self.registered.is_none() && self.reg.is_none()) {
+                if !same || renew || (self.registered.is_none() && self.reg.is_none()) {
                     info!("agent {} (instance {:x}) on {cur}", a.agent, a.instance);
                     self.register(now, out);
                 }
@@ -511,13 +515,18 @@ impl Node {
             self.counters.rx_ignored += 1;
             return;
         }
-        // Unsealed, only the refusals an agent sends before it checked our
-        // address are believed, and they change no binding.
-        let early = matches!(r.status, Status::BadCookie | Status::NoCapacity)
-            && r.cred.is_none()
-            && r.results.is_empty();
-        if !authentic && !early {
+        if !authentic {
+            // Unsealed: anyone on the LAN who saw the req_id can send it.
+            // An agent sends refusals unsealed before it checked our seal;
+            // they are only a hint. The registration stays in flight (its
+            // retransmissions are the retry), and no cookie is taken.
             self.counters.rx_ignored += 1;
+            let early = r.cred.is_none() && r.results.is_empty();
+            if early && r.status == Status::BadCookie {
+                // Our cookie may be stale: ask for a fresh one; its answer
+                // starts a new registration (see the advertisement).
+                self.solicit(now, out);
+            }
             return;
         }
         self.reg = None;
@@ -546,8 +555,14 @@ impl Node {
         }
         let lifetime_ms = u64::from(r.lifetime_s.max(3)) * 1000;
         self.next_refresh_ms = Some(now + lifetime_ms / 3);
+        let mut seen: heapless::Vec<Ipv4Addr, MAX_OLD_BINDINGS> = heapless::Vec::new();
         for res in r.results.iter() {
             let addr = Ipv4Addr::from(res.addr);
+            // One result per address: a second one (only a forger sends
+            // it) would override the first.
+            if seen.contains(&addr) || seen.push(addr).is_err() {
+                continue;
+            }
             let Some(i) = self.bindings.iter().position(|b| b.addr() == addr) else {
                 continue;
             };
@@ -564,9 +579,16 @@ impl Node {
                 }
                 Status::Ok => {
                     let b = &mut self.bindings[i];
-                    b.state = BindingState::Relayed;
-                    b.relayed_in = sid;
-                    b.unconfirmed_since_ms = None;
+                    // The session that relays it is the one that first
+                    // said so; another session's Ok does not take it over
+                    // (so that its refusals cannot drop the address).
+                    if b.state != BindingState::Relayed {
+                        b.state = BindingState::Relayed;
+                        b.relayed_in = sid;
+                    }
+                    if b.relayed_in == sid {
+                        b.unconfirmed_since_ms = None;
+                    }
                 }
                 // A peer that did not answer: try again soon.
                 Status::Timeout => self.next_refresh_ms = Some(now + 1000),
@@ -612,7 +634,13 @@ impl Node {
                 }
             }
         }
-        if let (Some(cred), Some((session, _))) = (r.cred, self.session) {
+        // A credential is for the address we have here, from the agent we
+        // registered with: anything else (only a forger sends it) would
+        // replace the credential of an address relayed from elsewhere.
+        let cred = r
+            .cred
+            .filter(|c| Some(c.addr()) == self.current && c.issuer == agent.id);
+        if let (Some(cred), Some((session, _))) = (cred, self.session) {
             let addr = cred.addr();
             let key = msg::box_cred_key(&session, &cred, &r.cred_key);
             match self.bindings.iter_mut().find(|b| b.addr() == addr) {

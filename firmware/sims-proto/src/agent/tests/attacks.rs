@@ -46,7 +46,7 @@ fn registration(
 
 /// A reply (unsealed) that refuses `addr` with `status`: what a forger
 /// sends to make the node drop an address.
-fn refusal_of(req_id: u64, addr: Ipv4Addr, status: Status) -> RegistrationReply {
+pub(super) fn refusal_of(req_id: u64, addr: Ipv4Addr, status: Status) -> RegistrationReply {
     let mut r = RegistrationReply {
         req_id,
         status: Status::Ok,
