@@ -508,6 +508,14 @@ impl Agent {
     fn remove_binding(&mut self, addr: Ipv4Addr, out: &mut impl Sink<Action>) -> Option<Binding> {
         let b = self.bindings.remove(&u32::from(addr))?;
         let peer = b.peer;
+        if b.role == Role::Home {
+            // The proof that redirected it is spent: "the very proof
+            // accepted last" is accepted again only while its redirect
+            // lasts (a replay must not bring back a released one).
+            if let Some(c) = self.creds.get_mut(&u32::from(addr)) {
+                c.last_use = None;
+            }
+        }
         out.push(match b.role {
             Role::Home => Action::HomeDel { addr, peer },
             Role::Visitor => Action::VisitorDel { addr, peer },

@@ -15,6 +15,9 @@ mod attacks;
 mod forged_agent;
 /// Peers whose WAN address changes.
 mod moves;
+/// Replays of the node's own sealed registrations, and retransmissions
+/// the agent no longer remembers (the review of protocol v3).
+mod replays;
 
 const A: usize = 0;
 const B: usize = 1;

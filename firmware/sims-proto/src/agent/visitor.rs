@@ -200,7 +200,18 @@ impl Agent {
         let lifetime_ms = u64::from(self.cfg.binding_lifetime_s) * 1000;
         let same = |b: &Binding| b.role == Role::Visitor && b.peer == p && b.node == r.node;
         let refresh = match self.bindings.get(&key) {
-            Some(b) if same(b) && r.seq <= b.last_seq => {
+            // The registration that made or last refreshed this binding,
+            // again (sealed: the node's retransmission, or a replay of
+            // it): answered as before, nothing asked or changed. Its
+            // answered entry may have been pushed out of `regs`.
+            Some(b) if same(b) && r.seq == b.last_seq => {
+                return Some(if b.pending {
+                    Status::NoCapacity
+                } else {
+                    Status::Ok
+                });
+            }
+            Some(b) if same(b) && r.seq < b.last_seq => {
                 self.counters.rx_replay += 1;
                 return Some(Status::Replay);
             }

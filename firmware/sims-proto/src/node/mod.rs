@@ -598,11 +598,12 @@ impl Node {
                     self.next_refresh_ms = Some(now + BUSY_RETRY_MS)
                 }
                 st if self.bindings[i].state == BindingState::Relayed
-                    && self.bindings[i].relayed_in != sid =>
+                    && (self.bindings[i].relayed_in != sid || st == Status::Replay) =>
                 {
-                    // Another session than the one relaying it: not proof
-                    // enough to drop a working address; ask again, and
-                    // give up only after a while without an Ok.
+                    // Another session than the one relaying it, or a
+                    // Replay (our next registration has a higher seq): not
+                    // proof enough to drop a working address; ask again,
+                    // and give up only after a while without an Ok.
                     let since = *self.bindings[i].unconfirmed_since_ms.get_or_insert(now);
                     if now.saturating_sub(since) < UNCONFIRMED_DROP_MS {
                         info!(

@@ -10,16 +10,16 @@ use ed25519_compact::{KeyPair, Seed};
 
 /// A guest M on A's LAN with a key of its own.
 const M_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 66);
-const M_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x66];
+pub(super) const M_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x66];
 
-fn guest_key(seed: u8) -> KeyPair {
+pub(super) fn guest_key(seed: u8) -> KeyPair {
     KeyPair::from_seed(Seed::new([seed; 32]))
 }
 
 /// A registration by `node`, sealed under its session with the agent
 /// whose run key is `dh` (as any host with a key of its own can).
 #[allow(clippy::too_many_arguments)]
-fn registration(
+pub(super) fn registration(
     dh: [u8; 32],
     req_id: u64,
     node: &KeyPair,
