@@ -1,6 +1,7 @@
 //! Token buckets in a table of fixed capacity: what keeps one source (a
 //! LAN address, a peer) from spending more than its share of the costly
-//! work (public-key verifications) however fast it sends.
+//! work (a node session's X25519, a request to a peer in a node's name)
+//! however fast it sends.
 //!
 //! The table never grows: a new key takes the slot of the key used least
 //! recently. An attacker cycling through more keys than the table holds

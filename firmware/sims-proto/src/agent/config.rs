@@ -44,10 +44,11 @@ pub struct AgentConfig {
     /// Most of them from one source address: one guest cannot take the
     /// others' share.
     pub max_pending_per_source: usize,
-    /// Public-key operations (the X25519 of a node's session) allowed per
-    /// LAN source address and for the whole agent: nobody can make the
-    /// agent do them faster than this. (Proofs are HMACs: a peer's
-    /// requests cost none.)
+    /// The costly work a LAN source address, and the whole LAN, may have
+    /// the agent do: the X25519 of a node's new session, and each request
+    /// sent to a peer in a node's name (only the issuer can check its
+    /// proof, so made-up claims must not reach it at line rate). Proofs
+    /// are HMACs: checking them is not budgeted.
     pub verify_per_source: Rate,
     pub verify_total: Rate,
     pub retransmit_initial_ms: u64,

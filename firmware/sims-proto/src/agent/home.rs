@@ -19,12 +19,14 @@ impl Agent {
     /// with its key. The caller has checked that the node holds the
     /// address now (its cookie, the neighbour table, its sealed
     /// registration), so it may replace a record of another key.
+    /// AddressInUse: redirected for another node; NoCapacity: the table is
+    /// full.
     pub(super) fn issue(
         &mut self,
         now: Now,
         cur: Ipv4Addr,
         r: &Registration,
-    ) -> Option<(Credential, [u8; 32])> {
+    ) -> Result<(Credential, [u8; 32]), Status> {
         let key = u32::from(cur);
         // The address is ours but redirected for another node: whoever
         // registers it here now cannot be its holder.
@@ -32,7 +34,7 @@ impl Agent {
             if b.role == Role::Home && b.node != r.node {
                 self.counters.rx_refused += 1;
                 warn!("{cur} is redirected for another node; not issuing");
-                return None;
+                return Err(Status::AddressInUse);
             }
         }
         let expires_ms = now.ms + u64::from(self.cfg.credential_lifetime_s) * 1000;
@@ -45,7 +47,7 @@ impl Agent {
             existing => {
                 if existing.is_none() && self.creds.len() >= self.cfg.max_credentials {
                     self.counters.table_full += 1;
-                    return None;
+                    return Err(Status::NoCapacity);
                 }
                 // Random: nobody can predict the credential of an address,
                 // nor its key.
@@ -71,7 +73,7 @@ impl Agent {
             issuer: self.cfg.id.clone(),
             serial,
         };
-        Some((cred, cred_key))
+        Ok((cred, cred_key))
     }
 
     /// The issuer's check of a node's proof for a credential we issued:

@@ -65,13 +65,14 @@ pub struct Counters {
     /// Peer requests answered with a challenge (a new run of the peer, or
     /// a replay of an old one).
     pub rx_challenged: u64,
-    /// Public-key operations made (the X25519 agreement of a node's
-    /// session, once per node and run), and those not made because their
-    /// source, peer or the agent ran out of budget.
+    /// Public-key operations tried within budget (the X25519 agreement of
+    /// a node's session, once per node and run), and the budgeted work
+    /// (those, and requests to peers in a node's name) refused because
+    /// the source or the whole LAN ran out of budget.
     pub verifications: u64,
     pub rate_limited: u64,
-    /// Of the verifications, the X25519 agreements of node sessions
-    /// (today all of them: proofs are HMACs).
+    /// Of the verifications, those that gave a session (the others had a
+    /// node key no session can be made with).
     pub key_agreements: u64,
     /// Redirects ended because another host took the address on our LAN.
     pub redirects_ended: u64,
@@ -157,7 +158,8 @@ pub struct Agent {
     regs: BTreeMap<u32, PendingReg>,
     next_reg: u32,
     peers: Vec<PeerState>,
-    /// Verification budgets: per LAN source address, in total.
+    /// Work budgets (see `AgentConfig::verify_per_source`): per LAN source
+    /// address, in total.
     verify_source: Buckets,
     verify_total: Buckets,
     /// Challenges we may send, per peer.
@@ -169,8 +171,8 @@ pub struct Agent {
     pub counters: Counters,
 }
 
-/// The token buckets of `cfg`'s rates, full: verifications per LAN
-/// source, per peer and in total, and challenges per peer.
+/// The token buckets of `cfg`'s rates, full: work per LAN source and in
+/// total, and challenges per peer.
 fn budgets(cfg: &AgentConfig) -> [Buckets; 3] {
     let peers = cfg.peers.len().max(1);
     [
@@ -451,15 +453,22 @@ impl Agent {
 
     /// The session key with `node` (whose address `src` passed its cookie
     /// check): cached, or one X25519 within the source's budget.
-    pub(super) fn session(&mut self, now: Now, src: Ipv4Addr, node: &NodeKey) -> Option<[u8; 32]> {
+    /// NoCapacity: no budget now (try later); BadRequest: `node` is not a
+    /// usable key (never will be).
+    pub(super) fn session(
+        &mut self,
+        now: Now,
+        src: Ipv4Addr,
+        node: &NodeKey,
+    ) -> Result<[u8; 32], Status> {
         if let Some((k, used)) = self.sessions.get_mut(node) {
             *used = now.ms;
-            return Some(*k);
+            return Ok(*k);
         }
         if !self.may_verify(now, src) {
-            return None;
+            return Err(Status::NoCapacity);
         }
-        let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node)?;
+        let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node).ok_or(Status::BadRequest)?;
         self.counters.key_agreements += 1;
         if self.sessions.len() >= self.cfg.max_credentials.max(1) {
             let oldest = self
@@ -472,7 +481,13 @@ impl Agent {
             }
         }
         self.sessions.insert(*node, (k, now.ms));
-        Some(k)
+        Ok(k)
+    }
+
+    /// The session with `node` if this run has worked it out already (no
+    /// key agreement: for answers that must not cost one).
+    fn known_session(&self, node: &NodeKey) -> Option<[u8; 32]> {
+        self.sessions.get(node).map(|(k, _)| *k)
     }
 
     // ---- bindings ---------------------------------------------------------

@@ -101,10 +101,14 @@ impl Agent {
             refuse(self, &mut reply, Status::NoCapacity, out);
             return;
         }
-        let Some(session) = self.session(now, cur, &r.node) else {
-            // No verification budget for a new session now: retry later.
-            refuse(self, &mut reply, Status::NoCapacity, out);
-            return;
+        let session = match self.session(now, cur, &r.node) {
+            Ok(k) => k,
+            // No budget for a new session now (retry later), or a node key
+            // no session can be made with.
+            Err(st) => {
+                refuse(self, &mut reply, st, out);
+                return;
+            }
         };
         if !msg::reply_authentic(data, &session) {
             // Not sealed by the key's holder, or under an older session of
@@ -148,16 +152,12 @@ impl Agent {
         }
         // The credential for the current address comes last: a node back
         // home has just had its old redirect removed above.
-        if let Some((cred, cred_key)) = self.issue(now, cur, &r) {
-            reply.cred_key = msg::box_cred_key(&session, &cred, &cred_key);
-            reply.cred = Some(cred);
-        }
-        if reply.cred.is_none() {
-            reply.status = if self.creds.len() >= self.cfg.max_credentials {
-                Status::NoCapacity
-            } else {
-                Status::AddressInUse
-            };
+        match self.issue(now, cur, &r) {
+            Ok((cred, cred_key)) => {
+                reply.cred_key = msg::box_cred_key(&session, &cred, &cred_key);
+                reply.cred = Some(cred);
+            }
+            Err(st) => reply.status = st,
         }
         let mut reg = PendingReg {
             node: r.node,
@@ -426,9 +426,9 @@ impl Agent {
                 st = Status::Replay;
             } else {
                 st = match self.session(now, from, &r.node) {
-                    None => Status::NoCapacity,
-                    Some(k) if !msg::reply_authentic(data, &k) => Status::BadProof,
-                    Some(_) => Status::Ok,
+                    Err(st) => st,
+                    Ok(k) if !msg::reply_authentic(data, &k) => Status::BadProof,
+                    Ok(_) => Status::Ok,
                 };
             }
             if st == Status::Ok {
@@ -447,9 +447,11 @@ impl Agent {
             status: st,
             mac: [0; 16],
         });
+        // Sealed if we have the node's session; a refusal costs no key
+        // agreement.
         let key = match st {
             Status::BadCookie => None,
-            _ => self.session(now, from, &r.node),
+            _ => self.known_session(&r.node),
         };
         self.send_node(src, &m, key.as_ref(), out);
     }

@@ -819,3 +819,29 @@ fn a_squatters_unconfirmed_claim_is_not_final() {
     assert_eq!(w.node_state(x), Some(BindingState::Relayed));
     assert_eq!(w.binding(A, x).map(|b| b.peer), Some(0));
 }
+
+/// A registration under a node key that no session can be made with (the
+/// identity point): refused as a bad request, not "no capacity", which
+/// would have the sender retry forever (review of v3). Failed before: the
+/// agent answered NoCapacity.
+#[test]
+fn a_node_key_without_a_session_is_a_bad_request() {
+    let mut w = World::full();
+    let mut key = [0u8; 32];
+    key[0] = 1;
+    let cookie = w.cookie(A, M_ADDR, &key);
+    let m = Message::Registration(Registration {
+        req_id: 5,
+        node: key,
+        addr: M_ADDR.octets(),
+        mac: M_MAC,
+        seq: 1,
+        cookie,
+        bindings: heapless::Vec::new(),
+        tag: [0; 16],
+    });
+    let d = msg::encode(&m, None).unwrap();
+    let (to, r) = reply_status(&answers(&mut w, A, M_ADDR, &d)).unwrap();
+    assert_eq!((to, r.status, r.cred), (M_ADDR, Status::BadRequest, None));
+    assert!(w.agents[A].creds.get(&u32::from(M_ADDR)).is_none());
+}
