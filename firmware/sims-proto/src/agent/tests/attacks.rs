@@ -843,5 +843,5 @@ fn a_node_key_without_a_session_is_a_bad_request() {
     let d = msg::encode(&m, None).unwrap();
     let (to, r) = reply_status(&answers(&mut w, A, M_ADDR, &d)).unwrap();
     assert_eq!((to, r.status, r.cred), (M_ADDR, Status::BadRequest, None));
-    assert!(w.agents[A].creds.get(&u32::from(M_ADDR)).is_none());
+    assert!(!w.agents[A].creds.contains_key(&u32::from(M_ADDR)));
 }
