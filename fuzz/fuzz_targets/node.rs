@@ -244,7 +244,12 @@ fn message(u: &mut Unstructured, w: &mut World) -> Result<Message> {
                         _ => pick_addr(u)?,
                     }
                     .octets(),
-                    issuer: id(AGENTS[u.int_in_range(0..=2)?]),
+                    // Mostly the agent it registers with (the only
+                    // issuer it takes a credential from).
+                    issuer: match (w.node.agent(), u.ratio(7, 8)?) {
+                        (Some(a), true) => a.id.clone(),
+                        _ => id(AGENTS[u.int_in_range(0..=2)?]),
+                    },
                     serial: u.arbitrary()?,
                 }),
                 false => None,
@@ -331,6 +336,13 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
                             msg::box_cred_key(&s, c, &r.cred_key),
                             "{}: the credential key is not the one in the reply",
                             b.addr()
+                        );
+                        // Only for the address it has, from its agent.
+                        assert_eq!(Some(c.addr()), w.node.current(), "{c:?}");
+                        assert_eq!(
+                            Some(&c.issuer),
+                            w.node.agent().map(|a| &a.id),
+                            "{c:?}"
                         );
                     }
                 }
