@@ -470,18 +470,24 @@ impl Agent {
         }
         let k = msg::agent_session(&self.dh_sk, &self.dh_pk, node).ok_or(Status::BadRequest)?;
         self.counters.key_agreements += 1;
-        if self.sessions.len() >= self.cfg.max_credentials.max(1) {
+        self.trim_sessions(self.cfg.max_credentials.max(1) - 1);
+        self.sessions.insert(*node, (k, now.ms));
+        Ok(k)
+    }
+
+    /// Forgets the least recently used node sessions until `max` are left.
+    fn trim_sessions(&mut self, max: usize) {
+        while self.sessions.len() > max {
             let oldest = self
                 .sessions
                 .iter()
                 .min_by_key(|(_, (_, t))| *t)
                 .map(|(n, _)| *n);
-            if let Some(n) = oldest {
-                self.sessions.remove(&n);
-            }
+            match oldest {
+                Some(n) => self.sessions.remove(&n),
+                None => break,
+            };
         }
-        self.sessions.insert(*node, (k, now.ms));
-        Ok(k)
     }
 
     /// The session with `node` if this run has worked it out already (no

@@ -142,6 +142,9 @@ impl Agent {
         // Budgets at the new rates (full again: a reload is the operator's).
         [self.verify_source, self.verify_total, self.challenges] = super::budgets(&cfg);
         self.cfg = cfg;
+        // Node sessions within the (maybe smaller) limit: the least
+        // recently used go; their nodes' next datagrams work them out again.
+        self.trim_sessions(self.cfg.max_credentials.max(1));
         // A kept peer's move that the new peers make impossible (a peer
         // added at that address, or with it in its prefixes) is undone;
         // like the removals, the action names the peer as it was before.

@@ -845,3 +845,26 @@ fn a_node_key_without_a_session_is_a_bad_request() {
     assert_eq!((to, r.status, r.cred), (M_ADDR, Status::BadRequest, None));
     assert!(!w.agents[A].creds.contains_key(&u32::from(M_ADDR)));
 }
+
+/// The node sessions an agent keeps stay within `max_credentials`, also
+/// when a reload lowers it (review of v3: the table kept its size until
+/// enough new nodes came). Failed before: 6 sessions after the reload.
+#[test]
+fn node_sessions_stay_within_the_limit_across_a_reload() {
+    let mut w = World::full();
+    let now = w.time();
+    for seed in 0..6u8 {
+        let k = guest_key(0x30 + seed);
+        assert!(w.agents[A].session(now, M_ADDR, &k.pk).is_ok());
+    }
+    assert_eq!(w.agents[A].sessions.len(), 6);
+    let mut cfg = config(A, &[B, C]);
+    cfg.max_credentials = 2;
+    let mut out = Vec::new();
+    assert!(w.agents[A].reconfigure(now, cfg, &mut out).is_some());
+    assert_eq!(w.agents[A].sessions.len(), 2);
+    // And new ones replace the least recently used.
+    let k = guest_key(0x40);
+    assert!(w.agents[A].session(now, M_ADDR, &k.pk).is_ok());
+    assert_eq!(w.agents[A].sessions.len(), 2);
+}
