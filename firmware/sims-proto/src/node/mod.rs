@@ -364,6 +364,13 @@ impl Node {
                     .as_ref()
                     .is_some_and(|s| s.id == a.agent && s.instance == a.instance && s.dh == a.dh);
                 let src = SocketAddrV4::new(*src.ip(), self.cfg.port);
+                if same && self.agent.as_ref().is_some_and(|s| s.src != src) {
+                    // The same run of our agent, from another address:
+                    // someone replaying its advertisement to draw our
+                    // registrations. Its real runs come from one address.
+                    self.counters.rx_ignored += 1;
+                    return;
+                }
                 let expires_ms = now + u64::from(a.lifetime_s) * 1000;
                 if !same {
                     // A new agent, or its new run: our cookie is void, and

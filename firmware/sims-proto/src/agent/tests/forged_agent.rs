@@ -234,3 +234,32 @@ fn an_unsealed_refusal_does_not_cancel_the_registration() {
     assert!(w.binding(B, node_addr(A)).is_some_and(|b| !b.pending));
     assert!(w.node.is_registered());
 }
+
+/// G replays the real agent's advertisement (same id, run and key) from
+/// its own address: the node keeps sending to the agent's address.
+/// Before the fix it took G's address for the agent's, and its
+/// registrations went to G (review of v3).
+#[test]
+fn a_replayed_advertisement_does_not_move_the_agent() {
+    let (mut w, x) = relayed_at_b();
+    let real = w.node.agent().cloned().unwrap();
+    let adv = Message::Advertisement(msg::Advertisement {
+        agent: real.id.clone(),
+        provider: msg::Provider::new(),
+        endpoint: wan(B).octets(),
+        dh: real.dh,
+        instance: real.instance,
+        seq: 99,
+        lifetime_s: 60,
+        solicited: None,
+    });
+    let d = msg::encode(&adv, None).unwrap();
+    let mut acts = Vec::new();
+    let gsrc = SocketAddrV4::new(G_IP, 4434);
+    w.node
+        .handle_datagram(w.time(), gsrc, Ipv4Addr::BROADCAST, &d, &mut acts);
+    assert_eq!(w.node.agent().map(|a| a.src), Some(real.src));
+    w.tick(25_000);
+    w.census(&[(x, 1)]);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+}
