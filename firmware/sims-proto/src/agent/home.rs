@@ -259,12 +259,14 @@ impl Agent {
         out: &mut impl Sink<Action>,
     ) {
         let key = u32::from(addr);
-        let redirected = self
-            .bindings
-            .get(&key)
-            .is_some_and(|b| b.role == Role::Home);
-        let theirs = self.creds.get(&key).is_some_and(|c| c.mac != mac);
-        if redirected && theirs {
+        // The node's MAC as its redirect recorded it (the credential may
+        // be gone: a state file of an older version keeps no credentials).
+        let node_mac = match self.bindings.get(&key) {
+            Some(b) if b.role == Role::Home && b.mac != [0; 6] => Some(b.mac),
+            Some(b) if b.role == Role::Home => self.creds.get(&key).map(|c| c.mac),
+            _ => None,
+        };
+        if node_mac.is_some_and(|m| m != mac) {
             warn!("{addr} appeared on the LAN at another host; ending its redirect");
             self.counters.redirects_ended += 1;
             self.end_redirect(now, addr, None, out);

@@ -526,6 +526,20 @@ fn another_host_on_the_address_ends_the_redirect() {
     assert!(w.binding(B, x).is_none());
     assert_eq!(w.node_state(x), None, "the node was told");
     assert_eq!(w.tunnel_balance(A), 0);
+
+    // Without the credential (a state file of an older version keeps
+    // none): the redirect's own record of the node's MAC decides. Failed
+    // before (review of v3): the redirect stayed.
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    w.agents[A].creds.remove(&u32::from(x));
+    let mut out = Vec::new();
+    let now = w.time();
+    w.agents[A].lan_neighbour(now, x, MN_MAC, &mut out);
+    assert!(out.is_empty(), "the node's own MAC changes nothing");
+    w.agents[A].lan_neighbour(now, x, [0xaa; 6], &mut out);
+    assert!(w.binding(A, x).is_none(), "redirect ended");
 }
 
 /// Fault: a kernel change that fails is never reported as success. Before:
