@@ -42,6 +42,20 @@ impl Iface {
         self.put_back(addr);
     }
 
+    /// Removes `addr`'s /32 if the interface has one and we do not hold
+    /// it: an earlier run's hold whose credential was not kept (a state
+    /// file of protocol version 2), which no agent will relay any more.
+    pub fn remove_stale_hold(&mut self, addr: Ipv4Addr) {
+        let on_iface = self
+            .nl
+            .addrs(Some(self.index))
+            .is_ok_and(|v| v.iter().any(|a| a.addr == addr && a.prefix_len == 32));
+        if on_iface && !self.held.contains(&addr) {
+            info!("dropping old address {addr}: its credential was not kept across the upgrade");
+            let _ = self.nl.addr_del(self.index, addr, 32);
+        }
+    }
+
     /// Stop holding `addr` and remove its /32.
     pub fn drop_held(&mut self, addr: Ipv4Addr) {
         if self.held.remove(&addr) {

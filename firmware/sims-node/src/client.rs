@@ -183,6 +183,9 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
         sock,
         port,
     };
+    for addr in c.node.take_dropped() {
+        c.iface.remove_stale_hold(addr);
+    }
     let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
     info!("sims-node on {iface}");
     c.address_changed();

@@ -194,6 +194,9 @@ pub struct Node {
     session: Option<([u8; 32], [u8; 8])>,
     /// Recent agents' sessions: (their `dh`, the session key), newest first.
     sessions: heapless::Vec<([u8; 32], [u8; 32]), SESSION_CACHE>,
+    /// Addresses whose credentials a restore could not keep (a state file
+    /// of protocol version 2): the daemon drops their held /32s.
+    dropped: Vec<Ipv4Addr>,
     /// Agent (id, instance) we are registered with for `current`.
     registered: Option<(AgentId, u64)>,
     bindings: Vec<NodeBinding>,
@@ -222,6 +225,7 @@ impl Node {
             cookie: None,
             session: None,
             sessions: heapless::Vec::new(),
+            dropped: Vec::new(),
             registered: None,
             bindings: Vec::new(),
             reg: None,
@@ -229,6 +233,11 @@ impl Node {
             next_solicit_ms: None,
             counters: NodeCounters::default(),
         }
+    }
+
+    /// The addresses of the credentials the restore dropped (once).
+    pub fn take_dropped(&mut self) -> Vec<Ipv4Addr> {
+        core::mem::take(&mut self.dropped)
     }
 
     pub fn key(&self) -> &NodeKey {
@@ -870,10 +879,14 @@ mod tests {
             v1.extend(postcard::to_allocvec(&cred1).unwrap());
         }
         for data in [&v1[..], &v1[6..]] {
-            let legacy = Node::restore(NodeConfig::default(), data, [2; 6], [9; 32]).unwrap();
+            let mut legacy = Node::restore(NodeConfig::default(), data, [2; 6], [9; 32]).unwrap();
             assert_eq!(legacy.key(), n.key());
             assert!(legacy.seq > 7);
             assert!(legacy.bindings().is_empty());
+            // Their addresses, for the daemon to drop the /32s it held.
+            let dropped = [Ipv4Addr::new(10, 1, 0, 50), Ipv4Addr::new(10, 2, 0, 50)];
+            assert_eq!(legacy.take_dropped(), dropped);
+            assert!(legacy.take_dropped().is_empty());
         }
         // Damaged: nothing.
         assert!(Node::restore(

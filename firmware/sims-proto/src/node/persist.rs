@@ -14,6 +14,7 @@
 //! version 3 would take them).
 
 use alloc::vec::Vec;
+use core::net::Ipv4Addr;
 
 use log::warn;
 
@@ -57,15 +58,21 @@ impl Node {
         let seq = r.take::<u64>()?;
         let count = r.take::<usize>()?;
         let mut creds = Vec::new();
+        let mut dropped = Vec::new();
         for _ in 0..count {
             // Every element must decode; only the first max_bindings are kept.
             let cred = match version {
-                0 | 1 => r.take::<([u8; 4], AgentId, u32)>().map(|_| None)?,
-                2 => r.take::<Credential>().map(|_| None)?,
-                _ => Some(r.take::<(Credential, [u8; 32])>()?),
+                0 | 1 => r
+                    .take::<([u8; 4], AgentId, u32)>()
+                    .map(|(a, _, _)| Err(a))?,
+                2 => r.take::<Credential>().map(|c| Err(c.addr))?,
+                _ => Ok(r.take::<(Credential, [u8; 32])>()?),
             };
-            if let (Some(c), true) = (cred, creds.len() < cfg.max_bindings) {
-                creds.push(c);
+            match cred {
+                Ok(c) if creds.len() < cfg.max_bindings => creds.push(c),
+                Ok(_) => {}
+                Err(a) if dropped.len() < cfg.max_bindings => dropped.push(Ipv4Addr::from(a)),
+                Err(_) => {}
             }
         }
         if !r.is_empty() {
@@ -79,6 +86,7 @@ impl Node {
         }
         let mut n = Node::new(cfg, seed, mac, random);
         n.seq = seq.saturating_add(RESTORE_SEQ_SKIP);
+        n.dropped = dropped;
         for (cred, key) in creds {
             if n.bindings.iter().all(|b| b.cred.addr != cred.addr) {
                 n.bindings.push(NodeBinding::restored(cred, key));
