@@ -53,12 +53,16 @@ struct Known {
     seeds: BTreeMap<NodeKey, u8>,
     agent_dh: BTreeMap<Ipv4Addr, [u8; 32]>,
     cred_keys: BTreeMap<(NodeKey, [u8; 4], u64), [u8; 32]>,
+    /// Sessions worked out, by (node key, agent run key): a flood seals
+    /// every datagram, and X25519 in a debug build takes milliseconds.
+    sessions: BTreeMap<(NodeKey, [u8; 32]), [u8; 32]>,
 }
 
 static KNOWN: Mutex<Known> = Mutex::new(Known {
     seeds: BTreeMap::new(),
     agent_dh: BTreeMap::new(),
     cred_keys: BTreeMap::new(),
+    sessions: BTreeMap::new(),
 });
 
 fn known() -> std::sync::MutexGuard<'static, Known> {
@@ -80,8 +84,13 @@ fn session(node: &NodeKey, agent: Ipv4Addr) -> Option<[u8; 32]> {
         let k = known();
         (*k.seeds.get(node)?, *k.agent_dh.get(&agent)?)
     };
+    if let Some(s) = known().sessions.get(&(*node, dh)) {
+        return Some(*s);
+    }
     let kp = KeyPair::from_seed(Seed::new([seed; 32]));
-    msg::node_session(&kp.sk, &kp.pk, &dh)
+    let s = msg::node_session(&kp.sk, &kp.pk, &dh)?;
+    known().sessions.insert((*node, dh), s);
+    Some(s)
 }
 
 /// `datagram` (a registration) sealed as its node would seal it for the
