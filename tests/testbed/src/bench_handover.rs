@@ -366,16 +366,22 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
         &col(|s| s.work.map(|w| w.kernel_exchanges)),
     );
     line("kernel_ms", &col(|s| s.work.map(|w| w.kernel_ms)));
-    line(
-        "public_key_verifications",
-        &col(|s| s.work.map(|w| w.verifications)),
-    );
+    // The agents' public-key operations (X25519 of a node's session: once
+    // per node and agent run, so 0 on every move after the first two).
+    line("public_key_ops", &col(|s| s.work.map(|w| w.verifications)));
     println!("moves without echo: {lost}; all sessions verified without reset: {verified}");
     let med = median(&echo).unwrap_or(f64::NAN);
     let p99 = percentile(&echo, 99.0).unwrap_or(f64::NAN);
     println!(
         "handover median_ms={med:.2} p99_ms={p99:.2} moves={}",
         samples.len()
+    );
+    let m = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+    println!(
+        "stall down_ms={:.2} up_ms={:.2} linkup_ms={:.2}",
+        m(&sd),
+        m(&su),
+        m(&link)
     );
     if lost > 0 {
         return Err(format!("{lost} moves got no echo"));
