@@ -77,7 +77,7 @@ fn reply_from_g(w: &mut World, session: &[u8; 32], r: RegistrationReply) -> Vec<
 }
 
 /// A node at B with a live session on its address from A, relayed.
-fn relayed_at_b() -> (World, Ipv4Addr) {
+pub(super) fn relayed_at_b() -> (World, Ipv4Addr) {
     let mut w = World::full();
     w.move_to(A);
     w.move_to(B);

@@ -5,18 +5,14 @@
 //! before its fix (the review of protocol v3).
 
 use super::attacks::{guest_key, registration, M_MAC};
+use super::forged_agent::relayed_at_b;
 use super::*;
 
 /// The node at B with a live session on its address from A; returns the
 /// world, that address, and the node's next refresh (sent, not
 /// delivered: the node waits for its answer).
 fn refresh_in_flight() -> (World, Ipv4Addr, Vec<u8>) {
-    let mut w = World::full();
-    w.move_to(A);
-    w.move_to(B);
-    let x = node_addr(A);
-    w.census(&[(x, 1)]);
-    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    let (mut w, x) = relayed_at_b();
     w.tick(19_500);
     for _ in 0..40 {
         w.now += 50;
