@@ -103,9 +103,8 @@ fn a_credential_for_another_address_or_issuer_is_not_taken() {
         .find(|b| b.addr() == x)
         .map(|b| (b.cred.clone(), *b.cred_key()))
         .unwrap();
-    let (s, reg) = pose_as_agent(&mut w, 0x42);
-    let forged = |addr: Ipv4Addr, issuer: AgentId| RegistrationReply {
-        req_id: reg.req_id,
+    let forged = |req_id, addr: Ipv4Addr, issuer: AgentId| RegistrationReply {
+        req_id,
         status: Status::Ok,
         cred: Some(Credential {
             addr: addr.octets(),
@@ -118,11 +117,12 @@ fn a_credential_for_another_address_or_issuer_is_not_taken() {
         cred_key: [0; 32],
         mac: [0; 16],
     };
-    // The old address in A's name; and the current one in A's name.
-    reply_from_g(&mut w, &s, forged(x, id(A)));
-    let mut r = forged(node_addr(B), id(A));
-    r.req_id = reg.req_id;
-    reply_from_g(&mut w, &s, r);
+    // The old address in A's name; and the current one in A's name, each
+    // answering a registration of its own (a reply ends the one it answers).
+    for (seed, addr) in [(0x42, x), (0x45, node_addr(B))] {
+        let (s, reg) = pose_as_agent(&mut w, seed);
+        reply_from_g(&mut w, &s, forged(reg.req_id, addr, id(A)));
+    }
     let after = w
         .node
         .bindings()
