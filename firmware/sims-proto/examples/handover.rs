@@ -180,8 +180,7 @@ impl World {
 
     fn public_key_ops(&self) -> u64 {
         let c = &self.node.counters;
-        c.signatures
-            + c.key_agreements
+        c.key_agreements
             + self
                 .agents
                 .iter()
@@ -227,7 +226,7 @@ fn main() {
         cpu: Duration::ZERO,
     };
     w.move_to(A);
-    let (mut cpu_us, mut ops, mut kinds) = (Vec::new(), Vec::new(), [0u64; 4]);
+    let (mut cpu_us, mut ops, mut kinds) = (Vec::new(), Vec::new(), [0u64; 2]);
     for n in 0..moves {
         let (from, to) = if w.at == A { (A, B) } else { (B, A) };
         let (cpu0, ops0) = (w.cpu, w.public_key_ops());
@@ -240,7 +239,7 @@ fn main() {
         cpu_us.push((w.cpu - cpu0).as_secs_f64() * 1e6);
         ops.push(w.public_key_ops() - ops0);
         let k1 = kinds_of(&w);
-        for i in 0..4 {
+        for i in 0..2 {
             kinds[i] += k1[i] - k0[i];
         }
     }
@@ -262,12 +261,7 @@ fn main() {
     });
     let m = moves as f64;
     let per = |k: u64| k as f64 / m;
-    // kinds: node signatures, node agreements, agent agreements, agent
-    // signature checks (the first and last are none in protocol version 3).
-    let crypto_us = (per(kinds[0]) * sign.as_secs_f64()
-        + (per(kinds[1]) + per(kinds[2])) * agree.as_secs_f64()
-        + per(kinds[3]) * verify.as_secs_f64())
-        * 1e6;
+    let crypto_us = (per(kinds[0]) + per(kinds[1])) * agree.as_secs_f64() * 1e6;
     let med = percentile(&cpu_us, 50.0);
     let ops_med = percentile(&ops.iter().map(|&x| x as f64).collect::<Vec<_>>(), 50.0);
     println!(
@@ -275,11 +269,9 @@ fn main() {
         percentile(&cpu_us, 99.0)
     );
     println!(
-        "public-key operations per move: {ops_med:.0} (node: {:.2} signatures, {:.2} X25519; agents: {:.2} X25519, {:.2} signature checks)",
+        "public-key operations per move: {ops_med:.0} (node: {:.2} X25519; agents: {:.2} X25519)",
         per(kinds[0]),
-        per(kinds[1]),
-        per(kinds[2]),
-        per(kinds[3])
+        per(kinds[1])
     );
     println!(
         "alone: Ed25519 sign {:.1} us, verify {:.1} us, X25519 session {:.1} us",
@@ -295,10 +287,9 @@ fn main() {
     );
 }
 
-/// (node signatures, node X25519, agents' X25519, agents' signature checks) so far.
-fn kinds_of(w: &World) -> [u64; 4] {
-    let (c, a) = (&w.node.counters, &w.agents);
-    let agree: u64 = a.iter().map(|x| x.counters.key_agreements).sum();
-    let all: u64 = a.iter().map(|x| x.counters.verifications).sum();
-    [c.signatures, c.key_agreements, agree, all - agree]
+/// The public-key operations so far by kind: (the node's X25519, the
+/// agents' X25519).
+fn kinds_of(w: &World) -> [u64; 2] {
+    let agents = w.agents.iter().map(|x| x.counters.verifications).sum();
+    [w.node.counters.key_agreements, agents]
 }

@@ -160,9 +160,8 @@ pub struct NodeCounters {
     /// from the agent asked, or not answering anything we asked.
     pub rx_ignored: u64,
     /// Public-key operations made: X25519 agreements of sessions with
-    /// agents (once per agent run: kept in a small cache), and signatures
-    /// (none since proofs are HMACs; kept for the benchmark's count).
-    pub signatures: u64,
+    /// agents (once per agent run: kept in a small cache). Proofs are
+    /// HMACs: there is no other.
     pub key_agreements: u64,
 }
 
