@@ -95,23 +95,16 @@ impl Dataplane {
     /// an error names the device and its peer's end.
     pub(super) fn tunnel_up(&mut self, s: usize) -> io::Result<()> {
         let (name, remote) = match self.peer_slot(s) {
+            Some(slot) if slot.tunnel.is_some() => return Ok(()),
             Some(slot) => (self.slot_tunnel_name(s), slot.remote),
             None => return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer")),
         };
-        self.make_tunnel(s)
+        self.make_tunnel(s, &name, remote)
             .map_err(|e| io::Error::new(e.kind(), format!("tunnel {name} to {remote}: {e}")))
     }
 
-    fn make_tunnel(&mut self, s: usize) -> io::Result<()> {
-        let Some(slot) = self.peer_slot_mut(s) else {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "no such peer"));
-        };
-        if slot.tunnel.is_some() {
-            return Ok(());
-        }
-        let remote = slot.remote;
-        let name = self.slot_tunnel_name(s);
-        let existing = self.nl.link_by_name(&name)?;
+    fn make_tunnel(&mut self, s: usize, name: &str, remote: Ipv4Addr) -> io::Result<()> {
+        let existing = self.nl.link_by_name(name)?;
         if let Some(l) = &existing {
             // Anyone else's device of that name stays, and so no tunnel.
             if !owned::is_our_tunnel(&l.name, l.kind.as_deref()) {
@@ -132,18 +125,18 @@ impl Dataplane {
                 }
                 let i = self
                     .nl
-                    .ipip_create(&name, self.cfg.agent.endpoint, remote, 64)?;
+                    .ipip_create(name, self.cfg.agent.endpoint, remote, 64)?;
                 (i, None)
             }
             Kind::Userspace => {
-                let t = Tun::open(&name)?;
-                let l = self.nl.link_by_name(&name)?.ok_or_else(|| {
+                let t = Tun::open(name)?;
+                let l = self.nl.link_by_name(name)?.ok_or_else(|| {
                     io::Error::new(io::ErrorKind::NotFound, "TUN device vanished")
                 })?;
                 (l.index, Some(t))
             }
         };
-        self.configure_tunnel(s, &name, index)?;
+        self.configure_tunnel(s, name, index)?;
         info!("tunnel {name} to {remote} up ({})", self.kind.as_str());
         if let Some(slot) = self.peer_slot_mut(s) {
             slot.tunnel = Some(Tunnel {
