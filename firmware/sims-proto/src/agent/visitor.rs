@@ -23,7 +23,7 @@ pub(super) struct PendingReg {
     node_req: u64,
     from: SocketAddrV4,
     /// The node's session key: the reply is sealed with it.
-    key: Option<[u8; 32]>,
+    key: [u8; 32],
     reply: RegistrationReply,
     waiting: usize,
     /// When the answered entry may be forgotten.
@@ -59,7 +59,7 @@ impl Agent {
         {
             if reg.waiting == 0 && reg.from == src {
                 let (m, key) = (Message::RegistrationReply(reg.reply.clone()), reg.key);
-                self.send_node(src, &m, key.as_ref(), out);
+                self.send_node(src, &m, Some(&key), out);
             }
             return;
         }
@@ -118,7 +118,6 @@ impl Agent {
             refuse(self, &mut reply, Status::BadCookie, out);
             return;
         }
-        let key = Some(session);
         reply.cookie = Some(self.cookie_for(now, cur, &r.node));
         let reg_id = self.next_reg;
         self.next_reg = self.next_reg.wrapping_add(1);
@@ -163,14 +162,14 @@ impl Agent {
             node: r.node,
             node_req: r.req_id,
             from: src,
-            key,
+            key: session,
             reply,
             waiting,
             done_until_ms: None,
         };
         if waiting == 0 {
             let m = Message::RegistrationReply(reg.reply.clone());
-            self.send_node(src, &m, key.as_ref(), out);
+            self.send_node(src, &m, Some(&session), out);
             reg.done_until_ms = Some(now.ms + DONE_KEEP_MS);
         }
         self.regs.insert(reg_id, reg);
@@ -397,7 +396,7 @@ impl Agent {
         if g.waiting == 0 {
             g.done_until_ms = Some(now.ms + DONE_KEEP_MS);
             let (dst, m, key) = (g.from, Message::RegistrationReply(g.reply.clone()), g.key);
-            self.send_node(dst, &m, key.as_ref(), out);
+            self.send_node(dst, &m, Some(&key), out);
         }
     }
 
