@@ -96,7 +96,7 @@ pub fn json(
     let drops = dp.rx_drops();
     let _ = write!(
         s,
-        ",\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"key_agreements\":{},\"rate_limited\":{},\"redirects_ended\":{},\"kernel_failed\":{},\"tx\":{},\"table_full\":{},\"peer_moved\":{},\"rx_refused_move\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
+        ",\"credentials\":{},\"counters\":{{\"rx_ok\":{},\"rx_malformed\":{},\"rx_unauthenticated\":{},\"rx_replay\":{},\"rx_refused\":{},\"rx_unexpected\":{},\"rx_old_version\":{},\"rx_bad_cookie\":{},\"rx_challenged\":{},\"verifications\":{},\"key_agreements\":{},\"rate_limited\":{},\"redirects_ended\":{},\"kernel_failed\":{},\"tx\":{},\"table_full\":{},\"peer_moved\":{},\"rx_refused_move\":{},\"early_registrations\":{},\"ipip_unknown_endpoint\":{},\"ipip_malformed\":{},\"ipip_rx_errors\":{}}}}}",
         agent.credential_count(),
         c.rx_ok,
         c.rx_malformed,
@@ -116,6 +116,7 @@ pub fn json(
         c.table_full,
         c.peer_moved,
         c.rx_refused_move,
+        c.early_registrations,
         drops.unknown_endpoint,
         drops.malformed,
         drops.errors

@@ -89,6 +89,9 @@ pub struct Counters {
     pub peer_moved: u64,
     /// Move challenges naming an address that is not ours (ignored).
     pub rx_refused_move: u64,
+    /// Registrations from nodes without an address here yet (from
+    /// 0.0.0.0, before their DHCP finished) that passed the seal check.
+    pub early_registrations: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,7 +448,13 @@ impl Agent {
                     msg::seal_reply(&mut data, k);
                 }
                 self.counters.tx += 1;
-                out.push(Action::Send { dst, data })
+                // A node without an address yet (an early registration)
+                // hears only broadcasts.
+                if dst.ip().is_unspecified() {
+                    out.push(Action::BroadcastLan { data })
+                } else {
+                    out.push(Action::Send { dst, data })
+                }
             }
             None => self.counters.tx_failed_encode += 1,
         }

@@ -10,6 +10,8 @@ use std::vec::Vec;
 
 /// The attacks of issue 9, one test each, in this same world.
 mod attacks;
+/// Registrations before DHCP finishes (issue 12, item 3).
+mod early;
 /// A guest posing as the LAN's agent, or forging its early refusals
 /// (the review of protocol v3).
 mod forged_agent;

@@ -80,18 +80,27 @@ impl Agent {
             reply.status = st;
             a.send_node(src, &Message::RegistrationReply(reply.clone()), None, out);
         };
-        if *src.ip() != cur || !self.cfg.is_lan(cur) {
+        // An early registration (§5.6): from 0.0.0.0, before the node has
+        // an address here (its DHCP is still running), with its old
+        // addresses only. There is no address to prove with a cookie or
+        // to check in the neighbour table; the seal still proves the
+        // node's key, the issuers still check the proofs, and all early
+        // registrations share the budgets of the one source 0.0.0.0 (a
+        // flood of them delays only the early path: the node registers
+        // again from its address once it has one).
+        let early = cur.is_unspecified();
+        if *src.ip() != cur || !(early || self.cfg.is_lan(cur)) {
             refuse(self, &mut reply, Status::BadRequest, out);
             return;
         }
-        if !self.cookie_ok(now, cur, &r.node, &r.cookie) {
+        if !early && !self.cookie_ok(now, cur, &r.node, &r.cookie) {
             self.counters.rx_bad_cookie += 1;
             refuse(self, &mut reply, Status::BadCookie, out);
             return;
         }
         // The neighbour table knows the address under another link-layer
         // address: someone else holds it (or claims a MAC not its own).
-        if lan.holder(cur).is_some_and(|m| m != r.mac) {
+        if !early && lan.holder(cur).is_some_and(|m| m != r.mac) {
             info!("{cur}: registration with a MAC the LAN does not know for it");
             refuse(self, &mut reply, Status::AddressInUse, out);
             return;
@@ -118,7 +127,11 @@ impl Agent {
             refuse(self, &mut reply, Status::BadCookie, out);
             return;
         }
-        reply.cookie = Some(self.cookie_for(now, cur, &r.node));
+        if early {
+            self.counters.early_registrations += 1;
+        } else {
+            reply.cookie = Some(self.cookie_for(now, cur, &r.node));
+        }
         let reg_id = self.next_reg;
         self.next_reg = self.next_reg.wrapping_add(1);
         let mut waiting = 0;
@@ -143,20 +156,24 @@ impl Agent {
         // A node back on its home address that no longer lists it (it let
         // it go while away: no sockets on it for the grace time) is home
         // all the same: the redirect would send its packets away.
-        if (self.bindings.get(&u32::from(cur)))
-            .is_some_and(|b| b.role == Role::Home && b.node == r.node)
+        if !early
+            && (self.bindings.get(&u32::from(cur)))
+                .is_some_and(|b| b.role == Role::Home && b.node == r.node)
         {
             info!("{cur}: its node is back home; ending its redirect");
             self.end_redirect(now, cur, None, out);
         }
         // The credential for the current address comes last: a node back
-        // home has just had its old redirect removed above.
-        match self.issue(now, cur, &r) {
-            Ok((cred, cred_key)) => {
-                reply.cred_key = msg::box_cred_key(&session, &cred, &cred_key);
-                reply.cred = Some(cred);
+        // home has just had its old redirect removed above. An early
+        // registration has no address to give one for yet.
+        if !early {
+            match self.issue(now, cur, &r) {
+                Ok((cred, cred_key)) => {
+                    reply.cred_key = msg::box_cred_key(&session, &cred, &cred_key);
+                    reply.cred = Some(cred);
+                }
+                Err(st) => reply.status = st,
             }
-            Err(st) => reply.status = st,
         }
         let mut reg = PendingReg {
             node: r.node,

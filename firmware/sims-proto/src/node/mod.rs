@@ -58,6 +58,10 @@ impl Default for NodeConfig {
     }
 }
 
+/// While the node has no current address (its DHCP is still running), the
+/// platform sends `Send` and `Broadcast` alike as a broadcast from 0.0.0.0
+/// (the only source the new LAN's agent and its reverse-path filter
+/// accept before DHCP); the agent answers by broadcast.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Unicast to the agent.
@@ -173,6 +177,9 @@ const BUSY_RETRY_MS: u64 = 2_000;
 /// it (an agent restarted, or a forged advertisement) is dropped only
 /// after this long without an Ok.
 const UNCONFIRMED_DROP_MS: u64 = 60_000;
+/// The cookie field of an early registration (there is no address to
+/// hold a cookie for).
+const NO_COOKIE: Cookie = [0; 16];
 /// Sessions with agents kept (by the agent run's `dh` key): moving back
 /// and forth between hotspots costs no X25519 after the first visit.
 const SESSION_CACHE: usize = 4;
@@ -321,11 +328,29 @@ impl Node {
                 out.push(Action::HoldAddress(b.cred.addr()));
             }
         }
-        if addr.is_some() {
+        if addr.is_some() || self.has_old() {
+            // Without an address, old sessions need not wait for DHCP:
+            // the agent heard now takes an early registration (§5.6).
             self.solicit(now, out);
         } else {
             self.next_solicit_ms = None;
         }
+    }
+
+    /// The link came up (or back): perhaps on another LAN. Without an
+    /// address, look for its agent at once rather than at the next
+    /// solicitation interval.
+    pub fn link_up(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        if self.current.is_none() && self.has_old() && self.agent.is_none() {
+            self.solicit(now.ms, out);
+        }
+    }
+
+    /// Old addresses that an early registration would carry.
+    fn has_old(&self) -> bool {
+        self.bindings
+            .iter()
+            .any(|b| b.releasing.is_none() && Some(b.addr()) != self.current)
     }
 
     /// A datagram from `src`, sent to `dst` (the destination address of
@@ -347,8 +372,7 @@ impl Node {
                 return;
             }
         };
-        let Some(cur) = self.current else { return };
-        let unicast = dst == cur;
+        let unicast = self.current == Some(dst);
         if !unicast && !dst.is_broadcast() {
             // Sent to a held old address: it came through a tunnel from
             // another LAN, not from the agent of this one.
@@ -405,7 +429,7 @@ impl Node {
                     renew = self.reg.is_some() && self.cookie != Some(s.cookie);
                     self.cookie = Some(s.cookie);
                 }
-                if self.cookie.is_none() {
+                if self.cookie.is_none() && self.current.is_some() {
                     // Ask for a cookie: the answer comes to our address.
                     if !same || self.next_solicit_ms.is_none() {
                         self.solicit(now, out);
@@ -414,11 +438,22 @@ impl Node {
                 }
                 self.next_solicit_ms = None;
                 if !same || renew || (self.registered.is_none() && self.reg.is_none()) {
-                    info!("agent {} (instance {:x}) on {cur}", a.agent, a.instance);
+                    match self.current {
+                        Some(cur) => {
+                            info!("agent {} (instance {:x}) on {cur}", a.agent, a.instance)
+                        }
+                        None => info!(
+                            "agent {} (instance {:x}) heard before DHCP: registering early",
+                            a.agent, a.instance
+                        ),
+                    }
                     self.register(now, out);
                 }
             }
-            Message::RegistrationReply(r) if unicast && from_agent => {
+            // Early registrations are answered by broadcast.
+            Message::RegistrationReply(r)
+                if (unicast || (self.current.is_none() && dst.is_broadcast())) && from_agent =>
+            {
                 let authentic = self
                     .session
                     .is_some_and(|(k, _)| msg::reply_authentic(data, &k));
@@ -471,10 +506,15 @@ impl Node {
     }
 
     fn register(&mut self, now: u64, out: &mut impl Sink<Action>) {
-        let (Some(cur), Some(agent), Some(cookie)) =
-            (self.current, self.agent.clone(), self.cookie)
-        else {
+        let Some(agent) = self.agent.clone() else {
             return;
+        };
+        // Without an address: an early registration of the old addresses
+        // (from 0.0.0.0, no cookie), if there are any.
+        let (cur, cookie) = match (self.current, self.cookie) {
+            (Some(cur), Some(cookie)) => (cur, cookie),
+            (None, _) if self.has_old() => (Ipv4Addr::UNSPECIFIED, NO_COOKIE),
+            _ => return,
         };
         self.seq += 1;
         let req_id = self.new_req_id();
@@ -688,7 +728,10 @@ impl Node {
             }
         }
         self.registered = Some((agent.id.clone(), agent.instance));
-        info!("registered with {}", agent.id);
+        match self.current {
+            Some(_) => info!("registered with {}", agent.id),
+            None => info!("registered early with {}", agent.id),
+        }
     }
 
     /// The number of live sockets per old address (from sock_diag).
@@ -771,17 +814,20 @@ impl Node {
             self.registered = None;
             self.reg = None;
             self.next_refresh_ms = None;
-            if self.current.is_some() {
+            if self.current.is_some() || self.has_old() {
                 self.solicit(now, out);
             }
         }
-        let unknown = self.agent.is_none() || self.cookie.is_none();
-        if self.next_solicit_ms.is_some_and(|t| t <= now) && unknown && self.current.is_some() {
+        let unknown = match self.current {
+            Some(_) => self.agent.is_none() || self.cookie.is_none(),
+            None => self.agent.is_none() && self.has_old(),
+        };
+        if self.next_solicit_ms.is_some_and(|t| t <= now) && unknown {
             self.solicit(now, out);
         }
         if self.next_refresh_ms.is_some_and(|t| t <= now) {
             self.next_refresh_ms = None;
-            if self.cookie.is_some() {
+            if self.cookie.is_some() || (self.current.is_none() && self.agent.is_some()) {
                 self.register(now, out);
             } else {
                 self.solicit(now, out);
