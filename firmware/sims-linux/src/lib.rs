@@ -6,6 +6,7 @@ pub mod event;
 pub mod monitor;
 pub mod netlink;
 pub mod nfset;
+pub mod packet;
 pub mod rawipip;
 pub mod sockdiag;
 pub mod sysctl;

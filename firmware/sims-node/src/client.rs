@@ -1,11 +1,14 @@
 //! The node's daemon: the sans-IO node of `sims-proto` around one poll
-//! loop; its actions carried out (datagrams from the current address,
-//! held addresses), the interface watched over rtnetlink, sockets on old
-//! addresses counted through sock_diag, and its identity saved.
+//! loop; its actions carried out (datagrams from the current address, or
+//! broadcast from 0.0.0.0 on a packet socket while it has none; held
+//! addresses and their routes), the interface watched over rtnetlink,
+//! sockets on old addresses counted through sock_diag, and its identity
+//! saved.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use log::{debug, info, warn};
 use sims_daemon::status::StatusSocket;
@@ -13,20 +16,42 @@ use sims_daemon::{now, state};
 use sims_linux::event::{self, Signals};
 use sims_linux::monitor::{Event, Monitor};
 use sims_linux::netlink::Netlink;
+use sims_linux::packet::PacketSocket;
 use sims_linux::{sockdiag, udp};
 use sims_proto::node::{Action, Node, NodeConfig};
 
 use crate::addrs::{tune_arp, Iface, MAIN_TABLE};
+use crate::oldroutes::OldRoutes;
 
 /// In the state directory: where `sims-node status` asks.
 pub const SOCKET_FILE: &str = "sims-node.sock";
 /// How often sockets on old addresses are counted.
 const CENSUS_MS: u64 = 250;
 
+/// What `sims-node` runs with (its command line).
+pub struct RunOptions {
+    pub iface: String,
+    pub dir: PathBuf,
+    pub grace_ms: u64,
+    pub port: u16,
+    /// The rto_min of the SIMS addresses' route (None: the kernel's).
+    pub rto_min_ms: Option<u32>,
+    /// Register old addresses before DHCP finishes.
+    pub early: bool,
+}
+
 pub struct Client {
     pub iface: Iface,
     pub node: Node,
     sock: UdpSocket,
+    /// For the time without an address: broadcasts from 0.0.0.0, and the
+    /// agent's broadcast answers with its MAC.
+    packet: Option<PacketSocket>,
+    pub routes: OldRoutes,
+    /// The last agent heard on the packet socket: (address, MAC).
+    agent_mac: Option<(Ipv4Addr, [u8; 6])>,
+    /// The interface had carrier at the last link event.
+    carrier: bool,
     port: u16,
     state_file: PathBuf,
     /// What the state file holds.
@@ -47,9 +72,26 @@ impl Client {
         }
     }
 
+    /// Without an address, every datagram goes as a broadcast from
+    /// 0.0.0.0 (`Action`'s contract). Whether it did.
+    fn send_unaddressed(&self, data: &[u8]) -> bool {
+        if self.node.current().is_some() {
+            return false;
+        }
+        if let Some(p) = &self.packet {
+            if let Err(e) = p.send_broadcast(self.port, data) {
+                debug!("broadcast from 0.0.0.0: {e}");
+            }
+            return true;
+        }
+        false
+    }
+
     fn execute(&mut self, acts: Vec<Action>) {
         for a in acts {
             match a {
+                Action::Send { data, .. } | Action::Broadcast { data }
+                    if self.send_unaddressed(&data) => {}
                 Action::Send { dst, data } => {
                     let sent = match self.node.current() {
                         Some(src) => udp::send_from(&self.sock, &data, dst, src),
@@ -72,6 +114,44 @@ impl Client {
                 Action::HoldAddress(addr) => self.iface.hold(addr),
                 Action::DropAddress(addr) => self.iface.drop_held(addr),
             }
+        }
+        self.sync_routes();
+    }
+
+    /// The SIMS addresses' rules and route follow the node's bindings and
+    /// its agent.
+    fn sync_routes(&mut self) {
+        let addrs: BTreeSet<Ipv4Addr> = self.node.bindings().iter().map(|b| b.addr()).collect();
+        let agent = self.node.agent().map(|a| {
+            let ip = *a.src.ip();
+            let mac = self.agent_mac.filter(|(x, _)| *x == ip).map(|(_, m)| m);
+            (ip, mac)
+        });
+        self.routes.sync(&mut self.iface.nl, &addrs, agent);
+    }
+
+    /// Datagrams on the packet socket: only while the node has no address
+    /// (afterwards the UDP socket has them).
+    fn on_packets(&mut self, buf: &mut [u8]) {
+        for _ in 0..64 {
+            let Some(p) = &self.packet else { return };
+            let frame = match p.recv(buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    debug!("packet socket: {e}");
+                    return;
+                }
+            };
+            if self.node.current().is_some() || !frame.dst.is_broadcast() {
+                continue;
+            }
+            self.agent_mac = Some((*frame.src.ip(), frame.src_mac));
+            let mut acts = Vec::new();
+            let data = &buf[frame.payload];
+            self.node
+                .handle_datagram(now(), frame.src, frame.dst, data, &mut acts);
+            self.execute(acts);
         }
     }
 
@@ -98,7 +178,17 @@ impl Client {
                     addr_change = true;
                 }
                 Event::AddrNew(a) if a.index == index => addr_change = true,
-                Event::LinkNew(l) if l.index == index => addr_change = true,
+                Event::LinkNew(l) if l.index == index => {
+                    addr_change = true;
+                    let was = std::mem::replace(&mut self.carrier, l.up && l.carrier);
+                    if self.carrier && !was {
+                        // Perhaps another LAN: without an address, find
+                        // its agent now.
+                        let mut acts = Vec::new();
+                        self.node.link_up(now(), &mut acts);
+                        self.execute(acts);
+                    }
+                }
                 Event::RouteNew(r) if r.table == MAIN_TABLE && r.dst_len == 0 => {
                     route_change = true
                 }
@@ -130,8 +220,9 @@ impl Client {
     }
 }
 
-/// Runs the node on `iface` until SIGTERM or SIGINT.
-pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), String> {
+/// Runs the node on `o.iface` until SIGTERM or SIGINT.
+pub fn run(o: &RunOptions) -> Result<(), String> {
+    let (iface, dir, port) = (o.iface.as_str(), o.dir.as_path(), o.port);
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
     let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
@@ -149,8 +240,15 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
     sims_linux::random_bytes(&mut seed).map_err(|e| format!("random: {e}"))?;
     let cfg = NodeConfig {
         port,
-        grace_ms,
+        grace_ms: o.grace_ms,
+        early_registration: o.early,
         ..NodeConfig::default()
+    };
+    let packet = match o.early {
+        true => {
+            Some(PacketSocket::open(link.index, port).map_err(|e| format!("packet socket: {e}"))?)
+        }
+        false => None,
     };
     let mac = link.mac.unwrap_or_default();
     let random = sims_daemon::random_seed()?;
@@ -175,12 +273,18 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
         },
         Err(_) => Node::new(cfg, seed, mac, random),
     };
+    let mut routes = OldRoutes::new(link.index, o.rto_min_ms);
+    routes.flush(&mut nl);
     let mut c = Client {
         state_file,
         saved: Vec::new(),
         iface: Iface::new(iface, link.index, nl),
         node,
         sock,
+        packet,
+        routes,
+        agent_mac: None,
+        carrier: link.up && link.carrier,
         port,
     };
     for addr in c.node.take_dropped() {
@@ -195,7 +299,8 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
         let now = event::now_ms();
         let until = c.node.poll_timeout().unwrap_or(u64::MAX).min(next_census);
         let wait = until.saturating_sub(now).min(1000) as i32;
-        let fds = [signals.fd(), mon.fd(), status.fd(), c.sock.as_raw_fd()];
+        let mut fds = vec![signals.fd(), mon.fd(), status.fd(), c.sock.as_raw_fd()];
+        fds.extend(c.packet.as_ref().map(|p| p.fd()));
         for i in event::poll_readable(&fds, wait).map_err(|e| format!("poll: {e}"))? {
             match i {
                 0 => {
@@ -214,11 +319,15 @@ pub fn run(iface: &str, dir: &Path, grace_ms: u64, port: u16) -> Result<(), Stri
                     c.on_events(&events);
                 }
                 2 => status.serve(|_| c.status_json()),
+                4 => c.on_packets(&mut buf),
                 _ => {
                     for _ in 0..64 {
                         let Ok((n, src, Some(dst))) = udp::recv_with_dst(&c.sock, &mut buf) else {
                             break;
                         };
+                        if c.node.current().is_none() && c.packet.is_some() {
+                            continue; // the packet socket has it too
+                        }
                         let mut acts = Vec::new();
                         c.node
                             .handle_datagram(sims_daemon::now(), src, dst, &buf[..n], &mut acts);

@@ -10,6 +10,7 @@
 
 mod addrs;
 mod client;
+mod oldroutes;
 mod status;
 
 use std::path::Path;
@@ -18,7 +19,7 @@ use std::process::ExitCode;
 use sims_daemon::args::{exit_status, usage_error, Args as Words};
 use sims_daemon::{logger, status as status_socket};
 
-use client::{run, SOCKET_FILE};
+use client::{run, RunOptions, SOCKET_FILE};
 
 const USAGE: &str = "\
 Usage: sims-node -i <interface> [options] | sims-node [--state-dir <dir>] status [--json]
@@ -31,6 +32,10 @@ Options:
   --grace-ms <ms>       how long an old address may have no sockets before
                         it is released (default 2000)
   --port <port>         SIMS control port (default 4434)
+  --rto-min-ms <ms>     least TCP retransmission timeout of the sessions on
+                        the node's SIMS addresses, so that they resume soon
+                        after a move (default 20; 0: the kernel's, 200)
+  --no-early            do not register old addresses before DHCP finishes
   --version             print the version and exit
   -h, --help            print this help
 
@@ -51,6 +56,8 @@ struct Args {
     state_dir: String,
     grace_ms: u64,
     port: u16,
+    rto_min_ms: u32,
+    early: bool,
     cmd: Cmd,
 }
 
@@ -60,6 +67,8 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
         state_dir: "/var/run/sims-node".into(),
         grace_ms: 2000,
         port: sims_proto::DEFAULT_PORT,
+        rto_min_ms: 20,
+        early: true,
         cmd: Cmd::Run,
     };
     while let Some(w) = a.next_word()? {
@@ -70,6 +79,8 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             ("--state-dir", _) => args.state_dir = a.value(&w)?,
             ("--grace-ms", _) => args.grace_ms = a.value(&w)?,
             ("--port", _) => args.port = a.value(&w)?,
+            ("--rto-min-ms", _) => args.rto_min_ms = a.value(&w)?,
+            ("--no-early", _) => args.early = false,
             ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
             ("--json", Cmd::Status { json }) => *json = true,
             _ => return Err(format!("unexpected argument '{w}'")),
@@ -106,12 +117,14 @@ fn main() -> ExitCode {
         }
         Cmd::Run => args.iface.clone().unwrap_or_default(),
     };
-    exit_status(run(
-        &iface,
-        Path::new(&args.state_dir),
-        args.grace_ms,
-        args.port,
-    ))
+    exit_status(run(&RunOptions {
+        iface,
+        dir: args.state_dir.into(),
+        grace_ms: args.grace_ms,
+        port: args.port,
+        rto_min_ms: (args.rto_min_ms > 0).then_some(args.rto_min_ms),
+        early: args.early,
+    }))
 }
 
 #[cfg(test)]
@@ -128,8 +141,10 @@ mod args_tests {
         assert!(a.cmd == Cmd::Run && a.iface.as_deref() == Some("wlan0"));
         assert_eq!((a.grace_ms, a.port), (2000, sims_proto::DEFAULT_PORT));
         assert!(USAGE.contains(&format!("(default {})", sims_proto::DEFAULT_PORT)));
-        let a = parse("--iface=eth0 --grace-ms 500 --port 5000").unwrap();
+        assert!(a.early && a.rto_min_ms == 20);
+        let a = parse("--iface=eth0 --grace-ms 500 --port 5000 --rto-min-ms 0 --no-early").unwrap();
         assert_eq!((a.grace_ms, a.port), (500, 5000));
+        assert!(!a.early && a.rto_min_ms == 0);
         assert!(
             parse("--state-dir /tmp/n status --json").unwrap().cmd == Cmd::Status { json: true }
         );

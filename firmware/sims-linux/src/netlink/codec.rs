@@ -75,6 +75,9 @@ pub(crate) fn route_msg(ty: u16, flags: u16, r: &Route) -> io::Result<Msg> {
         scope,
         r.kind.to_u8(),
     ]);
+    if r.onlink {
+        h[8..12].copy_from_slice(&RTNH_F_ONLINK.to_ne_bytes());
+    }
     let mut m = Msg::new(ty, flags);
     m.push(&h).attr_u32(RTA_TABLE, r.table);
     if r.dst_len > 0 {
@@ -89,6 +92,13 @@ pub(crate) fn route_msg(ty: u16, flags: u16, r: &Route) -> io::Result<Msg> {
     // prefsrc is left out of deletes so a stale source doesn't block removal.
     if let (Some(src), false) = (r.prefsrc, del) {
         m.attr_ipv4(RTA_PREFSRC, src);
+    }
+    if let (Some(ms), false) = (r.rto_min_ms, del) {
+        // Locked: TCP takes a route's rto_min only if it is (tcp_rto_min()).
+        let metrics = m.nest(RTA_METRICS);
+        m.attr_u32(RTAX_LOCK, 1 << RTAX_RTO_MIN);
+        m.attr_u32(RTAX_RTO_MIN, ms);
+        m.end_nest(metrics);
     }
     Ok(m)
 }
@@ -204,10 +214,20 @@ pub(crate) fn parse_route(p: &[u8]) -> io::Result<Option<Route>> {
         protocol: get_u8(p, 5)?,
         kind: RouteType::from_u8(get_u8(p, 7)?),
         scope: get_u8(p, 6)?,
+        onlink: get_u32(p, 8)? & RTNH_F_ONLINK != 0,
+        rto_min_ms: None,
     };
     for a in attrs(after(p, RTMSG_LEN)?) {
         let (ty, v) = a?;
         match ty {
+            RTA_METRICS => {
+                for m in attrs(v) {
+                    let (ty, v) = m?;
+                    if ty == RTAX_RTO_MIN {
+                        r.rto_min_ms = Some(attr_u32(v)?);
+                    }
+                }
+            }
             RTA_TABLE => r.table = attr_u32(v)?,
             RTA_DST => r.dst = attr_ipv4(v)?,
             RTA_OIF => r.oif = Some(attr_u32(v)?),

@@ -67,6 +67,10 @@ const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PREFSRC: u16 = 7;
+const RTA_METRICS: u16 = 8;
+const RTAX_LOCK: u16 = 1;
+const RTAX_RTO_MIN: u16 = 13;
+const RTNH_F_ONLINK: u32 = 4;
 const RTA_TABLE: u16 = 15;
 
 const FRA_SRC: u16 = 2;
@@ -175,6 +179,12 @@ pub struct Route {
     pub kind: RouteType,
     /// RT_SCOPE_*: universe 0, link 253, host 254.
     pub scope: u8,
+    /// RTNH_F_ONLINK: the gateway is on the link even without a route
+    /// to it (the mobile node's route to an agent before DHCP).
+    pub onlink: bool,
+    /// The RTAX_RTO_MIN metric: the least retransmission timeout of TCP
+    /// connections using the route (the kernel's default is 200 ms).
+    pub rto_min_ms: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -464,11 +474,34 @@ impl Netlink {
         mac: [u8; 6],
         state: u16,
     ) -> io::Result<()> {
+        self.neigh_new(index, addr, mac, state, NLM_F_REPLACE)
+    }
+
+    /// Create the neighbour entry of `addr` on `index` only if there is
+    /// none (EEXIST otherwise): what the kernel learned stands.
+    pub fn neigh_add(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        mac: [u8; 6],
+        state: u16,
+    ) -> io::Result<()> {
+        self.neigh_new(index, addr, mac, state, NLM_F_EXCL)
+    }
+
+    fn neigh_new(
+        &mut self,
+        index: u32,
+        addr: Ipv4Addr,
+        mac: [u8; 6],
+        state: u16,
+        how: u16,
+    ) -> io::Result<()> {
         let mut h = [0u8; 12];
         h[0] = AF_INET;
         h[4..8].copy_from_slice(&index.to_ne_bytes());
         h[8..10].copy_from_slice(&state.to_ne_bytes());
-        let mut m = Msg::new(RTM_NEWNEIGH, ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        let mut m = Msg::new(RTM_NEWNEIGH, ACK | NLM_F_CREATE | how);
         m.push(&h).attr_ipv4(NDA_DST, addr).attr(NDA_LLADDR, &mac);
         self.sock.request(m)
     }

@@ -30,6 +30,8 @@ fn sample_route() -> Route {
         protocol: 153,
         kind: RouteType::Unicast,
         scope: RT_SCOPE_LINK,
+        onlink: false,
+        rto_min_ms: None,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub retransmit_tries: u8,
     /// Solicitation interval while no agent is known.
     pub solicit_interval_ms: u64,
+    /// Register old addresses before DHCP gives an address (§5.6).
+    pub early_registration: bool,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +56,7 @@ impl Default for NodeConfig {
             retransmit_initial_ms: 100,
             retransmit_tries: 6,
             solicit_interval_ms: 1_000,
+            early_registration: true,
         }
     }
 }
@@ -348,9 +351,9 @@ impl Node {
 
     /// Old addresses that an early registration would carry.
     fn has_old(&self) -> bool {
-        self.bindings
-            .iter()
-            .any(|b| b.releasing.is_none() && Some(b.addr()) != self.current)
+        self.cfg.early_registration
+            && (self.bindings.iter())
+                .any(|b| b.releasing.is_none() && Some(b.addr()) != self.current)
     }
 
     /// A datagram from `src`, sent to `dst` (the destination address of
@@ -442,10 +445,11 @@ impl Node {
                         Some(cur) => {
                             info!("agent {} (instance {:x}) on {cur}", a.agent, a.instance)
                         }
-                        None => info!(
+                        None if self.has_old() => info!(
                             "agent {} (instance {:x}) heard before DHCP: registering early",
                             a.agent, a.instance
                         ),
+                        None => {}
                     }
                     self.register(now, out);
                 }

@@ -49,6 +49,8 @@ impl Dataplane {
             protocol: self.ids().route_protocol,
             kind: RouteType::Unicast,
             scope: RT_SCOPE_LINK,
+            onlink: false,
+            rto_min_ms: None,
         }
     }
 
@@ -63,6 +65,8 @@ impl Dataplane {
             protocol: self.ids().route_protocol,
             kind: RouteType::Unicast,
             scope: RT_SCOPE_UNIVERSE,
+            onlink: false,
+            rto_min_ms: None,
         }
     }
 

@@ -1,0 +1,154 @@
+//! Where the packets of the node's SIMS addresses go: a policy rule
+//! `from <addr> lookup NODE_TABLE` for each address the node holds a
+//! credential for, and in that table one default route via the LAN's
+//! agent, on-link.
+//!
+//! Why a table of our own: before DHCP finishes on a new LAN the main
+//! table has no default route and no prefix route (the DHCP client
+//! flushed them), yet the old addresses' sessions can already be relayed
+//! (an early registration); the agent's LAN address and MAC come from
+//! its advertisement. And the route carries the node's TCP lever: a
+//! locked `rto_min` (issue 12, item 4), so that a session stalled by a
+//! move retransmits soon after the path is back instead of after the
+//! kernel's 200 ms floor. New connections from other addresses (a
+//! network without SIMS) never see it.
+//!
+//! Everything here is tagged with [`ROUTE_PROTOCOL`] in [`NODE_TABLE`]:
+//! at start, what an earlier run left is removed, and nothing else is
+//! touched.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use log::{debug, info, warn};
+use sims_linux::netlink::{Netlink, Route, RouteType, Rule, NUD_REACHABLE, RT_SCOPE_UNIVERSE};
+
+/// The node's table (simsd's are 1144 and up).
+pub const NODE_TABLE: u32 = 1140;
+/// Before the main table (32766) and netifd's and mwan3's policies on an
+/// OpenWrt travel router (1000 and up).
+pub const RULE_PRIORITY: u32 = 890;
+/// The routing protocol of the node's rules and routes (simsd's is 153).
+pub const ROUTE_PROTOCOL: u8 = 154;
+
+pub struct OldRoutes {
+    index: u32,
+    rto_min_ms: Option<u32>,
+    /// Addresses whose rule is installed.
+    rules: BTreeSet<Ipv4Addr>,
+    /// The agent the table's default route goes through now.
+    via: Option<Ipv4Addr>,
+    /// Netlink changes made (rules, routes, neighbours): the node's share
+    /// of a move's kernel work.
+    pub changes: u64,
+}
+
+impl OldRoutes {
+    /// `rto_min_ms`: the rto_min of the table's route (None: the kernel's).
+    pub fn new(index: u32, rto_min_ms: Option<u32>) -> Self {
+        OldRoutes {
+            index,
+            rto_min_ms,
+            rules: BTreeSet::new(),
+            via: None,
+            changes: 0,
+        }
+    }
+
+    fn rule(addr: Ipv4Addr) -> Rule {
+        Rule {
+            priority: RULE_PRIORITY,
+            table: NODE_TABLE,
+            fwmark: None,
+            src: Some((addr, 32)),
+            protocol: ROUTE_PROTOCOL,
+        }
+    }
+
+    fn default_via(&self, gw: Ipv4Addr) -> Route {
+        Route {
+            table: NODE_TABLE,
+            dst: Ipv4Addr::UNSPECIFIED,
+            dst_len: 0,
+            oif: Some(self.index),
+            gateway: Some(gw),
+            prefsrc: None,
+            protocol: ROUTE_PROTOCOL,
+            kind: RouteType::Unicast,
+            scope: RT_SCOPE_UNIVERSE,
+            onlink: true,
+            rto_min_ms: self.rto_min_ms,
+        }
+    }
+
+    /// Removes what an earlier run left: our rules, and our table's routes.
+    pub fn flush(&mut self, nl: &mut Netlink) {
+        for r in nl.rules().unwrap_or_default() {
+            if r.protocol == ROUTE_PROTOCOL && r.table == NODE_TABLE {
+                let _ = nl.rule_del(&r);
+            }
+        }
+        for r in nl.routes(NODE_TABLE).unwrap_or_default() {
+            if r.protocol == ROUTE_PROTOCOL {
+                let _ = nl.route_del(&r);
+            }
+        }
+        self.rules.clear();
+        self.via = None;
+    }
+
+    /// Makes the kernel match: a rule for each of `addrs`, and the default
+    /// route via `agent` (its LAN address, and its MAC if known: added as
+    /// a neighbour if the kernel has none, since before DHCP the node's
+    /// ARP would come from an address the agent's reverse-path filter
+    /// drops). With no agent heard the route stays as it was: the next
+    /// agent replaces it.
+    pub fn sync(
+        &mut self,
+        nl: &mut Netlink,
+        addrs: &BTreeSet<Ipv4Addr>,
+        agent: Option<(Ipv4Addr, Option<[u8; 6]>)>,
+    ) {
+        for &a in addrs.difference(&self.rules.clone()) {
+            self.changes += 1;
+            match nl.rule_add(&Self::rule(a)) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    warn!("rule from {a}: {e}");
+                    continue;
+                }
+            }
+            self.rules.insert(a);
+        }
+        for a in self.rules.difference(addrs).copied().collect::<Vec<_>>() {
+            self.changes += 1;
+            if let Err(e) = nl.rule_del(&Self::rule(a)) {
+                debug!("rule from {a}: {e}");
+            }
+            self.rules.remove(&a);
+        }
+        let Some((gw, mac)) = agent else {
+            return;
+        };
+        if self.via == Some(gw) {
+            return;
+        }
+        if let Some(mac) = mac {
+            self.changes += 1;
+            match nl.neigh_add(self.index, gw, mac, NUD_REACHABLE) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => warn!("neighbour {gw}: {e}"),
+            }
+        }
+        self.changes += 1;
+        match nl.route_replace(&self.default_via(gw)) {
+            Ok(()) => {
+                info!("old addresses' route: via agent {gw}");
+                self.via = Some(gw);
+            }
+            Err(e) => warn!("route via {gw} in table {NODE_TABLE}: {e}"),
+        }
+    }
+}
