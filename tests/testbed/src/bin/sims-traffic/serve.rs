@@ -205,7 +205,7 @@ fn serve_down(
             }
         }
         let target = (rate as f64 * start.elapsed().as_secs_f64()) as u64;
-        if target > sent {
+        if target >= sent + crate::write_quantum(rate) {
             let n = ((target - sent) as usize).min(buf.len());
             gen.fill(&mut buf[..n]);
             if let Err(e) = write_all_until(&mut s, &buf[..n], hard) {

@@ -208,7 +208,7 @@ fn stream_up(mut s: TcpStream, id: &str, a: &StreamArgs) -> StreamOut {
             break;
         }
         let target = (a.rate as f64 * start.elapsed().as_secs_f64()) as u64;
-        if target > sent {
+        if target >= sent + crate::write_quantum(a.rate) {
             let n = ((target - sent) as usize).min(buf.len());
             gen.fill(&mut buf[..n]);
             if let Err(e) = write_all_until(&mut s, &buf[..n], a.hard) {
