@@ -400,8 +400,11 @@ impl Agent {
                 self.on_release(now, src, r, data, out);
                 self.answer_orphans(now, out);
             }
-            // Another agent's advertisement on our LAN, or our own echo.
+            // Another agent's advertisement on our LAN, or the echo of
+            // our own broadcasts (advertisements, and the replies to early
+            // registrations).
             Message::Advertisement(_) => {}
+            Message::RegistrationReply(_) if via_lan => {}
             _ => {
                 self.counters.rx_unexpected += 1;
                 debug!("unexpected {:?} from {src}", m.msg_type());

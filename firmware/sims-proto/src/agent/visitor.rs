@@ -231,6 +231,25 @@ impl Agent {
                 self.counters.rx_replay += 1;
                 return Some(Status::Replay);
             }
+            // Our request for it is still under way (asked for this
+            // node's early registration, or its previous one): this
+            // registration takes over its answer rather than asking again.
+            // Two requests would share one fate: the first's timeout
+            // removes the pending binding, and the second's registration
+            // was answered BadRequest (found by the testbed's s15, the
+            // issuer down during an early registration).
+            Some(b) if same(b) && b.pending => {
+                if let Some(prev) = self.take_over_request(addr, reg_id) {
+                    if let Some(b) = self.bindings.get_mut(&key) {
+                        b.last_seq = b.last_seq.max(r.seq);
+                    }
+                    // The superseded registration: the node no longer
+                    // waits for it; "try again" if it does.
+                    self.reg_result(now, prev, addr, Status::NoCapacity, out);
+                    return None;
+                }
+                true
+            }
             Some(b) if same(b) => true,
             // Another node's claim that its issuer has not confirmed yet
             // (a guest claiming the address first): not final, ask again.
@@ -303,6 +322,15 @@ impl Agent {
             out,
         );
         None
+    }
+
+    /// Points our outstanding request about `addr` at registration `reg`.
+    /// `None`: there is no such request; else the registration it served.
+    fn take_over_request(&mut self, addr: Ipv4Addr, reg: u32) -> Option<Option<u32>> {
+        self.outgoing.values_mut().find_map(|o| match &mut o.kind {
+            OutKind::Tunnel { addr: a, reg: r } if *a == addr => Some(r.replace(reg)),
+            _ => None,
+        })
     }
 
     pub(super) fn on_tunnel_reply(

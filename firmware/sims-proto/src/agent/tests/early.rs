@@ -243,3 +243,27 @@ fn a_flood_of_early_registrations_is_bounded_and_the_address_path_still_works() 
     w.tick(200);
     assert_eq!(w.node_state(node_addr(A)), Some(BindingState::Relayed));
 }
+
+/// Found by the testbed's s15 (the issuer down while the node moves):
+/// the early registration and the one from the new address each asked
+/// the issuer; the first request's timeout removed the pending binding,
+/// which answered the second registration BadRequest, and the node
+/// dropped its address. Failed before: the second registration now waits
+/// for the first request instead of asking again.
+#[test]
+fn issuer_down_during_an_early_registration_keeps_the_address_pending() {
+    let mut w = World::full();
+    let reg = early_registration(&mut w);
+    w.drop_peer_traffic = true;
+    w.deliver(vec![(B, UNADDRESSED, reg)]);
+    let mut acts = Vec::new();
+    w.node.set_address(w.time(), Some(node_addr(B)), &mut acts);
+    w.run_node(acts);
+    let x = node_addr(A);
+    w.tick(14_000);
+    assert_eq!(w.node_state(x), Some(BindingState::Pending));
+    // The issuer is back: the next retry completes the handover.
+    w.drop_peer_traffic = false;
+    w.tick(5_000);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+}
