@@ -71,7 +71,8 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask test vm [--no-selftest] [--selftest-only] [--backends kernel,mixed] [--timeout-s N] [-- <test args>]
        cargo xtask demo [--dwell-s N]
        cargo xtask testbed [--daemons] [--at a|b|c] [--for-s N]
-       cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]
+       cargo xtask bench handover [--moves N] [--delay-ms N] [--no-early]
+                                  [--rto-min-ms N] [--dhcp-delay-s N] [--debug]
        cargo xtask bench vm-delay [--moves N] [--delays 0,10,40] [--debug]
        cargo xtask bench dataplane [--pairs N] [--debug]
        cargo xtask test --target <triple>... | --all [-- <test args>]
@@ -84,7 +85,9 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask bench handover-cpu
        cargo xtask fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]";
 
-const BENCH_USAGE: &str = "usage: cargo xtask bench handover [--moves N] [--delay-ms N] [--debug]
+const BENCH_USAGE: &str =
+    "usage: cargo xtask bench handover [--moves N] [--delay-ms N] [--no-early]
+                                  [--rto-min-ms N] [--dhcp-delay-s N] [--debug]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench vm-delay [--moves N] [--delays 0,10,40] [--debug]
        cargo xtask bench dataplane [--pairs N] [--debug]

@@ -19,6 +19,10 @@ pub struct BenchOptions {
     pub rate: u64,
     /// One-way netem delay on each agent's WAN link (0: none).
     pub delay_ms: u64,
+    /// Extra sims-node arguments (the levers: `--no-early`, `--rto-min-ms 0`).
+    pub node_args: Vec<String>,
+    /// dnsmasq's reply delay (s): DHCP slower by that much.
+    pub dhcp_delay_s: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -61,7 +65,8 @@ fn agent_work(tb: &Testbed) -> Option<AgentWork> {
 }
 
 /// One move as the daemons logged it, in ms after sims-node saw its new
-/// address (the testbed stamps every log line with CLOCK_MONOTONIC µs).
+/// address, negative before it (the testbed stamps every log line with
+/// CLOCK_MONOTONIC µs).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Steps {
     /// The new agent's advertisement reached the node.
@@ -98,26 +103,25 @@ fn steps_of(node: &str, old_agent: &str, new_agent: &str, m: StepsOf) -> Option<
     let new = m.to.node_addr().to_string();
     let t0 = stamp_of(node, since, &["current address None -> Some(", &new])?;
     let ms = |t: f64| (t - t0) * 1e3;
+    // Each step's first line since the link went down: before the new
+    // address (negative) when the node registered early.
+    let to = m.to.id();
     Some(Steps {
-        advert_ms: ms(stamp_of(
-            node,
-            t0,
-            &[&format!("agent {} (instance", m.to.id()), &new],
-        )?),
+        advert_ms: ms(stamp_of(node, since, &[&format!("agent {to} (instance")])?),
         old_agent_ms: ms(stamp_of(
             old_agent,
-            t0,
-            &[&format!("redirecting {old} to peer {}", m.to.id())],
+            since,
+            &[&format!("redirecting {old} to peer {to}")],
         )?),
         new_agent_ms: ms(stamp_of(
             new_agent,
-            t0,
+            since,
             &[&format!("{old} relayed from peer {}", m.from.id())],
         )?),
         registered_ms: ms(stamp_of(
             node,
-            t0,
-            &[&format!("registered with {}", m.to.id())],
+            since,
+            &["registered", &format!("with {to}")],
         )?),
     })
 }
@@ -180,7 +184,15 @@ struct AddrSessions {
 /// in both directions on the address being carried.
 pub fn run_handover_bench(o: &BenchOptions) -> Result<BenchReport> {
     catch_interrupts();
-    let opts = run_options(&o.bin_dir, &o.traffic_bin, "bench-handover");
+    let mut opts = run_options(&o.bin_dir, &o.traffic_bin, "bench-handover");
+    opts.node_args = o.node_args.clone();
+    opts.dhcp_reply_delay_s = o.dhcp_delay_s;
+    if !o.node_args.is_empty() || o.dhcp_delay_s > 0 {
+        println!(
+            "bench: sims-node {:?}, DHCP server reply delay {} s",
+            o.node_args, o.dhcp_delay_s
+        );
+    }
     let mut tb = Testbed::new(opts)?;
     if o.delay_ms > 0 {
         tb.set_wan_delay(o.delay_ms)?;
@@ -433,6 +445,18 @@ mod tests {
         };
         assert_eq!(steps_of(node, ma_a, ma_b, later), None);
         assert_eq!(steps_of(node, "", ma_b, m), None);
+        // Registered early: every step before the new address.
+        let early = "\
+[16185.220797] [1795627909.016 INFO  sims_proto::node] current address Some(10.1.0.50) -> None
+[16185.221797] [1795627909.017 INFO  sims_proto::node] agent ma-b (instance 5f2a10c3e2d1b0a9) heard before DHCP: registering early
+[16185.224829] [1795627909.020 INFO  sims_proto::node] registered early with ma-b
+[16185.302707] [1795627909.098 INFO  sims_proto::node] current address None -> Some(10.2.0.50)
+[16185.303129] [1795627909.099 INFO  sims_proto::node] agent ma-b (instance 5f2a10c3e2d1b0a9) on 10.2.0.50
+[16185.304829] [1795627909.100 INFO  sims_proto::node] registered with ma-b
+";
+        let s = steps_of(early, ma_a, ma_b, m).unwrap();
+        assert!(near(s.advert_ms, -80.91), "{s:?}");
+        assert!(near(s.registered_ms, -77.878), "{s:?}");
     }
 
     #[test]

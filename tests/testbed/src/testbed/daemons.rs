@@ -164,6 +164,7 @@ impl Testbed {
             "--grace-ms".into(),
             self.opts.grace_ms.to_string(),
         ];
+        let argv = [argv, self.opts.node_args.clone()].concat();
         let ns = self.mn();
         let log = d.join("sims-node.log");
         let rust_log = self.opts.rust_log.clone();

@@ -37,6 +37,13 @@ impl Testbed {
             "--log-dhcp".into(),
             "--user=root".into(),
         ];
+        let mut argv = argv;
+        if self.opts.dhcp_reply_delay_s > 0 {
+            argv.push(format!(
+                "--dhcp-reply-delay={}",
+                self.opts.dhcp_reply_delay_s
+            ));
+        }
         let ns = self.agent(x);
         let i = self.spawn(
             &format!("dnsmasq@{}", x.id()),

@@ -45,6 +45,11 @@ pub struct Options {
     /// setup; also taken from `SIMS_TESTBED_NODE_SYSCTLS` (comma-separated)
     /// for experiments. The default is a stock Linux host.
     pub node_sysctls: Vec<String>,
+    /// Extra `sims-node` arguments (e.g. `--no-early`, `--rto-min-ms 0`:
+    /// the benchmark's levers).
+    pub node_args: Vec<String>,
+    /// dnsmasq's `--dhcp-reply-delay` (seconds): a slow DHCP server.
+    pub dhcp_reply_delay_s: u32,
 }
 
 impl Default for Options {
@@ -76,6 +81,8 @@ impl Default for Options {
                         .collect()
                 })
                 .unwrap_or_default(),
+            node_args: Vec::new(),
+            dhcp_reply_delay_s: 0,
         }
     }
 }

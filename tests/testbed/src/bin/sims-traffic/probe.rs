@@ -1,5 +1,8 @@
-//! `sims-traffic probe`: the handover probe. Waits for the new address,
-//! then sends UDP probes from the old one until one is echoed.
+//! `sims-traffic probe`: the handover probe. Waits for the move (the old
+//! address stops being the interface's DHCP address), then sends UDP
+//! probes from the old one until one is echoed, noting meanwhile when the
+//! new address comes: `new_addr_to_echo_ms` is negative when the old
+//! address answered first (early registration).
 
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, UdpSocket};
@@ -94,37 +97,54 @@ pub(crate) fn probe(args: &[String]) -> Res<i32> {
     println!("ready bind={bind} iface={iface}");
     let _ = io::stdout().flush();
 
-    // 1. Wait for the new native address.
+    // 1. Wait for the move: the old address is no longer the interface's
+    // DHCP address (the client's deconfig, or a new address).
     let wait_start = Instant::now();
-    let new_addr = loop {
-        if let Some((a, _)) = iface_addrs(&iface)
+    let new_native = |iface: &str| {
+        iface_addrs(iface)
             .into_iter()
             .find(|(a, plen)| *a != bind && *plen < 32)
-        {
-            break a;
+            .map(|(a, _)| a)
+    };
+    let mut new_addr = loop {
+        let addrs = iface_addrs(&iface);
+        if let Some((a, _)) = addrs.iter().find(|(a, plen)| *a != bind && *plen < 32) {
+            break Some(*a);
+        }
+        if !addrs.iter().any(|(a, plen)| *a == bind && *plen < 32) {
+            break None;
         }
         if wait_start.elapsed() >= addr_timeout {
             println!(
-                "{{\"new_addr\":null,\"echoed\":false,\"error\":\"no new address on {iface} within {} ms\"}}",
+                "{{\"new_addr\":null,\"echoed\":false,\"error\":\"{bind} still the address of {iface} after {} ms\"}}",
                 addr_timeout.as_millis()
             );
             return Ok(1);
         }
         std::thread::sleep(Duration::from_micros(100));
     };
-    let t_new = mono_ns();
+    let mut t_new = new_addr.map(|_| mono_ns());
 
-    // 2. Probe from the old address until echoed.
-    let nonce = (t_new ^ (std::process::id() as u64) << 32).to_be_bytes();
+    // 2. Probe from the old address until echoed: perhaps before the new
+    // address comes (early registration), so watch for it meanwhile.
+    let nonce = (mono_ns() ^ (std::process::id() as u64) << 32).to_be_bytes();
     let mut seq: u64 = 0;
     let mut sent = 0u64;
     let mut send_errors = 0u64;
     let mut rbuf = [0u8; 64];
     let start = Instant::now();
     let mut next = start;
+    let mut next_look = start;
     let mut echo_ns = None;
     while start.elapsed() < timeout {
         let now = Instant::now();
+        if new_addr.is_none() && now >= next_look {
+            new_addr = new_native(&iface);
+            if new_addr.is_some() {
+                t_new = Some(mono_ns());
+            }
+            next_look = now + Duration::from_millis(1);
+        }
         if now >= next {
             let mut msg = [0u8; 24];
             msg[..8].copy_from_slice(b"SIMSPRB1");
@@ -148,12 +168,28 @@ pub(crate) fn probe(args: &[String]) -> Res<i32> {
         if !left.is_zero() {
             let ms = (left.as_micros() / 1000) as i32;
             if ms > 0 {
-                wait_readable(fd, ms);
+                wait_readable(fd, ms.min(1));
             } else {
                 std::thread::sleep(left.min(Duration::from_micros(50)));
             }
         }
     }
+    // Answered before DHCP finished: when did the address come?
+    while new_addr.is_none() && wait_start.elapsed() < addr_timeout {
+        new_addr = new_native(&iface);
+        if new_addr.is_some() {
+            t_new = Some(mono_ns());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let (Some(new_addr), Some(t_new)) = (new_addr, t_new) else {
+        println!(
+            "{{\"new_addr\":null,\"echoed\":{},\"error\":\"no new address on {iface} within {} ms\"}}",
+            echo_ns.is_some(),
+            addr_timeout.as_millis()
+        );
+        return Ok(1);
+    };
     let link_up = t0.or_else(|| {
         o.get("link-up-file")
             .and_then(|p| std::fs::read_to_string(p).ok())
