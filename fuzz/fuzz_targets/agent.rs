@@ -162,8 +162,16 @@ impl World {
             match a {
                 Action::Send { dst, data } => self.sent_by_agent(dst, &data, ctx),
                 Action::BroadcastLan { data } => {
-                    let m = msg::decode(&data).expect("the agent broadcasts what decodes");
-                    assert!(matches!(m, Message::Advertisement(_)));
+                    match msg::decode(&data).expect("the agent broadcasts what decodes") {
+                        Message::Advertisement(_) | Message::ReleaseReply(_) => {}
+                        // Answers to a node without an address (an early
+                        // registration, from 0.0.0.0): never a credential.
+                        Message::RegistrationReply(r) => {
+                            assert!(r.cred.is_none(), "a credential for 0.0.0.0: {r:?}");
+                            self.registration_reply(Ipv4Addr::BROADCAST, &data, r);
+                        }
+                        m => panic!("the agent broadcast {:?}", m.msg_type()),
+                    }
                 }
                 Action::TunnelUp { peer } => {
                     assert!(peer < 2);

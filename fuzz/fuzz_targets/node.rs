@@ -1,5 +1,5 @@
 //! The node's state machine under an arbitrary sequence of events: address
-//! changes, datagrams (raw, or advertisements and replies built from the
+//! changes, the link coming up, datagrams (raw, or advertisements and replies built from the
 //! input, answering the node's own solicitations and requests so that the
 //! fuzzer gets past its nonce and request-id checks) sent to its current
 //! address, the broadcast address or an old one, socket censuses,
@@ -297,6 +297,7 @@ fn step(u: &mut Unstructured, w: &mut World) -> Result<()> {
     let mut out = Vec::new();
     let t = now(w.now);
     match u.int_in_range(0..=9)? {
+        0 if u.ratio(1, 8)? => w.node.link_up(t, &mut out),
         0 => {
             let a = if u.ratio(7, 8)? {
                 Some(pick_addr(u)?)

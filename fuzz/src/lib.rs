@@ -95,6 +95,7 @@ pub fn node_config() -> NodeConfig {
         retransmit_initial_ms: 100,
         retransmit_tries: 3,
         solicit_interval_ms: 1_000,
+        early_registration: true,
     }
 }
 
