@@ -261,6 +261,17 @@ fn s5_release_after_last_session_closes() {
     wait_no_sims_state(&tb, "without bindings");
     let st = tb.node_status().unwrap();
     assert!(st.binding(&a().to_string()).is_none(), "{}", st.raw);
+    // Nor on the node: the released address's rule is gone; the one of
+    // its address here stays (it holds B's credential for it).
+    let rules = tb.mn().ip(&["-4", "rule", "show"]).unwrap();
+    assert!(
+        !rules.contains(&format!("from {} lookup 1140", a())),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("from {} lookup 1140", b())),
+        "{rules}"
+    );
     // The partners' accounting outlives the tunnel: ma-a counted what it
     // relayed to ma-b (at least the 100 kB after the move) and the
     // node's acknowledgements that came back.
