@@ -21,7 +21,7 @@ use sims_linux::{sockdiag, udp};
 use sims_proto::node::{Action, Node, NodeConfig};
 
 use crate::addrs::{tune_arp, Iface, MAIN_TABLE};
-use crate::oldroutes::OldRoutes;
+use crate::oldroutes::{OldRoutes, NODE_TABLE, ROUTE_PROTOCOL};
 
 /// In the state directory: where `sims-node status` asks.
 pub const SOCKET_FILE: &str = "sims-node.sock";
@@ -176,6 +176,13 @@ impl Client {
                         self.iface.put_back(a.addr);
                     }
                     addr_change = true;
+                    self.routes.route_maybe_gone();
+                }
+                Event::RouteDel(r) if r.table == NODE_TABLE => self.routes.route_maybe_gone(),
+                Event::RuleDel(r) if r.protocol == ROUTE_PROTOCOL && r.table == NODE_TABLE => {
+                    if let Some((addr, 32)) = r.src {
+                        self.routes.rule_gone(addr);
+                    }
                 }
                 Event::AddrNew(a) if a.index == index => addr_change = true,
                 Event::LinkNew(l) if l.index == index => {
@@ -202,6 +209,7 @@ impl Client {
         if route_change {
             self.iface.fix_default_route(self.node.current());
         }
+        self.sync_routes();
     }
 
     fn census(&mut self) {

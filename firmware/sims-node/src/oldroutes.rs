@@ -38,6 +38,8 @@ pub struct OldRoutes {
     rules: BTreeSet<Ipv4Addr>,
     /// The agent the table's default route goes through now.
     via: Option<Ipv4Addr>,
+    /// The agent last logged (the route is put back quietly).
+    logged: Option<Ipv4Addr>,
     /// Netlink changes made (rules, routes, neighbours): the node's share
     /// of a move's kernel work.
     pub changes: u64,
@@ -51,6 +53,7 @@ impl OldRoutes {
             rto_min_ms,
             rules: BTreeSet::new(),
             via: None,
+            logged: None,
             changes: 0,
         }
     }
@@ -79,6 +82,19 @@ impl OldRoutes {
             onlink: true,
             rto_min_ms: self.rto_min_ms,
         }
+    }
+
+    /// The route may be gone: when the interface's last address goes
+    /// (a DHCP client's flush takes the held /32s too, for a moment), the
+    /// kernel removes every route through it and its neighbours, without
+    /// a notification per route. The next `sync` puts them back.
+    pub fn route_maybe_gone(&mut self) {
+        self.via = None;
+    }
+
+    /// Someone removed our rule for `addr`: the next `sync` puts it back.
+    pub fn rule_gone(&mut self, addr: Ipv4Addr) {
+        self.rules.remove(&addr);
     }
 
     /// Removes what an earlier run left: our rules, and our table's routes.
@@ -145,7 +161,9 @@ impl OldRoutes {
         self.changes += 1;
         match nl.route_replace(&self.default_via(gw)) {
             Ok(()) => {
-                info!("old addresses' route: via agent {gw}");
+                if self.logged.replace(gw) != Some(gw) {
+                    info!("old addresses' route: via agent {gw}");
+                }
                 self.via = Some(gw);
             }
             Err(e) => warn!("route via {gw} in table {NODE_TABLE}: {e}"),

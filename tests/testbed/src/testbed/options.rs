@@ -118,6 +118,11 @@ impl Options {
         self.omit_peers.push((y, x));
         self
     }
+    /// A DHCP server slower by `s` seconds (dnsmasq's reply delay).
+    pub fn dhcp_reply_delay_s(mut self, s: u32) -> Self {
+        self.dhcp_reply_delay_s = s;
+        self
+    }
     pub fn grace_ms(mut self, ms: u64) -> Self {
         self.grace_ms = ms;
         self
