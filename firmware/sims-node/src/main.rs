@@ -33,8 +33,8 @@ Options:
                         it is released (default 2000)
   --port <port>         SIMS control port (default 4434)
   --rto-min-ms <ms>     least TCP retransmission timeout of the sessions on
-                        the node's SIMS addresses, so that they resume soon
-                        after a move (default 20; 0: the kernel's, 200)
+                        the node's SIMS addresses (default 0: the kernel's,
+                        200; docs/BENCHMARKS.md measures what a lower one gives)
   --no-early            do not register old addresses before DHCP finishes
   --version             print the version and exit
   -h, --help            print this help
@@ -67,7 +67,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
         state_dir: "/var/run/sims-node".into(),
         grace_ms: 2000,
         port: sims_proto::DEFAULT_PORT,
-        rto_min_ms: 20,
+        rto_min_ms: 0,
         early: true,
         cmd: Cmd::Run,
     };
@@ -141,10 +141,11 @@ mod args_tests {
         assert!(a.cmd == Cmd::Run && a.iface.as_deref() == Some("wlan0"));
         assert_eq!((a.grace_ms, a.port), (2000, sims_proto::DEFAULT_PORT));
         assert!(USAGE.contains(&format!("(default {})", sims_proto::DEFAULT_PORT)));
-        assert!(a.early && a.rto_min_ms == 20);
-        let a = parse("--iface=eth0 --grace-ms 500 --port 5000 --rto-min-ms 0 --no-early").unwrap();
+        assert!(a.early && a.rto_min_ms == 0);
+        let a =
+            parse("--iface=eth0 --grace-ms 500 --port 5000 --rto-min-ms 20 --no-early").unwrap();
         assert_eq!((a.grace_ms, a.port), (500, 5000));
-        assert!(!a.early && a.rto_min_ms == 0);
+        assert!(!a.early && a.rto_min_ms == 20);
         assert!(
             parse("--state-dir /tmp/n status --json").unwrap().cmd == Cmd::Status { json: true }
         );

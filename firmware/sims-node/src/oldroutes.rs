@@ -7,11 +7,11 @@
 //! table has no default route and no prefix route (the DHCP client
 //! flushed them), yet the old addresses' sessions can already be relayed
 //! (an early registration); the agent's LAN address and MAC come from
-//! its advertisement. And the route carries the node's TCP lever: a
-//! locked `rto_min` (issue 12, item 4), so that a session stalled by a
-//! move retransmits soon after the path is back instead of after the
-//! kernel's 200 ms floor. New connections from other addresses (a
-//! network without SIMS) never see it.
+//! its advertisement. And the route can carry a TCP lever (issue 12,
+//! item 4; `--rto-min-ms`, off by default): a locked `rto_min`, so that a
+//! session stalled by a move would retransmit sooner than after the
+//! kernel's 200 ms floor. New connections from other addresses (a network
+//! without SIMS) never see it.
 //!
 //! Everything here is tagged with [`ROUTE_PROTOCOL`] in [`NODE_TABLE`]:
 //! at start, what an earlier run left is removed, and nothing else is
