@@ -927,7 +927,7 @@ fn s11_node_restart_keeps_identity_and_relayed_session() {
     assert_verified(&r, "s11 session across the node's restart");
 }
 
-/// Scenario 23 (issue 12, item 3): the old sessions do not wait for DHCP.
+/// Scenario 24 (issue 12, item 3): the old sessions do not wait for DHCP.
 /// With a DHCP server a second slow, each of six moves has the old
 /// address answering end to end before the new address comes (the node
 /// registered early, from 0.0.0.0), and a checked stream keeps its bytes.
@@ -936,17 +936,17 @@ fn s11_node_restart_keeps_identity_and_relayed_session() {
 /// its route, which the kernel then removed — showed in a quarter of the
 /// release build's benchmark moves, not in this debug-build scenario.)
 #[test]
-fn s23_old_sessions_answer_before_a_slow_dhcp() {
+fn s24_old_sessions_answer_before_a_slow_dhcp() {
     let Some(mut tb) = setup(
         Options::default()
-            .label("s23")
+            .label("s24")
             .agents(&[Ma::A, Ma::B])
             .dhcp_reply_delay_s(1),
     ) else {
         return;
     };
     tb.start_all_at(Ma::A).unwrap();
-    let mut down = stream(&tb, Dir::Down, "s23-down", a());
+    let mut down = stream(&tb, Dir::Down, "s24-down", a());
     wait_flowing(&tb, &down, 100_000, T);
     for n in 0..6 {
         let from = tb.location();
@@ -964,7 +964,7 @@ fn s23_old_sessions_answer_before_a_slow_dhcp() {
         let before_dhcp = v["new_addr_to_echo_ms"].as_f64().unwrap_or(f64::NAN);
         let from_link_up = v["link_up_to_echo_ms"].as_f64().unwrap_or(f64::NAN);
         eprintln!(
-            "s23 move {n} {}->{}: link up -> {} answers {from_link_up:.1} ms, {:.1} ms before the new address",
+            "s24 move {n} {}->{}: link up -> {} answers {from_link_up:.1} ms, {:.1} ms before the new address",
             from.id(),
             to.id(),
             from.node_addr(),
@@ -977,5 +977,5 @@ fn s23_old_sessions_answer_before_a_slow_dhcp() {
         tb.wait_node_at(to, T).unwrap();
     }
     let r = down.finish(Duration::from_secs(30)).unwrap();
-    assert_verified(&r, "s23 session across six moves with a slow DHCP");
+    assert_verified(&r, "s24 session across six moves with a slow DHCP");
 }
