@@ -245,12 +245,8 @@ fn bench_body(tb: &mut Testbed, o: &BenchOptions) -> Result<BenchReport> {
         let mut probe = probe?;
         let m = tb.move_to(to)?;
         probe.wait_exit(Duration::from_secs(20))?;
-        let text = probe.output();
-        let v: serde_json::Value = text
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| format!("probe printed no JSON: {text}"))?;
+        let (v, text) = probe.last_json();
+        let v = v.ok_or_else(|| format!("probe printed no JSON: {text}"))?;
         tb.wait_node_at(to, Duration::from_secs(15))?;
         tb.wait_node_binding(old, "relayed", Duration::from_secs(15))?;
         if !pairs.iter().any(|p| p.addr == to.node_addr()) && n == 1 {

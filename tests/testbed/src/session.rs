@@ -108,6 +108,14 @@ impl Session {
         s
     }
 
+    /// The last line of its output that is a JSON value (what `probe`
+    /// reports at its end), and the whole output for messages.
+    pub fn last_json(&self) -> (Option<serde_json::Value>, String) {
+        let out = self.output();
+        let v = out.lines().rev().find_map(|l| serde_json::from_str(l).ok());
+        (v, out)
+    }
+
     pub fn progress(&self) -> Vec<Progress> {
         fs::read_to_string(&self.out)
             .unwrap_or_default()

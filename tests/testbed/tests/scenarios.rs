@@ -955,12 +955,8 @@ fn s24_old_sessions_answer_before_a_slow_dhcp() {
         let m = tb.move_to(to).unwrap();
         assert!(m.dhcp_ms() > 900.0, "DHCP took {:.0} ms", m.dhcp_ms());
         probe.wait_exit(Duration::from_secs(20)).unwrap();
-        let out = probe.output();
-        let v: serde_json::Value = out
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| panic!("probe printed no JSON: {out}"));
+        let (v, out) = probe.last_json();
+        let v = v.unwrap_or_else(|| panic!("probe printed no JSON: {out}"));
         let before_dhcp = v["new_addr_to_echo_ms"].as_f64().unwrap_or(f64::NAN);
         let from_link_up = v["link_up_to_echo_ms"].as_f64().unwrap_or(f64::NAN);
         eprintln!(

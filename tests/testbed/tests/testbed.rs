@@ -139,12 +139,8 @@ fn probe_sees_the_new_address_and_no_echo_without_sims() {
     probe
         .wait_exit(Duration::from_secs(30))
         .expect("probe exit");
-    let out = probe.output();
-    let v: serde_json::Value = out
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("probe JSON: {out}"));
+    let (v, out) = probe.last_json();
+    let v = v.unwrap_or_else(|| panic!("probe JSON: {out}"));
     assert_eq!(v["new_addr"], "10.2.0.50", "{out}");
     // Without SIMS nothing carries the old address: no echo.
     assert_eq!(v["echoed"], false, "{out}");
