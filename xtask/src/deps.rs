@@ -17,8 +17,22 @@ const TESTBED: &[(&str, &str)] = &[
 ];
 
 /// What the test suite needs besides: Chromium for luci-app-sims's
-/// browser tests.
-const TEST_ONLY: &[(&str, &str)] = &[("/usr/bin/chromium", "chromium")];
+/// browser tests; the DHCP clients laptops run, for sims-node's scenarios
+/// with each (s25).
+const TEST_ONLY: &[(&str, &str)] = &[
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/sbin/dhcpcd", "dhcpcd-base"),
+    ("/usr/sbin/dhclient", "isc-dhcp-client"),
+    ("/usr/sbin/NetworkManager", "network-manager"),
+    ("/usr/bin/dbus-daemon", "dbus-daemon"),
+];
+
+/// Where Debian's maintainer scripts ask whether they may start a service
+/// (invoke-rc.d, deb-systemd-invoke): while we install, the answer is no.
+/// network-manager's would start NetworkManager on the host, which would
+/// then manage the machine's own interfaces; the tests run their own, in a
+/// namespace.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// libfaketime's preload library (Debian's path on x86_64).
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -56,7 +70,22 @@ fn ensure(wanted: &[(&str, &str)]) -> Result<(), String> {
         return Ok(());
     }
     eprintln!("==> installing {}", missing.join(" "));
-    apt_install(&missing)
+    // Only a policy of our own is removed afterwards.
+    let ours = !Path::new(POLICY_RC_D).exists()
+        && std::fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# sims xtask: no service starts while it installs\nexit 101\n",
+        )
+        .is_ok();
+    if ours {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755));
+    }
+    let r = apt_install(&missing);
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    r
 }
 
 /// rustfmt and clippy, which the lint step of `cargo xtask test` runs.

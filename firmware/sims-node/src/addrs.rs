@@ -18,6 +18,10 @@ pub struct Iface {
     pub nl: Netlink,
     /// Old addresses kept as /32 on the interface.
     held: BTreeSet<Ipv4Addr>,
+    /// Netlink changes made (addresses, the default route's source): with
+    /// [`crate::oldroutes::OldRoutes::changes`], what the node did to the
+    /// kernel; a DHCP client and the node fighting would show here.
+    pub changes: u64,
 }
 
 impl Iface {
@@ -27,6 +31,7 @@ impl Iface {
             index,
             nl,
             held: BTreeSet::new(),
+            changes: 0,
         }
     }
 
@@ -52,6 +57,7 @@ impl Iface {
             .is_ok_and(|v| v.iter().any(|a| a.addr == addr && a.prefix_len == 32));
         if on_iface && !self.held.contains(&addr) {
             info!("dropping old address {addr}: its credential was not kept across the upgrade");
+            self.changes += 1;
             let _ = self.nl.addr_del(self.index, addr, 32);
         }
     }
@@ -60,6 +66,7 @@ impl Iface {
     pub fn drop_held(&mut self, addr: Ipv4Addr) {
         if self.held.remove(&addr) {
             info!("dropping old address {addr}");
+            self.changes += 1;
             let _ = self.nl.addr_del(self.index, addr, 32);
         }
     }
@@ -71,6 +78,7 @@ impl Iface {
     /// Put a held /32 back (the DHCP client flushed it, or it was never
     /// there): every missing moment stretches the old sessions' stall.
     pub fn put_back(&mut self, addr: Ipv4Addr) {
+        self.changes += 1;
         match self.nl.addr_add(self.index, addr, 32, true) {
             Ok(()) => info!("holding old address {addr}/32 on {}", self.name),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -115,6 +123,7 @@ impl Iface {
                     prefsrc: Some(cur),
                     ..r
                 };
+                self.changes += 1;
                 match self.nl.route_replace(&fixed) {
                     Ok(()) => info!("default route via {:?} now has src {cur}", r.gateway),
                     Err(e) => warn!("default route src: {e}"),

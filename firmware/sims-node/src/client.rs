@@ -52,6 +52,12 @@ pub struct Client {
     agent_mac: Option<(Ipv4Addr, [u8; 6])>,
     /// The interface had carrier at the last link event.
     carrier: bool,
+    /// The node's agent was heard since the carrier last came up: until
+    /// then it may be the last LAN's (see oldroutes.rs, the blackhole).
+    agent_heard: bool,
+    /// Address and route events seen on the interface (the DHCP client's
+    /// work and ours): with the changes counters, a fight would show.
+    pub kernel_events: u64,
     port: u16,
     state_file: PathBuf,
     /// What the state file holds.
@@ -121,13 +127,28 @@ impl Client {
     /// The SIMS addresses' rules and route follow the node's bindings and
     /// its agent.
     fn sync_routes(&mut self) {
-        let addrs: BTreeSet<Ipv4Addr> = self.node.bindings().iter().map(|b| b.addr()).collect();
-        let agent = self.node.agent().map(|a| {
+        // The old addresses: the current one is the DHCP client's, routed
+        // by the main table (a network without an agent must still work).
+        let cur = self.node.current();
+        let addrs: BTreeSet<Ipv4Addr> = (self.node.bindings().iter())
+            .map(|b| b.addr())
+            .filter(|a| Some(*a) != cur)
+            .collect();
+        let on_link = self.carrier && self.agent_heard;
+        let agent = self.node.agent().filter(|_| on_link).map(|a| {
             let ip = *a.src.ip();
             let mac = self.agent_mac.filter(|(x, _)| *x == ip).map(|(_, m)| m);
             (ip, mac)
         });
         self.routes.sync(&mut self.iface.nl, &addrs, agent);
+    }
+
+    /// A datagram from `src` was handled: if it is the node's agent now, the
+    /// agent is on this link.
+    fn heard_from(&mut self, src: SocketAddrV4) {
+        if self.node.agent().is_some_and(|a| a.src == src) {
+            self.agent_heard = true;
+        }
     }
 
     /// Datagrams on the packet socket: only while the node has no address
@@ -151,6 +172,7 @@ impl Client {
             let data = &buf[frame.payload];
             self.node
                 .handle_datagram(now(), frame.src, frame.dst, data, &mut acts);
+            self.heard_from(frame.src);
             self.execute(acts);
         }
     }
@@ -170,6 +192,11 @@ impl Client {
         let mut route_change = false;
         let index = self.iface.index;
         for ev in events {
+            if matches!(ev, Event::AddrNew(a) | Event::AddrDel(a) if a.index == index)
+                || matches!(ev, Event::RouteNew(r) | Event::RouteDel(r) if r.oif == Some(index))
+            {
+                self.kernel_events += 1;
+            }
             match ev {
                 Event::AddrDel(a) if a.index == index => {
                     if a.prefix_len == 32 && self.iface.is_held(a.addr) {
@@ -188,6 +215,9 @@ impl Client {
                 Event::LinkNew(l) if l.index == index => {
                     addr_change = true;
                     let was = std::mem::replace(&mut self.carrier, l.up && l.carrier);
+                    if self.carrier != was {
+                        self.agent_heard = false;
+                    }
                     if self.carrier && !was {
                         // Perhaps another LAN: without an address, find
                         // its agent now.
@@ -293,6 +323,8 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
         routes,
         agent_mac: None,
         carrier: link.up && link.carrier,
+        agent_heard: false,
+        kernel_events: 0,
         port,
     };
     for addr in c.node.take_dropped() {
@@ -339,6 +371,7 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
                         let mut acts = Vec::new();
                         c.node
                             .handle_datagram(sims_daemon::now(), src, dst, &buf[..n], &mut acts);
+                        c.heard_from(src);
                         c.execute(acts);
                     }
                 }

@@ -1,7 +1,8 @@
-//! Where the packets of the node's SIMS addresses go: a policy rule
-//! `from <addr> lookup NODE_TABLE` for each address the node holds a
-//! credential for, and in that table one default route via the LAN's
-//! agent, on-link.
+//! Where the packets of the node's old addresses go: a policy rule
+//! `from <addr> lookup NODE_TABLE` for each old address the node holds a
+//! credential for (the current address is the main table's), and in that
+//! table one default route via the LAN's agent, on-link, or a blackhole
+//! while no agent is heard on the link ([`TableRoute::Blackhole`]).
 //!
 //! Why a table of our own: before DHCP finishes on a new LAN the main
 //! table has no default route and no prefix route (the DHCP client
@@ -31,15 +32,30 @@ pub const RULE_PRIORITY: u32 = 890;
 /// The routing protocol of the node's rules and routes (simsd's is 153).
 pub const ROUTE_PROTOCOL: u8 = 154;
 
+/// What the table's default route is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TableRoute {
+    /// Through the LAN's agent.
+    Via(Ipv4Addr),
+    /// No agent heard on this link (yet): the old addresses' packets are
+    /// dropped at once. Through the last LAN's agent instead, they would
+    /// wait in an unanswered ARP queue for its 3 s, and while a segment
+    /// waits there TCP does not retransmit it (the kernel's
+    /// skb_still_in_host_queue): a 3 s stall after a move that s25 found
+    /// with dhcpcd, which removes the address at carrier loss.
+    Blackhole,
+}
+
 pub struct OldRoutes {
     index: u32,
     rto_min_ms: Option<u32>,
     /// Addresses whose rule is installed.
     rules: BTreeSet<Ipv4Addr>,
-    /// The agent the table's default route goes through now.
-    via: Option<Ipv4Addr>,
-    /// The agent last logged (the route is put back quietly).
-    logged: Option<Ipv4Addr>,
+    /// The table's default route as installed (None: unknown, e.g. the
+    /// kernel may have removed it).
+    installed: Option<TableRoute>,
+    /// The route last logged (it is put back quietly).
+    logged: Option<TableRoute>,
     /// Netlink changes made (rules, routes, neighbours): the node's share
     /// of a move's kernel work.
     pub changes: u64,
@@ -52,7 +68,7 @@ impl OldRoutes {
             index,
             rto_min_ms,
             rules: BTreeSet::new(),
-            via: None,
+            installed: None,
             logged: None,
             changes: 0,
         }
@@ -89,7 +105,7 @@ impl OldRoutes {
     /// kernel removes every route through it and its neighbours, without
     /// a notification per route. The next `sync` puts them back.
     pub fn route_maybe_gone(&mut self) {
-        self.via = None;
+        self.installed = None;
     }
 
     /// Someone removed our rule for `addr`: the next `sync` puts it back.
@@ -110,15 +126,15 @@ impl OldRoutes {
             }
         }
         self.rules.clear();
-        self.via = None;
+        self.installed = None;
     }
 
     /// Makes the kernel match: a rule for each of `addrs`, and the default
     /// route via `agent` (its LAN address, and its MAC if known: added as
     /// a neighbour if the kernel has none, since before DHCP the node's
     /// ARP would come from an address the agent's reverse-path filter
-    /// drops). With no agent heard the route stays as it was: the next
-    /// agent replaces it.
+    /// drops). With no agent heard on the link, a blackhole
+    /// ([`TableRoute::Blackhole`]).
     pub fn sync(
         &mut self,
         nl: &mut Netlink,
@@ -144,13 +160,14 @@ impl OldRoutes {
             }
             self.rules.remove(&a);
         }
-        let Some((gw, mac)) = agent else {
-            return;
+        let want = match agent {
+            Some((gw, _)) => TableRoute::Via(gw),
+            None => TableRoute::Blackhole,
         };
-        if self.via == Some(gw) {
+        if self.installed == Some(want) {
             return;
         }
-        if let Some(mac) = mac {
+        if let Some((gw, Some(mac))) = agent {
             self.changes += 1;
             match nl.neigh_add(self.index, gw, mac, NUD_REACHABLE) {
                 Ok(()) => {}
@@ -159,14 +176,30 @@ impl OldRoutes {
             }
         }
         self.changes += 1;
-        match nl.route_replace(&self.default_via(gw)) {
+        let route = match want {
+            TableRoute::Via(gw) => self.default_via(gw),
+            TableRoute::Blackhole => Route {
+                oif: None,
+                gateway: None,
+                kind: RouteType::Blackhole,
+                onlink: false,
+                rto_min_ms: None,
+                ..self.default_via(Ipv4Addr::UNSPECIFIED)
+            },
+        };
+        match nl.route_replace(&route) {
             Ok(()) => {
-                if self.logged.replace(gw) != Some(gw) {
-                    info!("old addresses' route: via agent {gw}");
+                if self.logged.replace(want) != Some(want) {
+                    match want {
+                        TableRoute::Via(gw) => info!("old addresses' route: via agent {gw}"),
+                        TableRoute::Blackhole => {
+                            info!("old addresses' route: none (no agent heard)")
+                        }
+                    }
                 }
-                self.via = Some(gw);
+                self.installed = Some(want);
             }
-            Err(e) => warn!("route via {gw} in table {NODE_TABLE}: {e}"),
+            Err(e) => warn!("{want:?} in table {NODE_TABLE}: {e}"),
         }
     }
 }

@@ -11,7 +11,15 @@ use crate::client::Client;
 impl Client {
     /// The report on the status socket.
     pub fn status_json(&self) -> String {
-        status_json(&self.iface.name, &self.node)
+        let mut s = status_json(&self.iface.name, &self.node);
+        s.pop();
+        let _ = write!(
+            s,
+            ",\"kernel\":{{\"changes\":{},\"events\":{}}}}}",
+            self.iface.changes + self.routes.changes,
+            self.kernel_events
+        );
+        s
     }
 }
 

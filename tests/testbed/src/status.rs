@@ -146,6 +146,10 @@ pub struct NodeStatus {
     /// `current.registered` if the node reports it.
     pub registered: Option<bool>,
     pub bindings: Vec<NodeBinding>,
+    /// Netlink changes sims-node made and address/route events it saw on
+    /// its interface (`kernel.changes`, `kernel.events`).
+    pub kernel_changes: u64,
+    pub kernel_events: u64,
     pub raw: Value,
 }
 
@@ -175,11 +179,14 @@ impl NodeStatus {
                     .collect()
             })
             .unwrap_or_default();
+        let kernel = v.get("kernel").cloned().unwrap_or(Value::Null);
         Ok(NodeStatus {
             iface: s(&v, "iface"),
             current,
             registered,
             bindings,
+            kernel_changes: n(&kernel, "changes"),
+            kernel_events: n(&kernel, "events"),
             raw: v,
         })
     }

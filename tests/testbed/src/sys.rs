@@ -264,3 +264,10 @@ pub fn tail(path: &Path, n: usize) -> String {
         }
     }
 }
+
+/// chmod: the testbed's scripts (0755) and secrets (0600).
+pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}

@@ -74,6 +74,10 @@ pub fn test(args: &[String]) -> Result<(), String> {
         ("scenario tests", "scenarios"),
         ("fault scenarios", "faults"),
         ("attack scenarios", "attacks"),
+        (
+            "sims-node under dhcpcd, dhclient and NetworkManager",
+            "clients",
+        ),
         ("LuCI status page on a live handover (Chromium)", "luci"),
     ] {
         let mut c = cargo();

@@ -180,6 +180,11 @@ const BUSY_RETRY_MS: u64 = 2_000;
 /// it (an agent restarted, or a forged advertisement) is dropped only
 /// after this long without an Ok.
 const UNCONFIRMED_DROP_MS: u64 = 60_000;
+/// After a move, an idle old address that cannot be released yet (its
+/// registration with the new agent is not answered: the agent may hold it
+/// from an early registration) waits this long for a way to release it
+/// before it is just forgotten.
+const PENDING_RELEASE_WAIT_MS: u64 = 10_000;
 /// The cookie field of an early registration (there is no address to
 /// hold a cookie for).
 const NO_COOKIE: Cookie = [0; 16];
@@ -212,6 +217,8 @@ pub struct Node {
     reg: Option<Retry>,
     next_refresh_ms: Option<u64>,
     next_solicit_ms: Option<u64>,
+    /// When the current address last changed.
+    address_since_ms: u64,
     pub counters: NodeCounters,
 }
 
@@ -240,6 +247,7 @@ impl Node {
             reg: None,
             next_refresh_ms: None,
             next_solicit_ms: None,
+            address_since_ms: 0,
             counters: NodeCounters::default(),
         }
     }
@@ -316,6 +324,7 @@ impl Node {
         }
         info!("current address {:?} -> {:?}", self.current, addr);
         self.current = addr;
+        self.address_since_ms = now;
         self.registered = None;
         self.cookie = None;
         self.reg = None;
@@ -747,6 +756,11 @@ impl Node {
     ) {
         let now = now.ms;
         let cur = self.current;
+        // A release goes through the agent the node is registered with;
+        // until it can, an idle address that an agent may hold (relayed, or
+        // pending after a move: perhaps registered early) waits a while.
+        let reachable = self.agent.is_some() && cur.is_some() && self.cookie.is_some();
+        let settling = now < self.address_since_ms + PENDING_RELEASE_WAIT_MS;
         let mut release = Vec::new();
         for b in self.bindings.iter_mut() {
             let a = b.addr();
@@ -756,11 +770,13 @@ impl Node {
             b.sockets = counts.iter().find(|(x, _)| *x == a).map_or(0, |(_, n)| *n);
             if b.sockets > 0 {
                 b.idle_since_ms = None;
-            } else {
-                let since = *b.idle_since_ms.get_or_insert(now);
-                if now.saturating_sub(since) >= self.cfg.grace_ms {
-                    release.push(a);
-                }
+                continue;
+            }
+            let since = *b.idle_since_ms.get_or_insert(now);
+            let releasable = reachable && b.state == BindingState::Relayed;
+            let wait = !releasable && b.state != BindingState::Native && settling;
+            if now.saturating_sub(since) >= self.cfg.grace_ms && !wait {
+                release.push(a);
             }
         }
         for a in release {

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::options::DhcpClient;
 use super::{Ma, Testbed, MN_IFACE, MN_MAC};
 use crate::sys::{busybox_bin, dnsmasq_bin, run_cmd, tail, wait_for, Result};
 use crate::traffic::mono_ns;
@@ -66,12 +67,19 @@ impl Testbed {
         .map_err(|e| format!("{e}\n{}", tail(&d.join("dnsmasq.log"), 20)))
     }
 
+    /// The move's DHCP: the node's client configures an address. Returns
+    /// it and when the client's script logged it (CLOCK_MONOTONIC ns).
     pub(super) fn dhcp(&mut self) -> Result<(Ipv4Addr, Option<u64>)> {
+        match self.opts.dhcp_client {
+            DhcpClient::Udhcpc => self.udhcpc_once(),
+            _ => self.dhcp_with_client(),
+        }
+    }
+
+    /// One-shot busybox udhcpc with the shipped script.
+    fn udhcpc_once(&mut self) -> Result<(Ipv4Addr, Option<u64>)> {
         let events = self.dir.join("dhcp-events");
-        let before = fs::read_to_string(&events)
-            .unwrap_or_default()
-            .lines()
-            .count();
+        let before = self.dhcp_events_seen();
         let script = self.dir.join("udhcpc.script");
         let mut c = self.mn().command(busybox_bin());
         c.args([
@@ -98,23 +106,8 @@ impl Testbed {
                 tail(&self.agent_dir(self.location).join("dnsmasq.log"), 10)
             ));
         }
-        // `<stamp> bound <iface> <ip> <mask> <router>`
-        let text = fs::read_to_string(&events).unwrap_or_default();
-        let bound = text
-            .lines()
-            .skip(before)
-            .filter(|l| l.split_whitespace().nth(1) == Some("bound"))
-            .last()
-            .ok_or_else(|| {
-                format!("udhcpc succeeded but the script logged no bound event:\n{log}")
-            })?;
-        let w: Vec<&str> = bound.split_whitespace().collect();
-        let addr: Ipv4Addr = w
-            .get(3)
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("bad event line {bound:?}"))?;
-        let stamp = w[0].parse::<u64>().ok();
-        Ok((addr, stamp))
+        bound_after(&events, before)?
+            .ok_or_else(|| format!("udhcpc succeeded but the script logged no bound event:\n{log}"))
     }
 
     /// IPv4 addresses (address, prefix length) on the node's interface.
@@ -129,6 +122,30 @@ impl Testbed {
     pub fn node_has_addr(&self, addr: Ipv4Addr) -> Result<bool> {
         Ok(self.node_addrs()?.iter().any(|(a, _)| *a == addr))
     }
+}
+
+/// The last "bound" event after the first `before` lines of the events
+/// file (`<stamp> bound <iface> <ip> <mask> <router>`): its address and
+/// stamp; Ok(None) if there is none yet.
+pub(super) fn bound_after(
+    events: &std::path::Path,
+    before: usize,
+) -> Result<Option<(Ipv4Addr, Option<u64>)>> {
+    let text = fs::read_to_string(events).unwrap_or_default();
+    let Some(bound) = text
+        .lines()
+        .skip(before)
+        .filter(|l| l.split_whitespace().nth(1) == Some("bound"))
+        .last()
+    else {
+        return Ok(None);
+    };
+    let w: Vec<&str> = bound.split_whitespace().collect();
+    let addr = w
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("bad event line {bound:?}"))?;
+    Ok(Some((addr, w[0].parse::<u64>().ok())))
 }
 
 /// Parses `ip -o -4 addr` output into (address, prefix length).

@@ -29,6 +29,7 @@
 //! | process.rs | started processes: spawn, stamped logs, PID records, reaping |
 //! | daemons.rs | simsd and sims-node: start, signals, status, waiting for a status |
 //! | dhcp.rs | dnsmasq, udhcpc and its script, the node's addresses |
+//! | dhcp_clients.rs | the node's other DHCP clients: dhcpcd, dhclient, NetworkManager |
 //! | moves.rs | the node's link moves ([`MoveInfo`]) |
 //! | streams.rs | the CN server, checked streams, `whoami`, the probe |
 //! | kernel.rs | [`KernelState`]: SIMS's rules, routes, tunnels, set elements |
@@ -46,6 +47,7 @@ mod cleanup;
 pub mod config;
 mod daemons;
 mod dhcp;
+mod dhcp_clients;
 mod diagnostics;
 mod host;
 mod kernel;
@@ -72,7 +74,7 @@ pub use dhcp::{parse_addrs, UDHCPC_SCRIPT};
 pub use host::{default_bin_dir, skip_reason, workspace_dir};
 pub use kernel::{parse_link_kinds, KernelState};
 pub use moves::MoveInfo;
-pub use options::Options;
+pub use options::{DhcpClient, Options};
 
 /// A process the testbed started (see process.rs).
 struct Proc {
@@ -93,6 +95,8 @@ pub struct Testbed {
     procs: Vec<Proc>,
     agent_proc: HashMap<Ma, usize>,
     node_proc: Option<usize>,
+    /// The node's DHCP client daemon (dhcpcd, dhclient, NetworkManager).
+    dhcp_daemon: Option<usize>,
     cn_proc: Option<usize>,
     location: Ma,
     attached: bool,

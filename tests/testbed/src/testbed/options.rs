@@ -50,6 +50,46 @@ pub struct Options {
     pub node_args: Vec<String>,
     /// dnsmasq's `--dhcp-reply-delay` (seconds): a slow DHCP server.
     pub dhcp_reply_delay_s: u32,
+    /// The node's DHCP client (default: `SIMS_TESTBED_DHCP_CLIENT`, else
+    /// busybox udhcpc).
+    pub dhcp_client: DhcpClient,
+}
+
+/// The DHCP clients a laptop or router runs, each the way it is run there
+/// (testbed/dhcp_clients.rs says how).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DhcpClient {
+    /// busybox udhcpc, one shot per move with the shipped script (OpenWrt's
+    /// netifd runs it so).
+    Udhcpc,
+    /// dhcpcd (Debian's dhcpcd-base), one daemon that follows the carrier.
+    Dhcpcd,
+    /// ISC dhclient as ifupdown runs it: released and started again per move.
+    Dhclient,
+    /// NetworkManager with its internal DHCP client, on a private D-Bus.
+    NetworkManager,
+}
+
+impl DhcpClient {
+    pub const ALL: [DhcpClient; 4] = [
+        DhcpClient::Udhcpc,
+        DhcpClient::Dhcpcd,
+        DhcpClient::Dhclient,
+        DhcpClient::NetworkManager,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DhcpClient::Udhcpc => "udhcpc",
+            DhcpClient::Dhcpcd => "dhcpcd",
+            DhcpClient::Dhclient => "dhclient",
+            DhcpClient::NetworkManager => "networkmanager",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<DhcpClient> {
+        DhcpClient::ALL.into_iter().find(|c| c.name() == s)
+    }
 }
 
 impl Default for Options {
@@ -83,6 +123,10 @@ impl Default for Options {
                 .unwrap_or_default(),
             node_args: Vec::new(),
             dhcp_reply_delay_s: 0,
+            dhcp_client: std::env::var("SIMS_TESTBED_DHCP_CLIENT")
+                .ok()
+                .and_then(|v| DhcpClient::from_name(v.trim()))
+                .unwrap_or(DhcpClient::Udhcpc),
         }
     }
 }
@@ -121,6 +165,10 @@ impl Options {
     /// A DHCP server slower by `s` seconds (dnsmasq's reply delay).
     pub fn dhcp_reply_delay_s(mut self, s: u32) -> Self {
         self.dhcp_reply_delay_s = s;
+        self
+    }
+    pub fn dhcp_client(mut self, c: DhcpClient) -> Self {
+        self.dhcp_client = c;
         self
     }
     pub fn grace_ms(mut self, ms: u64) -> Self {

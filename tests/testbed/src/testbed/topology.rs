@@ -5,7 +5,6 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
 use super::{CN_IP, GUEST_IFACE, MN_IFACE, MN_MAC};
 use crate::netns::Netns;
 use crate::product::SIMS_PORT;
-use crate::sys::{ip_bin, nft_bin, Result, TestbedLock};
+use crate::sys::{ip_bin, nft_bin, set_mode, Result, TestbedLock};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -56,6 +55,7 @@ impl Testbed {
             procs: Vec::new(),
             agent_proc: HashMap::new(),
             node_proc: None,
+            dhcp_daemon: None,
             cn_proc: None,
             location: Ma::A,
             attached: false,
@@ -364,9 +364,4 @@ impl Testbed {
     pub fn namespace_names(&self) -> Vec<String> {
         self.namespaces.iter().map(|n| n.name.clone()).collect()
     }
-}
-
-fn set_mode(p: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
 }

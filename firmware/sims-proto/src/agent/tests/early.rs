@@ -267,3 +267,42 @@ fn issuer_down_during_an_early_registration_keeps_the_address_pending() {
     w.tick(5_000);
     assert_eq!(w.node_state(x), Some(BindingState::Relayed));
 }
+
+/// The old address's sessions end while the node's registration from its
+/// new address is still unanswered (NetworkManager's s25: the agent's
+/// answer to the first solicitation was lost): the address is pending
+/// again, and B holds it from the early registration. The node must not
+/// just forget it (B would keep it until its lifetime ends): it waits,
+/// and releases it through B once registered. Failed before: the binding
+/// was forgotten at the grace time.
+#[test]
+fn an_idle_old_address_pending_after_dhcp_is_released_through_the_agent() {
+    let mut w = World::full();
+    let reg = early_registration(&mut w);
+    w.deliver(vec![(B, UNADDRESSED, reg)]);
+    let x = node_addr(A);
+    assert!(w.binding(B, x).is_some());
+    // DHCP gives the address; what the node sends from it is lost.
+    let mut lost = Vec::new();
+    w.node.set_address(w.time(), Some(node_addr(B)), &mut lost);
+    assert_eq!(w.node_state(x), Some(BindingState::Pending));
+    let grace = NodeConfig::default().grace_ms;
+    let mut acts = Vec::new();
+    w.node.socket_census(w.time(), &[], &mut acts);
+    w.now += grace + 100;
+    w.node.socket_census(w.time(), &[], &mut acts);
+    assert_eq!(
+        w.node_state(x),
+        Some(BindingState::Pending),
+        "kept while B may hold it"
+    );
+    // The node solicits again and registers; the next census releases X
+    // through B.
+    w.tick(3_000);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    w.census(&[]);
+    w.tick(500);
+    assert!(w.binding(B, x).is_none(), "B released X");
+    assert!(w.binding(A, x).is_none(), "and so did its issuer");
+    assert_eq!(w.node_state(x), None);
+}
