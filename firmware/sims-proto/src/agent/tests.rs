@@ -444,14 +444,15 @@ fn back_home_without_the_old_binding_still_ends_the_redirect() {
     w.move_to(A);
     w.move_to(B);
     assert_eq!(w.binding(A, node_addr(A)).map(|b| b.role), Some(Role::Home));
-    // Between networks, with no sockets on it: the grace passes and the
-    // node lets the address go, with no agent to tell.
+    // Between networks, with no sockets on it: the grace passes and,
+    // after the wait for an agent to release it through (10 s), the node
+    // lets the address go, with no agent to tell.
     let mut acts = Vec::new();
     w.node.set_address(w.time(), None, &mut acts);
     w.run_node(acts);
     w.census(&[(node_addr(A), 0)]);
     w.drop_peer_traffic = true;
-    w.tick(5_000);
+    w.tick(10_500);
     w.census(&[(node_addr(A), 0)]);
     w.drop_peer_traffic = false;
     assert!(w.node_state(node_addr(A)).is_none(), "the node let it go");
