@@ -25,6 +25,8 @@
 //!   then installed with the kit's opkg, its apk metadata read, and the
 //!   feed's test.sh run under QEMU user mode (cmd/package.rs). `cargo
 //!   xtask test` runs it for every board after the router targets.
+//!   `--deb`: sims-node's Debian package (static, amd64) in
+//!   `target/debian/`, for laptops (docs/NODE.md).
 //! * `fuzz [--secs N] [--runs N] [--cargo-fuzz] [target...]` — builds the
 //!   fuzz crate (fuzz/, outside the workspace) with nightly and the flags
 //!   of cargo-fuzz, runs each libFuzzer target for N s or N executions
@@ -78,7 +80,7 @@ const USAGE: &str = "usage: cargo xtask test [--no-lint] [--no-unit] [--no-targe
        cargo xtask test --target <triple>... | --all [-- <test args>]
        cargo xtask test vm --target <triple>... | --all [-- <test args>]
        cargo xtask build --target <triple>... | --all
-       cargo xtask package --target <triple>... | --all
+       cargo xtask package --target <triple>... | --all | --deb
        cargo xtask targets [--install]
        cargo xtask bench footprint [--target <triple>]...
        cargo xtask bench flood

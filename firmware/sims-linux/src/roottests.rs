@@ -254,6 +254,7 @@ fn routes() {
             scope: RT_SCOPE_LINK,
             onlink: false,
             rto_min_ms: None,
+            metric: None,
         };
         nl.route_add(&r).unwrap();
         assert_eq!(errno(nl.route_add(&r)), Some(libc::EEXIST));
@@ -313,6 +314,7 @@ fn routes() {
             scope: RT_SCOPE_UNIVERSE,
             onlink: true,
             rto_min_ms: Some(20),
+            metric: None,
             ..r
         };
         assert!(
@@ -488,6 +490,7 @@ fn monitor() {
             scope: RT_SCOPE_UNIVERSE,
             onlink: false,
             rto_min_ms: None,
+            metric: None,
         };
         nl.route_add(&r).unwrap();
         wait_event(&mut mon, |e| *e == Event::RouteNew(r));

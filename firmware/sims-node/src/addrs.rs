@@ -41,6 +41,20 @@ impl Iface {
         addrs.iter().find(|a| a.prefix_len < 32).map(|a| a.addr)
     }
 
+    /// The interface in use is another now: the held /32s move onto it.
+    pub fn move_to(&mut self, name: &str, index: u32) {
+        let held: Vec<Ipv4Addr> = self.held.iter().copied().collect();
+        for &a in &held {
+            self.changes += 1;
+            let _ = self.nl.addr_del(self.index, a, 32);
+        }
+        self.name = name.to_string();
+        self.index = index;
+        for a in held {
+            self.put_back(a);
+        }
+    }
+
     /// Keep `addr` as a /32 from now on.
     pub fn hold(&mut self, addr: Ipv4Addr) {
         self.held.insert(addr);

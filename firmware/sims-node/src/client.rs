@@ -21,17 +21,27 @@ use sims_linux::{sockdiag, udp};
 use sims_proto::node::{Action, Node, NodeConfig};
 
 use crate::addrs::{tune_arp, Iface, MAIN_TABLE};
+use crate::ifaces;
 use crate::oldroutes::{OldRoutes, NODE_TABLE, ROUTE_PROTOCOL};
+use crate::status::Sims;
 
 /// In the state directory: where `sims-node status` asks.
 pub const SOCKET_FILE: &str = "sims-node.sock";
 /// How often sockets on old addresses are counted.
 const CENSUS_MS: u64 = 250;
+/// With an address and no agent heard for this long (three solicitations),
+/// the network does not offer SIMS.
+const NO_AGENT_MS: u64 = 3_000;
 
 /// What `sims-node` runs with (its command line).
 pub struct RunOptions {
-    pub iface: String,
-    pub dir: PathBuf,
+    /// The interfaces it may move on (`-i`, repeated: Wi-Fi and a dock's
+    /// Ethernet); the one in use is chosen as ifaces.rs says.
+    pub ifaces: Vec<String>,
+    /// The identity and credentials (kept across reboots).
+    pub state_dir: PathBuf,
+    /// The status socket.
+    pub run_dir: PathBuf,
     pub grace_ms: u64,
     pub port: u16,
     /// The rto_min of the SIMS addresses' route (None: the kernel's).
@@ -41,7 +51,11 @@ pub struct RunOptions {
 }
 
 pub struct Client {
+    /// The interface in use.
     pub iface: Iface,
+    /// Every interface named on the command line.
+    names: Vec<String>,
+    early: bool,
     pub node: Node,
     sock: UdpSocket,
     /// For the time without an address: broadcasts from 0.0.0.0, and the
@@ -55,6 +69,11 @@ pub struct Client {
     /// The node's agent was heard since the carrier last came up: until
     /// then it may be the last LAN's (see oldroutes.rs, the blackhole).
     agent_heard: bool,
+    /// When the current address last changed (CLOCK_MONOTONIC ms).
+    address_since_ms: u64,
+    /// The "this network does not offer SIMS" line was logged for the
+    /// current address.
+    said_no_sims: bool,
     /// Address and route events seen on the interface (the DHCP client's
     /// work and ours): with the changes counters, a fight would show.
     pub kernel_events: u64,
@@ -182,12 +201,86 @@ impl Client {
         if cur != self.node.current() {
             let mut acts = Vec::new();
             self.node.set_address(now(), cur, &mut acts);
+            self.address_since_ms = event::now_ms();
+            self.said_no_sims = false;
             self.execute(acts);
             self.iface.fix_default_route(self.node.current());
         }
     }
 
+    /// With several interfaces: after any link, address or route change,
+    /// the one in use may be another now.
+    fn reselect(&mut self) {
+        let c = ifaces::candidates(&mut self.iface.nl, &self.names);
+        let Some(best) = ifaces::choose(&c, self.iface.index) else {
+            return;
+        };
+        if best.index != self.iface.index {
+            let best = best.clone();
+            self.switch_to(&best);
+        }
+    }
+
+    /// The interface in use becomes `to`: the held /32s move onto it, the
+    /// old addresses' route, the sockets and ARP settings follow, and its
+    /// address is the node's current one (a move, as far as the protocol
+    /// is concerned).
+    fn switch_to(&mut self, to: &ifaces::Candidate) {
+        info!(
+            "interface in use: {} -> {} ({:?})",
+            self.iface.name, to.name, to.addr
+        );
+        let any = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.port);
+        let sock = match udp::bind_udp(any, Some(&to.name), true, true) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("bind {any} on {}: {e}", to.name);
+                return;
+            }
+        };
+        if let Err(e) = udp::want_dst(&sock) {
+            warn!("IP_PKTINFO on {}: {e}", to.name);
+            return;
+        }
+        // The old socket goes first: both are bound to the same port.
+        self.sock = sock;
+        self.packet = match self.early {
+            true => PacketSocket::open(to.index, self.port)
+                .map_err(|e| warn!("packet socket on {}: {e}", to.name))
+                .ok(),
+            false => None,
+        };
+        self.iface.move_to(&to.name, to.index);
+        self.node.set_mac(to.mac);
+        self.routes.move_to(to.index);
+        tune_arp(&to.name);
+        self.carrier = to.carrier;
+        self.agent_heard = false;
+        self.agent_mac = None;
+        self.address_changed();
+        if self.carrier {
+            let mut acts = Vec::new();
+            self.node.link_up(now(), &mut acts);
+            self.execute(acts);
+        }
+    }
+
     fn on_events(&mut self, events: &[Event]) {
+        if self.names.len() > 1
+            && events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::LinkNew(_)
+                        | Event::LinkDel(_)
+                        | Event::AddrNew(_)
+                        | Event::AddrDel(_)
+                        | Event::RouteNew(_)
+                        | Event::RouteDel(_)
+                )
+            })
+        {
+            self.reselect();
+        }
         let mut addr_change = false;
         let mut route_change = false;
         let index = self.iface.index;
@@ -242,6 +335,60 @@ impl Client {
         self.sync_routes();
     }
 
+    /// Whether this network offers SIMS: an agent is heard; or the node has
+    /// had its address for NO_AGENT_MS and none answered.
+    pub fn sims_here(&self) -> Sims {
+        match (self.node.agent(), self.node.current()) {
+            (Some(_), _) => Sims::Offered,
+            (None, None) => Sims::Looking,
+            (None, Some(_)) if event::now_ms() < self.address_since_ms + NO_AGENT_MS => {
+                Sims::Looking
+            }
+            (None, Some(_)) => Sims::NotOffered,
+        }
+    }
+
+    /// Says once per address when the network turns out not to offer SIMS:
+    /// what the user will see happen to the old sessions.
+    fn tell_no_sims(&mut self) {
+        if self.sims_here() != Sims::NotOffered {
+            self.said_no_sims = false;
+            return;
+        }
+        if self.said_no_sims {
+            return;
+        }
+        self.said_no_sims = true;
+        let cur = self
+            .node
+            .current()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let cur_addr = self.node.current();
+        let old: Vec<String> = (self.node.bindings().iter())
+            .filter(|b| Some(b.addr()) != cur_addr && b.sockets > 0)
+            .map(|b| b.addr().to_string())
+            .collect();
+        match old.is_empty() {
+            true => {
+                info!("this network ({cur}) does not offer SIMS: new connections work as usual")
+            }
+            false => warn!(
+                "this network ({cur}) does not offer SIMS: old sessions on {} will end",
+                old.join(", ")
+            ),
+        }
+    }
+
+    /// TCP sessions on the old addresses (for the status report).
+    fn old_connections(&self) -> Vec<sockdiag::TcpSock> {
+        let old: Vec<Ipv4Addr> = self.node.old_addresses().collect();
+        if old.is_empty() {
+            return Vec::new();
+        }
+        sockdiag::tcp_sockets(&old).unwrap_or_default()
+    }
+
     fn census(&mut self) {
         let old: Vec<Ipv4Addr> = self.node.old_addresses().collect();
         if old.is_empty() {
@@ -260,11 +407,21 @@ impl Client {
 
 /// Runs the node on `o.iface` until SIGTERM or SIGINT.
 pub fn run(o: &RunOptions) -> Result<(), String> {
-    let (iface, dir, port) = (o.iface.as_str(), o.dir.as_path(), o.port);
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (dir, port) = (o.state_dir.as_path(), o.port);
+    for d in [dir, o.run_dir.as_path()] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
     let signals = Signals::open().map_err(|e| format!("signals: {e}"))?;
     let mut mon = Monitor::open().map_err(|e| format!("netlink monitor: {e}"))?;
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    // The interface in use at start: the first that exists, unless several
+    // do and another is the one in use (ifaces.rs).
+    let present = ifaces::candidates(&mut nl, &o.ifaces);
+    let first = present
+        .first()
+        .ok_or_else(|| format!("interface {} not found", o.ifaces.join(", ")))?;
+    let start = ifaces::choose(&present, first.index).unwrap_or(first);
+    let iface = start.name.as_str();
     let link = nl
         .link_by_name(iface)
         .map_err(|e| format!("netlink: {e}"))?
@@ -290,9 +447,9 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
     };
     let mac = link.mac.unwrap_or_default();
     let random = sims_daemon::random_seed()?;
-    // The identity and credentials of a previous run (a restart, not a
-    // reboot: the state dir is a tmpfs): its held addresses are still on
-    // the interface, and with them its relayed sessions.
+    // The identity and credentials of a previous run: after a restart its
+    // held addresses are still on the interface, and with them its relayed
+    // sessions; after a reboot they are put back below.
     let state_file = dir.join("sims-node.state");
     let node = match std::fs::read(&state_file) {
         Ok(data) => match Node::restore(cfg.clone(), &data, mac, random) {
@@ -314,6 +471,8 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
     let mut routes = OldRoutes::new(link.index, o.rto_min_ms);
     routes.flush(&mut nl);
     let mut c = Client {
+        names: o.ifaces.clone(),
+        early: o.early,
         state_file,
         saved: Vec::new(),
         iface: Iface::new(iface, link.index, nl),
@@ -324,15 +483,32 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
         agent_mac: None,
         carrier: link.up && link.carrier,
         agent_heard: false,
+        address_since_ms: event::now_ms(),
+        said_no_sims: false,
         kernel_events: 0,
         port,
     };
     for addr in c.node.take_dropped() {
         c.iface.remove_stale_hold(addr);
     }
-    let status = StatusSocket::bind(&dir.join(SOCKET_FILE))?;
+    let status = StatusSocket::bind(&o.run_dir.join(SOCKET_FILE))?;
     info!("sims-node on {iface}");
     c.address_changed();
+    if c.node.current().is_none() {
+        // No DHCP address yet (a reboot, or the DHCP client is slower): the
+        // restored addresses are old ones; hold them, and look for an agent
+        // to register them with before DHCP.
+        let old: Vec<Ipv4Addr> = c.node.bindings().iter().map(|b| b.addr()).collect();
+        for a in old {
+            c.iface.hold(a);
+        }
+        if c.carrier {
+            let mut acts = Vec::new();
+            c.node.link_up(now(), &mut acts);
+            c.execute(acts);
+        }
+        c.sync_routes();
+    }
     let mut next_census = event::now_ms();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -346,7 +522,10 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
                 0 => {
                     if let Some(sig) = signals.next() {
                         if sig != libc::SIGHUP {
-                            info!("signal {sig}: exiting (old addresses stay on {iface})");
+                            info!(
+                                "signal {sig}: exiting (old addresses stay on {})",
+                                c.iface.name
+                            );
                             return Ok(());
                         }
                     }
@@ -358,7 +537,13 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
                     }
                     c.on_events(&events);
                 }
-                2 => status.serve(|_| c.status_json()),
+                2 => {
+                    let conns = c.old_connections();
+                    status.serve(|req| match req {
+                        "report" => c.report(&conns),
+                        _ => c.status_json(&conns),
+                    })
+                }
                 4 => c.on_packets(&mut buf),
                 _ => {
                     for _ in 0..64 {
@@ -380,6 +565,7 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
         let now = event::now_ms();
         if now >= next_census {
             c.census();
+            c.tell_no_sims();
             next_census = now + CENSUS_MS;
         }
         let mut acts = Vec::new();

@@ -10,6 +10,7 @@
 
 mod addrs;
 mod client;
+mod ifaces;
 mod oldroutes;
 mod status;
 
@@ -22,13 +23,20 @@ use sims_daemon::{logger, status as status_socket};
 use client::{run, RunOptions, SOCKET_FILE};
 
 const USAGE: &str = "\
-Usage: sims-node -i <interface> [options] | sims-node [--state-dir <dir>] status [--json]
+Usage: sims-node -i <interface> [options] | sims-node [--run-dir <dir>] status [--json]
 
 SIMS Mobile Node.
 
 Options:
-  -i, --iface <name>    the interface that moves between networks (e.g. wlan0)
-  --state-dir <dir>     directory for the status socket (default /var/run/sims-node)
+  -i, --iface <name>    the interface that moves between networks (e.g. wlan0);
+                        repeated for several (Wi-Fi and a dock's Ethernet):
+                        the one in use is the one with the least metric of
+                        its default route
+  --state-dir <dir>     where the node's identity and credentials are kept
+                        (default /var/lib/sims-node: they must survive a
+                        reboot, or every relayed address is lost)
+  --run-dir <dir>       directory for the status socket (default
+                        /run/sims-node; the state dir if only that is given)
   --grace-ms <ms>       how long an old address may have no sockets before
                         it is released (default 2000)
   --port <port>         SIMS control port (default 4434)
@@ -40,7 +48,9 @@ Options:
   -h, --help            print this help
 
 Commands:
-  status [--json]       show the node's current address, agent and bindings
+  status [--json]       the current network and its agent, each old address
+                        with the connections that keep it and where it is
+                        relayed (--json: the same for scripts)
 ";
 
 #[derive(PartialEq)]
@@ -52,8 +62,9 @@ enum Cmd {
 }
 
 struct Args {
-    iface: Option<String>,
-    state_dir: String,
+    ifaces: Vec<String>,
+    state_dir: Option<String>,
+    run_dir: Option<String>,
     grace_ms: u64,
     port: u16,
     rto_min_ms: u32,
@@ -63,8 +74,9 @@ struct Args {
 
 fn parse_args(mut a: Words) -> Result<Args, String> {
     let mut args = Args {
-        iface: None,
-        state_dir: "/var/run/sims-node".into(),
+        ifaces: Vec::new(),
+        state_dir: None,
+        run_dir: None,
         grace_ms: 2000,
         port: sims_proto::DEFAULT_PORT,
         rto_min_ms: 0,
@@ -75,8 +87,9 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
         match (w.as_str(), &mut args.cmd) {
             ("-h" | "--help", _) => args.cmd = Cmd::Help,
             ("--version", _) => args.cmd = Cmd::Version,
-            ("-i" | "--iface", _) => args.iface = Some(a.value(&w)?),
-            ("--state-dir", _) => args.state_dir = a.value(&w)?,
+            ("-i" | "--iface", _) => args.ifaces.push(a.value(&w)?),
+            ("--state-dir", _) => args.state_dir = Some(a.value(&w)?),
+            ("--run-dir", _) => args.run_dir = Some(a.value(&w)?),
             ("--grace-ms", _) => args.grace_ms = a.value(&w)?,
             ("--port", _) => args.port = a.value(&w)?,
             ("--rto-min-ms", _) => args.rto_min_ms = a.value(&w)?,
@@ -86,11 +99,26 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             _ => return Err(format!("unexpected argument '{w}'")),
         }
     }
-    if args.cmd == Cmd::Run && args.iface.is_none() {
+    if args.cmd == Cmd::Run && args.ifaces.is_empty() {
         return Err("-i <interface> is required".into());
     }
     Ok(args)
 }
+
+/// Where the state file and the status socket live.
+fn dirs(a: &Args) -> (String, String) {
+    let state = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+    let run = (a.run_dir.clone())
+        .or_else(|| a.state_dir.clone())
+        .unwrap_or_else(|| DEFAULT_RUN_DIR.into());
+    (state, run)
+}
+
+const DEFAULT_STATE_DIR: &str = "/var/lib/sims-node";
+const DEFAULT_RUN_DIR: &str = "/run/sims-node";
 
 fn main() -> ExitCode {
     let args = match parse_args(Words::from_env()) {
@@ -98,6 +126,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error("sims-node", &e, USAGE),
     };
     logger::init_logger();
+    let (state_dir, run_dir) = dirs(&args);
     let iface = match &args.cmd {
         Cmd::Help => {
             print!("{USAGE}");
@@ -107,19 +136,33 @@ fn main() -> ExitCode {
             println!("sims-node {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Cmd::Status { json } => {
+        Cmd::Status { json: true } => {
             return status_socket::print_status(
-                &Path::new(&args.state_dir).join(SOCKET_FILE),
+                &Path::new(&run_dir).join(SOCKET_FILE),
                 "sims-node",
-                *json,
-                |out| out.replace(",\"", ", \"").replace("},{", "},\n  {"),
+                true,
+                |out| out.to_string(),
             );
         }
-        Cmd::Run => args.iface.clone().unwrap_or_default(),
+        Cmd::Status { json: false } => {
+            let sock = Path::new(&run_dir).join(SOCKET_FILE);
+            return match status_socket::query(&sock, "sims-node", "report") {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Cmd::Run => args.ifaces.clone(),
     };
     exit_status(run(&RunOptions {
-        iface,
-        dir: args.state_dir.into(),
+        ifaces: iface,
+        state_dir: state_dir.into(),
+        run_dir: run_dir.into(),
         grace_ms: args.grace_ms,
         port: args.port,
         rto_min_ms: (args.rto_min_ms > 0).then_some(args.rto_min_ms),
@@ -138,7 +181,8 @@ mod args_tests {
     #[test]
     fn command_lines() {
         let a = parse("-i wlan0").unwrap();
-        assert!(a.cmd == Cmd::Run && a.iface.as_deref() == Some("wlan0"));
+        assert!(a.cmd == Cmd::Run && a.ifaces == ["wlan0"]);
+        assert_eq!(parse("-i wlan0 -i eth0").unwrap().ifaces, ["wlan0", "eth0"]);
         assert_eq!((a.grace_ms, a.port), (2000, sims_proto::DEFAULT_PORT));
         assert!(USAGE.contains(&format!("(default {})", sims_proto::DEFAULT_PORT)));
         assert!(a.early && a.rto_min_ms == 0);
@@ -146,9 +190,16 @@ mod args_tests {
             parse("--iface=eth0 --grace-ms 500 --port 5000 --rto-min-ms 20 --no-early").unwrap();
         assert_eq!((a.grace_ms, a.port), (500, 5000));
         assert!(!a.early && a.rto_min_ms == 20);
-        assert!(
-            parse("--state-dir /tmp/n status --json").unwrap().cmd == Cmd::Status { json: true }
+        let a = parse("--state-dir /tmp/n status --json").unwrap();
+        assert!(a.cmd == Cmd::Status { json: true });
+        assert_eq!(dirs(&a), ("/tmp/n".into(), "/tmp/n".into()));
+        let a = parse("-i wlan0").unwrap();
+        assert_eq!(
+            dirs(&a),
+            ("/var/lib/sims-node".into(), "/run/sims-node".into())
         );
+        let a = parse("-i wlan0 --state-dir /s --run-dir /r").unwrap();
+        assert_eq!(dirs(&a), ("/s".into(), "/r".into()));
         assert_eq!(parse("").err().unwrap(), "-i <interface> is required");
         assert_eq!(
             parse("-i x --port 70000").err().unwrap(),

@@ -97,6 +97,7 @@ impl OldRoutes {
             scope: RT_SCOPE_UNIVERSE,
             onlink: true,
             rto_min_ms: self.rto_min_ms,
+            metric: None,
         }
     }
 
@@ -105,6 +106,13 @@ impl OldRoutes {
     /// kernel removes every route through it and its neighbours, without
     /// a notification per route. The next `sync` puts them back.
     pub fn route_maybe_gone(&mut self) {
+        self.installed = None;
+    }
+
+    /// The interface in use is another now: the table's route follows at
+    /// the next `sync` (a replace: the route's key has no interface).
+    pub fn move_to(&mut self, index: u32) {
+        self.index = index;
         self.installed = None;
     }
 
@@ -184,6 +192,7 @@ impl OldRoutes {
                 kind: RouteType::Blackhole,
                 onlink: false,
                 rto_min_ms: None,
+                metric: None,
                 ..self.default_via(Ipv4Addr::UNSPECIFIED)
             },
         };

@@ -31,7 +31,7 @@ pub use sys::wait_for;
 pub use testbed::config;
 pub use testbed::{
     cleanup_stale, default_bin_dir, skip_reason, workspace_dir, DhcpClient, KernelState, Ma,
-    MoveInfo, Options, Testbed, CN_IP, CN_PORT, GUEST_IFACE, MN_IFACE, MN_MAC, SIMS_PORT,
-    SIMS_PROTO, SIMS_TABLE,
+    MoveInfo, Options, Testbed, CN_IP, CN_PORT, DOCK_IFACE, GUEST_IFACE, MN_IFACE, MN_MAC,
+    SIMS_PORT, SIMS_PROTO, SIMS_TABLE,
 };
 pub use traffic::{mono_ns, Progress, StreamResult};

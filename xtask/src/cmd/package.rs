@@ -24,11 +24,38 @@ use crate::targets::{self, Board, Targets};
 
 /// `cargo xtask package ...`
 pub fn package(args: &[String]) -> Result<(), String> {
-    let wanted = opts::parse(args, &["--all"], &["--target"])?.targets();
+    let o = opts::parse(args, &["--all", "--deb"], &["--target"])?;
+    let wanted = o.targets();
+    if wanted.is_empty() && !o.has("--deb") {
+        return Err("usage: cargo xtask package --target <triple> | --all | --deb".into());
+    }
+    if o.has("--deb") {
+        package_deb()?;
+    }
     if wanted.is_empty() {
-        return Err("usage: cargo xtask package --target <triple> | --all".into());
+        return Ok(());
     }
     package_boards(&wanted)
+}
+
+/// sims-node's Debian package for laptops, `sims-node_<version>_amd64.deb`
+/// in `target/debian/`: the x86-64 board's static (musl) sims-node, so
+/// that one package installs on any Debian or Ubuntu release.
+pub fn package_deb() -> Result<(), String> {
+    let boards = targets::chosen(&["x86_64-unknown-linux-musl".to_string()])?;
+    let mut t = targets::targets();
+    let built = t.build(&boards[0])?;
+    let out_dir = crate::cargo::target_dir().join("debian");
+    fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let deb = sims_debian::write_deb(&sims_debian::Spec {
+        binary: &built.dir.join("sims-node"),
+        arch: "amd64",
+        version: env!("CARGO_PKG_VERSION"),
+        out_dir: &out_dir,
+    })?;
+    let size = fs::metadata(&deb).map(|m| m.len()).unwrap_or(0);
+    println!("==> {} ({size} B)", deb.display());
+    Ok(())
 }
 
 /// Builds, packs and checks the packages of the boards `wanted`.

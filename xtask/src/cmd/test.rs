@@ -75,8 +75,8 @@ pub fn test(args: &[String]) -> Result<(), String> {
         ("fault scenarios", "faults"),
         ("attack scenarios", "attacks"),
         (
-            "sims-node under dhcpcd, dhclient and NetworkManager",
-            "clients",
+            "sims-node on laptops: DHCP clients, service, status, dock",
+            "laptop",
         ),
         ("LuCI status page on a live handover (Chromium)", "luci"),
     ] {
@@ -123,6 +123,15 @@ pub fn test(args: &[String]) -> Result<(), String> {
                 "==> packages SKIPPED: no OpenWrt kit (../shared/openwrt, or SIMS_OPENWRT_KIT)"
             );
         }
+        // sims-node's .deb from the x86-64 board's static build, installed
+        // and removed with dpkg (the workspace's unit tests pack the debug
+        // build the same way).
+        super::package::package_deb()?;
+        let node = crate::cargo::target_dir().join("openwrt/x86_64/sims-node");
+        let mut c = cargo();
+        c.args(["test", "-p", "sims-debian"])
+            .env("SIMS_NODE_BIN", &node);
+        run("sims-node's .deb with dpkg (the static amd64 build)", c)?;
         clock.lap("router packages");
     }
     if !o.has("--no-vm") {

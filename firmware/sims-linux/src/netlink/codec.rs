@@ -89,6 +89,9 @@ pub(crate) fn route_msg(ty: u16, flags: u16, r: &Route) -> io::Result<Msg> {
     if let Some(gw) = r.gateway {
         m.attr_ipv4(RTA_GATEWAY, gw);
     }
+    if let Some(metric) = r.metric {
+        m.attr_u32(RTA_PRIORITY, metric);
+    }
     // prefsrc is left out of deletes so a stale source doesn't block removal.
     if let (Some(src), false) = (r.prefsrc, del) {
         m.attr_ipv4(RTA_PREFSRC, src);
@@ -216,6 +219,7 @@ pub(crate) fn parse_route(p: &[u8]) -> io::Result<Option<Route>> {
         scope: get_u8(p, 6)?,
         onlink: get_u32(p, 8)? & RTNH_F_ONLINK != 0,
         rto_min_ms: None,
+        metric: None,
     };
     for a in attrs(after(p, RTMSG_LEN)?) {
         let (ty, v) = a?;
@@ -233,6 +237,7 @@ pub(crate) fn parse_route(p: &[u8]) -> io::Result<Option<Route>> {
             RTA_OIF => r.oif = Some(attr_u32(v)?),
             RTA_GATEWAY => r.gateway = Some(attr_ipv4(v)?),
             RTA_PREFSRC => r.prefsrc = Some(attr_ipv4(v)?),
+            RTA_PRIORITY => r.metric = Some(attr_u32(v)?),
             _ => {}
         }
     }

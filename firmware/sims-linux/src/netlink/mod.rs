@@ -67,6 +67,7 @@ const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PREFSRC: u16 = 7;
+const RTA_PRIORITY: u16 = 6;
 const RTA_METRICS: u16 = 8;
 const RTAX_LOCK: u16 = 1;
 const RTAX_RTO_MIN: u16 = 13;
@@ -185,6 +186,10 @@ pub struct Route {
     /// The RTAX_RTO_MIN metric: the least retransmission timeout of TCP
     /// connections using the route (the kernel's default is 200 ms).
     pub rto_min_ms: Option<u32>,
+    /// RTA_PRIORITY, the route's metric (None: 0). Part of a route's key:
+    /// a DHCP client's default route with metric 100 is replaced only by
+    /// one with metric 100.
+    pub metric: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,7 @@ fn sample_route() -> Route {
         scope: RT_SCOPE_LINK,
         onlink: false,
         rto_min_ms: None,
+        metric: None,
     }
 }
 
@@ -52,6 +53,13 @@ fn route_roundtrip() {
     let p = payload(route_msg(RTM_NEWROUTE, ACK, &u).unwrap());
     assert_eq!(p[4], 144);
     assert_eq!(parse_route(&p).unwrap(), Some(u));
+    // A DHCP client's default route keeps its metric (part of its key).
+    let m = Route {
+        metric: Some(1002),
+        ..r
+    };
+    let p = payload(route_msg(RTM_NEWROUTE, ACK, &m).unwrap());
+    assert_eq!(parse_route(&p).unwrap(), Some(m));
     // Deletes match any scope and leave prefsrc out.
     let p = payload(route_msg(RTM_DELROUTE, ACK, &r).unwrap());
     let d = parse_route(&p).unwrap().unwrap();

@@ -114,6 +114,8 @@ pub struct NodeBinding {
     key: [u8; 32],
     pub state: BindingState,
     pub sockets: usize,
+    /// When the current agent began relaying it (for the user's report).
+    pub relayed_since_ms: Option<u64>,
     idle_since_ms: Option<u64>,
     releasing: Option<Retry>,
     /// The session (agent run) in which the address became relayed: only
@@ -136,6 +138,7 @@ impl NodeBinding {
             key,
             state: BindingState::Pending,
             sockets: 0,
+            relayed_since_ms: None,
             idle_since_ms: None,
             releasing: None,
             relayed_in: None,
@@ -250,6 +253,12 @@ impl Node {
             address_since_ms: 0,
             counters: NodeCounters::default(),
         }
+    }
+
+    /// The interface in use changed (Wi-Fi and a dock): registrations carry
+    /// its MAC, which the agent checks against its LAN's neighbour table.
+    pub fn set_mac(&mut self, mac: [u8; 6]) {
+        self.mac = mac;
     }
 
     /// The addresses of the credentials the restore dropped (once).
@@ -653,6 +662,7 @@ impl Node {
                     if b.state != BindingState::Relayed {
                         b.state = BindingState::Relayed;
                         b.relayed_in = sid;
+                        b.relayed_since_ms = Some(now);
                     }
                     if b.relayed_in == sid {
                         b.unconfirmed_since_ms = None;
@@ -731,6 +741,7 @@ impl Node {
                             key,
                             state: BindingState::Native,
                             sockets: 0,
+                            relayed_since_ms: None,
                             idle_since_ms: None,
                             releasing: None,
                             relayed_in: None,
@@ -912,6 +923,7 @@ mod tests {
                 key: [i as u8 + 5; 32],
                 state: BindingState::Relayed,
                 sockets: 2,
+                relayed_since_ms: None,
                 idle_since_ms: None,
                 releasing: None,
                 relayed_in: None,

@@ -51,6 +51,7 @@ impl Dataplane {
             scope: RT_SCOPE_LINK,
             onlink: false,
             rto_min_ms: None,
+            metric: None,
         }
     }
 
@@ -67,6 +68,7 @@ impl Dataplane {
             scope: RT_SCOPE_UNIVERSE,
             onlink: false,
             rto_min_ms: None,
+            metric: None,
         }
     }
 

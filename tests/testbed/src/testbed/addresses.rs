@@ -8,6 +8,9 @@ pub const CN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const CN_PORT: u16 = 5001;
 pub const MN_MAC: &str = "02:00:00:00:00:50";
 pub const MN_IFACE: &str = "mn0";
+/// The node's second interface (a dock's Ethernet; `Options::dock`).
+pub const DOCK_IFACE: &str = "mn1";
+pub const DOCK_MAC: &str = "02:00:00:00:00:51";
 /// A guest's one interface (in its namespace `guest-<x>`).
 pub const GUEST_IFACE: &str = "eth0";
 

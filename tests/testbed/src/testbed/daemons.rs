@@ -155,16 +155,20 @@ impl Testbed {
             }
         }
         let d = self.node_dir();
-        let argv = vec![
-            self.bin("sims-node").to_string_lossy().into_owned(),
-            "-i".into(),
-            MN_IFACE.into(),
-            "--state-dir".into(),
-            d.to_string_lossy().into_owned(),
-            "--grace-ms".into(),
-            self.opts.grace_ms.to_string(),
-        ];
-        let argv = [argv, self.opts.node_args.clone()].concat();
+        let argv = if self.opts.node_unit {
+            self.node_unit_argv()?
+        } else {
+            let argv = vec![
+                self.bin("sims-node").to_string_lossy().into_owned(),
+                "-i".into(),
+                MN_IFACE.into(),
+                "--state-dir".into(),
+                d.to_string_lossy().into_owned(),
+                "--grace-ms".into(),
+                self.opts.grace_ms.to_string(),
+            ];
+            [argv, self.opts.node_args.clone()].concat()
+        };
         let ns = self.mn();
         let log = d.join("sims-node.log");
         let rust_log = self.opts.rust_log.clone();
@@ -227,12 +231,110 @@ impl Testbed {
         AgentStatus::parse(&out)
     }
 
-    /// `sims-node --state-dir <dir> status --json`.
+    /// Where sims-node's status socket is (`--run-dir`).
+    pub fn node_run_dir(&self) -> std::path::PathBuf {
+        match self.opts.node_unit {
+            true => self.node_dir().join("run"),
+            false => self.node_dir(),
+        }
+    }
+
+    /// Where sims-node keeps its identity and credentials.
+    pub fn node_state_dir(&self) -> std::path::PathBuf {
+        match self.opts.node_unit {
+            true => self.node_dir().join("state"),
+            false => self.node_dir(),
+        }
+    }
+
+    /// sims-node as systemd would run `sims-node@mn0.service` (the unit
+    /// shipped in the .deb, firmware/sims-node/debian/): the unit's
+    /// ExecStart with the testbed's build for /usr/bin/sims-node and the
+    /// testbed's options for $SIMS_NODE_ARGS, in a mount namespace where
+    /// every file system is read-only (ProtectSystem=strict) but /dev,
+    /// /proc and /sys, /tmp is private (PrivateTmp), the StateDirectory
+    /// and RuntimeDirectory are the testbed's node dirs mounted where the
+    /// unit puts them, and only the unit's capabilities are left
+    /// (CapabilityBoundingSet, NoNewPrivileges; UMask). What systemd
+    /// would do and this does not: the system call filter and the
+    /// address families, which the kernel would enforce on calls that
+    /// sims-node makes here anyway.
+    fn node_unit_argv(&self) -> Result<Vec<String>> {
+        let u = sims_debian::Unit::parse(sims_debian::UNIT, MN_IFACE)?;
+        let (state, run) = (self.node_state_dir(), self.node_run_dir());
+        for d in [&state, &run] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let state_at = format!("/var/lib/{}", u.state_directory.as_deref().unwrap_or(""));
+        let run_at = format!("/run/{}", u.runtime_directory.as_deref().unwrap_or(""));
+        let mut script = String::from("set -e\n");
+        // The unit's own directories first: a bind made after the
+        // read-only remount below would be read-only too.
+        script += &format!(
+            "mount -t tmpfs -o mode=0755 none /var/lib\nmkdir -p '{state_at}'\nmount --bind '{}' '{state_at}'\n\
+             mount -t tmpfs -o mode=0755 none /run\nmkdir -p '{run_at}'\nmount --bind '{}' '{run_at}'\n",
+            state.display(),
+            run.display()
+        );
+        if u.private_tmp {
+            script += "mount -t tmpfs -o mode=1777 none /tmp\n";
+        }
+        if u.protect_system.as_deref() == Some("strict") {
+            script += &format!(
+                "for m in $(awk '{{print $2}}' /proc/self/mounts | sort -u); do\n\
+                 case $m in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*|/tmp|'{state_at}'|'{run_at}') ;;\n\
+                 *) mount -o remount,bind,ro \"$m\" 2>/dev/null || true ;; esac\ndone\n"
+            );
+        }
+        if let Some(m) = &u.umask {
+            script += &format!("umask {m}\n");
+        }
+        let caps: Vec<String> = (u.capabilities.iter())
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect();
+        script += &format!(
+            "exec setpriv {}--bounding-set -all,{} --inh-caps -all \"$@\"\n",
+            if u.no_new_privileges {
+                "--no-new-privs "
+            } else {
+                ""
+            },
+            caps.join(",")
+        );
+        let mut argv: Vec<String> = ["unshare", "-m", "sh", "-c", &script, "sh"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (i, w) in u.exec.iter().enumerate() {
+            match (i, w.as_str()) {
+                (0, _) => argv.push(self.bin("sims-node").to_string_lossy().into_owned()),
+                (_, "$SIMS_NODE_ARGS") => {
+                    argv.push("--grace-ms".into());
+                    argv.push(self.opts.grace_ms.to_string());
+                    argv.extend(self.opts.node_args.iter().cloned());
+                }
+                _ => argv.push(w.clone()),
+            }
+        }
+        Ok(argv)
+    }
+
+    /// `sims-node --run-dir <dir> status`: the report in plain words.
+    pub fn node_report(&self) -> Result<String> {
+        let d = self.node_run_dir().to_string_lossy().into_owned();
+        self.mn().run(
+            self.bin("sims-node"),
+            &["--run-dir", &d, "status"],
+            Duration::from_secs(5),
+        )
+    }
+
+    /// `sims-node --run-dir <dir> status --json`.
     pub fn node_status(&self) -> Result<NodeStatus> {
-        let d = self.node_dir().to_string_lossy().into_owned();
+        let d = self.node_run_dir().to_string_lossy().into_owned();
         let out = self.mn().run(
             self.bin("sims-node"),
-            &["--state-dir", &d, "status", "--json"],
+            &["--run-dir", &d, "status", "--json"],
             Duration::from_secs(5),
         )?;
         NodeStatus::parse(&out)

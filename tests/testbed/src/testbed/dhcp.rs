@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::options::DhcpClient;
-use super::{Ma, Testbed, MN_IFACE, MN_MAC};
+use super::{Ma, Testbed, DOCK_MAC, MN_IFACE, MN_MAC};
 use crate::sys::{busybox_bin, dnsmasq_bin, run_cmd, tail, wait_for, Result};
 use crate::traffic::mono_ns;
 
@@ -31,6 +31,7 @@ impl Testbed {
             format!("--dhcp-range=10.{n}.0.100,10.{n}.0.200,255.255.255.0,1h"),
             format!("--dhcp-option=option:router,10.{n}.0.1"),
             format!("--dhcp-host={MN_MAC},10.{n}.0.50"),
+            format!("--dhcp-host={DOCK_MAC},10.{n}.0.51"),
             format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
             format!("--pid-file={}", pidfile.display()),
             "--dhcp-authoritative".into(),
@@ -76,18 +77,32 @@ impl Testbed {
         }
     }
 
-    /// One-shot busybox udhcpc with the shipped script.
+    /// One-shot busybox udhcpc with the shipped script on the node's Wi-Fi
+    /// (metric 600 where there is a dock, as NetworkManager gives Wi-Fi).
     fn udhcpc_once(&mut self) -> Result<(Ipv4Addr, Option<u64>)> {
+        let metric = self.opts.dock.map(|_| 600);
+        self.udhcpc_on(MN_IFACE, metric)
+    }
+
+    /// One-shot busybox udhcpc on `iface`, its default route with `metric`.
+    pub(super) fn udhcpc_on(
+        &mut self,
+        iface: &str,
+        metric: Option<u32>,
+    ) -> Result<(Ipv4Addr, Option<u64>)> {
         let events = self.dir.join("dhcp-events");
         let before = self.dhcp_events_seen();
         let script = self.dir.join("udhcpc.script");
         let mut c = self.mn().command(busybox_bin());
         c.args([
-            "udhcpc", "-f", "-n", "-q", "-t", "10", "-T", "1", "-i", MN_IFACE, "-s",
+            "udhcpc", "-f", "-n", "-q", "-t", "10", "-T", "1", "-i", iface, "-s",
         ])
         .arg(&script)
         .env("SIMS_DHCP_EVENTS", &events)
         .env("SIMS_TRAFFIC", &self.traffic_bin);
+        if let Some(m) = metric {
+            c.env("SIMS_ROUTE_METRIC", m.to_string());
+        }
         let out = run_cmd(c, None, Duration::from_secs(20))?;
         let log = format!("{}{}", out.stdout, out.stderr);
         if let Ok(mut f) = OpenOptions::new()

@@ -31,6 +31,7 @@
 //! | dhcp.rs | dnsmasq, udhcpc and its script, the node's addresses |
 //! | dhcp_clients.rs | the node's other DHCP clients: dhcpcd, dhclient, NetworkManager |
 //! | moves.rs | the node's link moves ([`MoveInfo`]) |
+//! | dock.rs | the node's second interface: docking and undocking, Wi-Fi lost |
 //! | streams.rs | the CN server, checked streams, `whoami`, the probe |
 //! | kernel.rs | [`KernelState`]: SIMS's rules, routes, tunnels, set elements |
 //! | report.rs | `$SIMS_TESTBED_REPORT` lines |
@@ -49,6 +50,7 @@ mod daemons;
 mod dhcp;
 mod dhcp_clients;
 mod diagnostics;
+mod dock;
 mod host;
 mod kernel;
 mod moves;
@@ -68,7 +70,7 @@ use crate::netns::Netns;
 use crate::sys::TestbedLock;
 
 pub use crate::product::{SIMS_PORT, SIMS_PROTO, SIMS_TABLE};
-pub use addresses::{Ma, CN_IP, CN_PORT, GUEST_IFACE, MN_IFACE, MN_MAC};
+pub use addresses::{Ma, CN_IP, CN_PORT, DOCK_IFACE, DOCK_MAC, GUEST_IFACE, MN_IFACE, MN_MAC};
 pub use cleanup::cleanup_stale;
 pub use dhcp::{parse_addrs, UDHCPC_SCRIPT};
 pub use host::{default_bin_dir, skip_reason, workspace_dir};

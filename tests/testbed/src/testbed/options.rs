@@ -53,6 +53,15 @@ pub struct Options {
     /// The node's DHCP client (default: `SIMS_TESTBED_DHCP_CLIENT`, else
     /// busybox udhcpc).
     pub dhcp_client: DhcpClient,
+    /// Run sims-node as its systemd unit would (`sims-node@mn0.service`:
+    /// its command line, capabilities and file-system protection; see
+    /// testbed/daemons.rs `node_unit_argv`).
+    pub node_unit: bool,
+    /// A second node interface, `mn1` (a dock's Ethernet), whose peer
+    /// `dockport` waits unplugged in this agent's namespace
+    /// (testbed/dock.rs). The node's Wi-Fi, mn0, then gets its default
+    /// route with metric 600 and the dock's 100, as NetworkManager does.
+    pub dock: Option<Ma>,
 }
 
 /// The DHCP clients a laptop or router runs, each the way it is run there
@@ -127,6 +136,8 @@ impl Default for Options {
                 .ok()
                 .and_then(|v| DhcpClient::from_name(v.trim()))
                 .unwrap_or(DhcpClient::Udhcpc),
+            node_unit: false,
+            dock: None,
         }
     }
 }
@@ -165,6 +176,19 @@ impl Options {
     /// A DHCP server slower by `s` seconds (dnsmasq's reply delay).
     pub fn dhcp_reply_delay_s(mut self, s: u32) -> Self {
         self.dhcp_reply_delay_s = s;
+        self
+    }
+    /// Extra `sims-node` arguments.
+    pub fn node_args(mut self, args: &[&str]) -> Self {
+        self.node_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+    pub fn dock(mut self, x: Ma) -> Self {
+        self.dock = Some(x);
+        self
+    }
+    pub fn node_unit(mut self) -> Self {
+        self.node_unit = true;
         self
     }
     pub fn dhcp_client(mut self, c: DhcpClient) -> Self {

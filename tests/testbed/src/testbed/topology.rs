@@ -13,7 +13,7 @@ use super::cleanup::run_dir_for;
 use super::dhcp::UDHCPC_SCRIPT;
 use super::host::default_traffic_bin;
 use super::{cleanup_stale, config, default_bin_dir, Ma, Options, Testbed};
-use super::{CN_IP, GUEST_IFACE, MN_IFACE, MN_MAC};
+use super::{CN_IP, DOCK_IFACE, DOCK_MAC, GUEST_IFACE, MN_IFACE, MN_MAC};
 use crate::netns::Netns;
 use crate::product::SIMS_PORT;
 use crate::sys::{ip_bin, nft_bin, set_mode, Result, TestbedLock};
@@ -187,6 +187,16 @@ impl Testbed {
             format!("link set {MN_IFACE} address {MN_MAC}"),
             format!("link set {MN_IFACE} up"),
         ])?;
+        if let Some(x) = self.opts.dock {
+            self.agent(x).ip_batch(&[format!(
+                "link add dockport type veth peer name {DOCK_IFACE} netns {}",
+                self.mn().name
+            )])?;
+            self.mn().ip_batch(&[
+                format!("link set {DOCK_IFACE} address {DOCK_MAC}"),
+                format!("link set {DOCK_IFACE} up"),
+            ])?;
+        }
         if self.opts.lanhost {
             self.agent(Ma::A).ip_batch(&[
                 format!(
