@@ -2,6 +2,7 @@
 //! kernel, over libc syscalls only (no netlink crates: the binary must
 //! fit 8 MB routers). One flat module per concern.
 
+pub mod conntrack;
 pub mod event;
 pub mod monitor;
 pub mod netlink;

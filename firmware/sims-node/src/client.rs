@@ -17,11 +17,12 @@ use sims_linux::event::{self, Signals};
 use sims_linux::monitor::{Event, Monitor};
 use sims_linux::netlink::Netlink;
 use sims_linux::packet::PacketSocket;
-use sims_linux::{sockdiag, udp};
+use sims_linux::{conntrack, sockdiag, udp};
 use sims_proto::node::{Action, Node, NodeConfig};
 
 use crate::addrs::{tune_arp, Iface, MAIN_TABLE};
 use crate::ifaces;
+use crate::natlan::NatLan;
 use crate::oldroutes::{OldRoutes, NODE_TABLE, ROUTE_PROTOCOL};
 use crate::status::Sims;
 
@@ -48,6 +49,8 @@ pub struct RunOptions {
     pub rto_min_ms: Option<u32>,
     /// Register old addresses before DHCP finishes.
     pub early: bool,
+    /// A travel router: a LAN behind it, NATed (natlan.rs).
+    pub router: bool,
 }
 
 pub struct Client {
@@ -56,6 +59,8 @@ pub struct Client {
     /// Every interface named on the command line.
     names: Vec<String>,
     early: bool,
+    /// A travel router's LAN NAT (`--router`).
+    nat: Option<NatLan>,
     pub node: Node,
     sock: UdpSocket,
     /// For the time without an address: broadcasts from 0.0.0.0, and the
@@ -205,6 +210,20 @@ impl Client {
             self.said_no_sims = false;
             self.execute(acts);
             self.iface.fix_default_route(self.node.current());
+        }
+        self.sync_nat();
+    }
+
+    /// nft runs made for the LAN's NAT.
+    pub fn nat_changes(&self) -> u64 {
+        self.nat.as_ref().map_or(0, |n| n.changes)
+    }
+
+    /// The LAN's NAT follows the interface in use and its address.
+    fn sync_nat(&mut self) {
+        let cur = self.node.current();
+        if let Some(n) = &mut self.nat {
+            n.sync(&self.iface.name, cur);
         }
     }
 
@@ -395,7 +414,19 @@ impl Client {
             return;
         }
         match sockdiag::tcp_socket_counts(&old) {
-            Ok(counts) => {
+            Ok(mut counts) => {
+                // A travel router's LAN clients' sessions, NATed to an old
+                // address, keep it as its own sockets do.
+                if self.nat.is_some() {
+                    match conntrack::nat_session_counts(&old) {
+                        Ok(nat) => {
+                            for (c, (_, n)) in counts.iter_mut().zip(nat) {
+                                c.1 += n;
+                            }
+                        }
+                        Err(e) => debug!("conntrack: {e}"),
+                    }
+                }
                 let mut acts = Vec::new();
                 self.node.socket_census(now(), &counts, &mut acts);
                 self.execute(acts);
@@ -408,6 +439,14 @@ impl Client {
 /// Runs the node on `o.iface` until SIGTERM or SIGINT.
 pub fn run(o: &RunOptions) -> Result<(), String> {
     let (dir, port) = (o.state_dir.as_path(), o.port);
+    if o.router {
+        // The names go into an nft script (natlan.rs).
+        if let Some(bad) = (o.ifaces.iter()).find(|n| n.contains(['"', '\\'])) {
+            return Err(format!(
+                "--router: interface name {bad:?} cannot be used in nft"
+            ));
+        }
+    }
     for d in [dir, o.run_dir.as_path()] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -473,6 +512,7 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
     let mut c = Client {
         names: o.ifaces.clone(),
         early: o.early,
+        nat: o.router.then(NatLan::default),
         state_file,
         saved: Vec::new(),
         iface: Iface::new(iface, link.index, nl),
@@ -522,6 +562,9 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
                 0 => {
                     if let Some(sig) = signals.next() {
                         if sig != libc::SIGHUP {
+                            if let Some(n) = &mut c.nat {
+                                n.remove();
+                            }
                             info!(
                                 "signal {sig}: exiting (old addresses stay on {})",
                                 c.iface.name

@@ -11,6 +11,7 @@
 mod addrs;
 mod client;
 mod ifaces;
+mod natlan;
 mod oldroutes;
 mod status;
 
@@ -44,6 +45,10 @@ Options:
                         the node's SIMS addresses (default 0: the kernel's,
                         200; docs/BENCHMARKS.md measures what a lower one gives)
   --no-early            do not register old addresses before DHCP finishes
+  --router              a travel router: the LAN behind it is NATed to the
+                        current address by sims-node (snat, table
+                        ip sims_node), and its clients' sessions keep old
+                        addresses as the node's own do
   --version             print the version and exit
   -h, --help            print this help
 
@@ -69,6 +74,7 @@ struct Args {
     port: u16,
     rto_min_ms: u32,
     early: bool,
+    router: bool,
     cmd: Cmd,
 }
 
@@ -81,6 +87,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
         port: sims_proto::DEFAULT_PORT,
         rto_min_ms: 0,
         early: true,
+        router: false,
         cmd: Cmd::Run,
     };
     while let Some(w) = a.next_word()? {
@@ -94,6 +101,7 @@ fn parse_args(mut a: Words) -> Result<Args, String> {
             ("--port", _) => args.port = a.value(&w)?,
             ("--rto-min-ms", _) => args.rto_min_ms = a.value(&w)?,
             ("--no-early", _) => args.early = false,
+            ("--router", _) => args.router = true,
             ("status", Cmd::Run) => args.cmd = Cmd::Status { json: false },
             ("--json", Cmd::Status { json }) => *json = true,
             _ => return Err(format!("unexpected argument '{w}'")),
@@ -167,6 +175,7 @@ fn main() -> ExitCode {
         port: args.port,
         rto_min_ms: (args.rto_min_ms > 0).then_some(args.rto_min_ms),
         early: args.early,
+        router: args.router,
     }))
 }
 

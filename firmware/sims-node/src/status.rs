@@ -64,7 +64,10 @@ impl Client {
             sims: self.sims_here(),
             now_ms: sims_daemon::now().ms,
             connections,
-            kernel: (self.iface.changes + self.routes.changes, self.kernel_events),
+            kernel: (
+                self.iface.changes + self.routes.changes + self.nat_changes(),
+                self.kernel_events,
+            ),
         };
         match json {
             true => r.json(),

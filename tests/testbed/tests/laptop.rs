@@ -1,6 +1,6 @@
 //! sims-node where laptops are (issue 13): s25 the DHCP clients people
 //! run, s26 the systemd service across a reboot, s27 what the user sees,
-//! s28 Wi-Fi and a dock.
+//! s28 Wi-Fi and a dock, s29 a travel router's LAN.
 //!
 //! Scenario 25: the DHCP clients people run (item 1). Each
 //! moves the node A → B → A with a checked stream each way: busybox
@@ -138,9 +138,11 @@ fn a_b_a(client: DhcpClient) {
             c1 - c0,
             e1 - e0
         );
-        // A move is a handful of changes (the /32, its route and rule, the
-        // default route's source); a fight would be hundreds.
-        assert!(c1 - c0 <= 40, "{name}: {what}: {} changes", c1 - c0);
+        // A move is some tens of changes (each flush by the client puts the
+        // /32s, their route and rule, the default route's source back:
+        // dhclient's release and rebind flush twice; 13 to 45 measured); a
+        // fight would not end, which settle() above would have caught.
+        assert!(c1 - c0 <= 100, "{name}: {what}: {} changes", c1 - c0);
     }
     eprintln!(
         "s25 {name}: stall down {:.0} ms, up {:.0} ms",
@@ -451,4 +453,73 @@ fn s28_wifi_and_a_dock() {
         rw.max_gap_ms, rd.max_gap_ms
     );
     wait_no_sims_state(&tb, "after both sessions ended");
+}
+
+/// Scenario 29: a travel router (issue 13, item 4). The node routes a LAN
+/// (namespace tr-lan, 192.168.8.0/24) that its firewall masquerades out
+/// of mn0, as OpenWrt's fw4 does for the wan zone; sims-node runs with
+/// `--router`. A client behind it keeps a checked stream each way while
+/// the router moves A → B: its flows, NATed by sims-node's snat to A's
+/// address (which the kernel does not drop when the address goes, as it
+/// drops masquerade's), count as the sessions that keep A's address, so it
+/// is held and relayed through B; a new session from the client leaves as
+/// B's address, natively; and A's address is released once the client's
+/// sessions end.
+#[test]
+fn s29_travel_router_keeps_its_lan_clients_sessions() {
+    let Some(mut tb) = setup(
+        Options::default()
+            .label("s29")
+            .agents(&[Ma::A, Ma::B])
+            .travel_lan()
+            .node_args(&["--router"]),
+    ) else {
+        return;
+    };
+    tb.start_all_at(Ma::A).unwrap();
+    let client = tb.travel_client();
+    let spec = |dir, label: &str| StreamSpec::new(dir, label).duration_ms(60_000);
+    let mut down = tb
+        .stream_from(&client, spec(Dir::Down, "s29-down"))
+        .unwrap();
+    let mut up = tb.stream_from(&client, spec(Dir::Up, "s29-up")).unwrap();
+    wait_flowing(&tb, &down, 200_000, Duration::from_secs(10));
+    wait_flowing(&tb, &up, 200_000, Duration::from_secs(10));
+    let nat = tb
+        .mn()
+        .run(
+            "nft",
+            &["list", "table", "ip", "sims_node"],
+            Duration::from_secs(5),
+        )
+        .unwrap_or_default();
+    assert!(nat.contains(&format!("snat to {}", a())), "{nat}");
+
+    move_relayed(&mut tb, Ma::B, &[a()]);
+    wait_binding(&tb, Ma::A, a(), "home", Ma::B);
+    wait_flowing(&tb, &down, 200_000, T);
+    wait_flowing(&tb, &up, 200_000, T);
+    let st = tb.node_status().unwrap();
+    let held = st.binding(&a().to_string()).expect("A's address kept");
+    assert!(
+        held.sockets >= 2,
+        "the client's two flows keep it: {}",
+        st.raw
+    );
+    // A new session from the client is native at B.
+    let w = tb.whoami_from(&client, None).unwrap();
+    assert_eq!(*w.seen.ip(), Ma::B.wan_ip(), "{w:?}");
+
+    let rd = down.finish(Duration::from_secs(30)).unwrap();
+    let ru = up.finish(Duration::from_secs(30)).unwrap();
+    assert_verified(
+        &rd,
+        "s29 the LAN client's download across the router's move",
+    );
+    assert_verified(&ru, "s29 the LAN client's upload across the router's move");
+    eprintln!(
+        "s29: stalls: down {:.0} ms, up {:.0} ms",
+        rd.max_gap_ms, ru.max_gap_ms
+    );
+    wait_no_state_for(&tb, a(), Duration::from_secs(15));
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::Testbed;
 use crate::sys::{ip_bin, kill_pid, pid_alive, run_cmd, stop_child};
 
-const ROLES: [&str; 10] = [
+const ROLES: [&str; 11] = [
     "cn",
     "inet",
     "ma-a",
@@ -19,6 +19,7 @@ const ROLES: [&str; 10] = [
     "ma-c",
     "mn",
     "lanhost-a",
+    "tr-lan",
     "guest-a",
     "guest-b",
     "guest-c",

@@ -32,6 +32,7 @@
 //! | dhcp_clients.rs | the node's other DHCP clients: dhcpcd, dhclient, NetworkManager |
 //! | moves.rs | the node's link moves ([`MoveInfo`]) |
 //! | dock.rs | the node's second interface: docking and undocking, Wi-Fi lost |
+//! | travel.rs | the node as a travel router: the LAN behind it and its NAT |
 //! | streams.rs | the CN server, checked streams, `whoami`, the probe |
 //! | kernel.rs | [`KernelState`]: SIMS's rules, routes, tunnels, set elements |
 //! | report.rs | `$SIMS_TESTBED_REPORT` lines |
@@ -59,6 +60,7 @@ mod process;
 mod report;
 mod streams;
 mod topology;
+mod travel;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};

@@ -62,6 +62,9 @@ pub struct Options {
     /// (testbed/dock.rs). The node's Wi-Fi, mn0, then gets its default
     /// route with metric 600 and the dock's 100, as NetworkManager does.
     pub dock: Option<Ma>,
+    /// The node is a travel router: a LAN behind it (namespace `tr-lan`,
+    /// testbed/travel.rs) NATed to the node's address by its firewall.
+    pub travel_lan: bool,
 }
 
 /// The DHCP clients a laptop or router runs, each the way it is run there
@@ -138,6 +141,7 @@ impl Default for Options {
                 .unwrap_or(DhcpClient::Udhcpc),
             node_unit: false,
             dock: None,
+            travel_lan: false,
         }
     }
 }
@@ -181,6 +185,10 @@ impl Options {
     /// Extra `sims-node` arguments.
     pub fn node_args(mut self, args: &[&str]) -> Self {
         self.node_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+    pub fn travel_lan(mut self) -> Self {
+        self.travel_lan = true;
         self
     }
     pub fn dock(mut self, x: Ma) -> Self {

@@ -110,6 +110,9 @@ impl Testbed {
         if self.opts.lanhost {
             roles.push("lanhost-a".into());
         }
+        if self.opts.travel_lan {
+            roles.push("tr-lan".into());
+        }
         roles.extend(self.opts.guests.iter().map(|x| x.guest_role()));
         for r in &roles {
             let ns = self.add_ns(r)?;
@@ -119,7 +122,7 @@ impl Testbed {
                 ("net.ipv6.conf.all.disable_ipv6".into(), "1".into()),
                 ("net.ipv6.conf.default.disable_ipv6".into(), "1".into()),
             ];
-            if r == "inet" || r.starts_with("ma-") {
+            if r == "inet" || r.starts_with("ma-") || (r == "mn" && self.opts.travel_lan) {
                 kv.push(("net.ipv4.ip_forward".into(), "1".into()));
             }
             if r == "mn" {
@@ -187,6 +190,9 @@ impl Testbed {
             format!("link set {MN_IFACE} address {MN_MAC}"),
             format!("link set {MN_IFACE} up"),
         ])?;
+        if self.opts.travel_lan {
+            self.travel_lan_up()?;
+        }
         if let Some(x) = self.opts.dock {
             self.agent(x).ip_batch(&[format!(
                 "link add dockport type veth peer name {DOCK_IFACE} netns {}",
