@@ -71,9 +71,12 @@ pub struct Client {
     agent_mac: Option<(Ipv4Addr, [u8; 6])>,
     /// The interface had carrier at the last link event.
     carrier: bool,
-    /// The node's agent was heard since the carrier last came up: until
-    /// then it may be the last LAN's (see oldroutes.rs, the blackhole).
-    agent_heard: bool,
+    /// The agent heard on this link since the carrier last came up: until
+    /// one is, the node's agent may be the last LAN's (see oldroutes.rs,
+    /// the blackhole). It stays when the node forgets its agent at a new
+    /// DHCP address on the same link, so the old addresses keep their path
+    /// while the node solicits from the new address.
+    link_agent: Option<Ipv4Addr>,
     /// When the current address last changed (CLOCK_MONOTONIC ms).
     address_since_ms: u64,
     /// The "this network does not offer SIMS" line was logged for the
@@ -158,12 +161,14 @@ impl Client {
             .map(|b| b.addr())
             .filter(|a| Some(*a) != cur)
             .collect();
-        let on_link = self.carrier && self.agent_heard;
-        let agent = self.node.agent().filter(|_| on_link).map(|a| {
-            let ip = *a.src.ip();
-            let mac = self.agent_mac.filter(|(x, _)| *x == ip).map(|(_, m)| m);
-            (ip, mac)
-        });
+        let agent = match (self.carrier, self.link_agent) {
+            (true, Some(heard)) => {
+                let ip = self.node.agent().map_or(heard, |a| *a.src.ip());
+                let mac = self.agent_mac.filter(|(x, _)| *x == ip).map(|(_, m)| m);
+                Some((ip, mac))
+            }
+            _ => None,
+        };
         self.routes.sync(&mut self.iface.nl, &addrs, agent);
     }
 
@@ -171,7 +176,7 @@ impl Client {
     /// agent is on this link.
     fn heard_from(&mut self, src: SocketAddrV4) {
         if self.node.agent().is_some_and(|a| a.src == src) {
-            self.agent_heard = true;
+            self.link_agent = Some(*src.ip());
         }
     }
 
@@ -274,7 +279,7 @@ impl Client {
         self.routes.move_to(to.index);
         tune_arp(&to.name);
         self.carrier = to.carrier;
-        self.agent_heard = false;
+        self.link_agent = None;
         self.agent_mac = None;
         self.address_changed();
         if self.carrier {
@@ -328,7 +333,7 @@ impl Client {
                     addr_change = true;
                     let was = std::mem::replace(&mut self.carrier, l.up && l.carrier);
                     if self.carrier != was {
-                        self.agent_heard = false;
+                        self.link_agent = None;
                     }
                     if self.carrier && !was {
                         // Perhaps another LAN: without an address, find
@@ -350,6 +355,12 @@ impl Client {
         }
         if route_change {
             self.iface.fix_default_route(self.node.current());
+            // A DHCP client that adds its routes after the address
+            // (NetworkManager): the agent's answer to a solicitation sent
+            // before the route was there fell to the reverse-path filter.
+            let mut acts = Vec::new();
+            self.node.routes_changed(now(), &mut acts);
+            self.execute(acts);
         }
         self.sync_routes();
     }
@@ -522,7 +533,7 @@ pub fn run(o: &RunOptions) -> Result<(), String> {
         routes,
         agent_mac: None,
         carrier: link.up && link.carrier,
-        agent_heard: false,
+        link_agent: None,
         address_since_ms: event::now_ms(),
         said_no_sims: false,
         kernel_events: 0,

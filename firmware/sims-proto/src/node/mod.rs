@@ -367,6 +367,17 @@ impl Node {
         }
     }
 
+    /// The interface's routes changed (a DHCP client that adds them after
+    /// the address): if the node still knows no agent or cookie for its
+    /// address, it asks again at once, since an answer to a solicitation
+    /// sent before the routes were there may have been dropped by the
+    /// reverse-path filter.
+    pub fn routes_changed(&mut self, now: Now, out: &mut impl Sink<Action>) {
+        if self.current.is_some() && (self.agent.is_none() || self.cookie.is_none()) {
+            self.solicit(now.ms, out);
+        }
+    }
+
     /// Old addresses that an early registration would carry.
     fn has_old(&self) -> bool {
         self.cfg.early_registration

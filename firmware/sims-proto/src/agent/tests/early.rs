@@ -306,3 +306,32 @@ fn an_idle_old_address_pending_after_dhcp_is_released_through_the_agent() {
     assert!(w.binding(A, x).is_none(), "and so did its issuer");
     assert_eq!(w.node_state(x), None);
 }
+
+/// NetworkManager adds its routes after the address: the answer to the
+/// solicitation the address drew may have fallen to the reverse-path
+/// filter. A route change makes a node that knows no agent ask again, and
+/// only then.
+#[test]
+fn a_route_change_without_an_agent_solicits_again() {
+    let mut w = World::full();
+    w.at = A;
+    let mut acts = Vec::new();
+    w.node.set_address(w.time(), Some(node_addr(A)), &mut acts);
+    let solicits = |acts: &[node::Action]| {
+        acts.iter()
+            .filter(|a| matches!(a, node::Action::Broadcast { .. }))
+            .count()
+    };
+    assert_eq!(solicits(&acts), 1, "the address draws a solicitation");
+    // Its answer is lost; the DHCP client adds the routes.
+    let mut acts = Vec::new();
+    w.node.routes_changed(w.time(), &mut acts);
+    assert_eq!(solicits(&acts), 1, "asked again at once");
+    w.run_node(acts);
+    w.tick(100);
+    assert!(w.node.is_registered());
+    // Known agent and cookie: a route change asks nothing.
+    let mut acts = Vec::new();
+    w.node.routes_changed(w.time(), &mut acts);
+    assert!(acts.is_empty(), "{acts:?}");
+}
