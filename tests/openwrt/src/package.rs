@@ -19,6 +19,8 @@ pub struct Spec<'a> {
     pub arch: &'a str,
     /// The simsd binary to ship (stripped, for that architecture).
     pub simsd: &'a Path,
+    /// The sims-node binary (a travel router's mobile node).
+    pub node: &'a Path,
     /// `<version>-r<release>` unless given: the feed Makefile's.
     pub version: Option<String>,
     /// The default /etc/config/sims, unless given: files/sims.config.
@@ -38,7 +40,7 @@ pub const NAME: &str = "sims";
 /// What the package needs at run time (besides the C library every
 /// OpenWrt package depends on): the ipip tunnels.
 pub const DEPENDS: [&str; 2] = ["libc", "kmod-ipip"];
-pub const CONFFILES: [&str; 1] = ["/etc/config/sims"];
+pub const CONFFILES: [&str; 2] = ["/etc/config/sims", "/etc/config/sims-node"];
 
 /// `NAME:=value` of the feed Makefile.
 pub fn makefile_var(name: &str) -> Result<String, String> {
@@ -116,6 +118,9 @@ fn files(spec: &Spec) -> Vec<(&'static str, PathBuf, u32)> {
         ("etc/uci-defaults/90-sims", f("sims.uci-defaults"), 0o644),
         // sysupgrade keeps the accounting file.
         ("lib/upgrade/keep.d/sims", f("sims.keep"), 0o644),
+        ("usr/sbin/sims-node", spec.node.to_path_buf(), 0o755),
+        ("etc/init.d/sims-node", f("sims-node.init"), 0o755),
+        ("etc/config/sims-node", f("sims-node.config"), 0o600),
     ]
 }
 

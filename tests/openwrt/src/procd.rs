@@ -227,6 +227,21 @@ impl Router {
         ]))
     }
 
+    /// A command inside the namespaces and the router's network namespace
+    /// (what its daemons see of the kernel: addresses, nft tables).
+    pub fn router_net(&self, cmd: &str) -> Result<String, String> {
+        run(Command::new("nsenter").args([
+            "-t",
+            &self.procd.to_string(),
+            "-m",
+            "-p",
+            "-n",
+            "sh",
+            "-c",
+            cmd,
+        ]))
+    }
+
     /// The ruleset OpenWrt's fw4 compiles there: the default firewall, the
     /// package's uci-defaults, and the rules procd holds for simsd; nft
     /// must accept it.

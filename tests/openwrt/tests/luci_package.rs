@@ -40,10 +40,13 @@ fn luci_app_installs_beside_sims_with_opkg_and_apk() {
     let _ = fs::remove_dir_all(d);
     fs::create_dir_all(d).unwrap();
     let simsd = d.join("simsd");
-    fs::copy(PathBuf::from(bin).join("simsd"), &simsd).unwrap();
+    fs::copy(PathBuf::from(&bin).join("simsd"), &simsd).unwrap();
+    let node = d.join("sims-node");
+    fs::copy(PathBuf::from(&bin).join("sims-node"), &node).unwrap();
     let sims = package::write_packages(&Spec {
         arch: ARCH,
         simsd: &simsd,
+        node: &node,
         version: None,
         config: None,
         out_dir: d,

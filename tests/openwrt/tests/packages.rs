@@ -46,11 +46,15 @@ fn fixture(name: &str) -> Option<Fixture> {
     // Stripped, as a package ships it (and quicker to pack).
     fs::create_dir_all(&dir).unwrap();
     let simsd = dir.join("simsd");
-    fs::copy(PathBuf::from(bin).join("simsd"), &simsd).unwrap();
+    fs::copy(PathBuf::from(&bin).join("simsd"), &simsd).unwrap();
     run(Command::new("strip").arg(&simsd)).unwrap();
+    let node = dir.join("sims-node");
+    fs::copy(PathBuf::from(&bin).join("sims-node"), &node).unwrap();
+    run(Command::new("strip").arg(&node)).unwrap();
     let spec = |version: Option<String>, config| Spec {
         arch: ARCH,
         simsd: &simsd,
+        node: &node,
         version,
         config,
         out_dir: &dir,
@@ -84,6 +88,11 @@ fn mode(p: &Path) -> u32 {
 fn assert_installed(root: &Path) {
     assert_eq!(mode(&root.join("usr/sbin/simsd")), 0o755);
     assert_eq!(mode(&root.join("etc/init.d/sims")), 0o755);
+    // The travel router's node, off until configured.
+    assert_eq!(mode(&root.join("usr/sbin/sims-node")), 0o755);
+    assert_eq!(mode(&root.join("etc/init.d/sims-node")), 0o755);
+    let node_conf = fs::read_to_string(root.join("etc/config/sims-node")).unwrap();
+    assert!(node_conf.contains("config node 'node'") && node_conf.contains("option enabled '0'"));
     assert_eq!(
         mode(&root.join("etc/config/sims")),
         0o600,
@@ -142,7 +151,7 @@ fn opkg_installs_upgrades_and_removes_the_ipk() {
     assert!(control.contains(&format!("\nVersion: {}\n", package::version().unwrap())));
     assert_eq!(
         fs::read_to_string(info.join("sims.conffiles")).unwrap(),
-        "/etc/config/sims\n"
+        "/etc/config/sims\n/etc/config/sims-node\n"
     );
     // OpenWrt's default maintainer scripts.
     let postinst = fs::read_to_string(info.join("sims.postinst")).unwrap();
@@ -202,7 +211,7 @@ fn apk_installs_upgrades_and_removes_the_apk() {
     let meta = root.join("lib/apk/packages");
     assert_eq!(
         fs::read_to_string(meta.join("sims.conffiles")).unwrap(),
-        "/etc/config/sims\n"
+        "/etc/config/sims\n/etc/config/sims-node\n"
     );
     let list = fs::read_to_string(meta.join("sims.list")).unwrap();
     for p in [
@@ -210,14 +219,24 @@ fn apk_installs_upgrades_and_removes_the_apk() {
         "/etc/init.d/sims",
         "/etc/config/sims",
         "/etc/uci-defaults/90-sims",
+        "/usr/sbin/sims-node",
+        "/etc/init.d/sims-node",
+        "/etc/config/sims-node",
     ] {
         assert!(list.lines().any(|l| l == p), "{p} in {list}");
     }
     let sums = fs::read_to_string(meta.join("sims.conffiles_static")).unwrap();
-    assert!(
-        sums.starts_with("/etc/config/sims ")
-            && sums.trim_end().len() == "/etc/config/sims ".len() + 64
-    );
+    let sums: Vec<&str> = sums.lines().collect();
+    assert_eq!(sums.len(), 2, "{sums:?}");
+    for (line, file) in sums
+        .iter()
+        .zip(["/etc/config/sims ", "/etc/config/sims-node "])
+    {
+        assert!(
+            line.starts_with(file) && line.len() == file.len() + 64,
+            "{line}"
+        );
+    }
     let dump = run(Command::new(f.kit.join("root/usr/bin/apk"))
         .arg("adbdump")
         .arg(&f.v1.apk))

@@ -186,3 +186,112 @@ fn init_script_under_procd() {
             .then_some(())
     });
 }
+
+/// The travel router's node: openwrt-package/sims/files/sims-node.init
+/// under the real procd with /etc/config/sims-node. Off by default (the
+/// package's config: nothing runs); enabled on the router's wan device,
+/// procd runs the real sims-node with the state on flash (/etc/sims-node,
+/// 0700), `--router`, respawn and the interface trigger; sims-node answers
+/// status there and has made its nft table; disabled again, a reload
+/// stops it; stop removes the service.
+#[test]
+fn node_init_script_under_procd() {
+    let (Some(kit), Some(bin), true) = (kit(), std::env::var_os("SIMS_BIN_DIR"), is_root()) else {
+        eprintln!(
+            "SKIPPED: needs root, the OpenWrt kit and SIMS_BIN_DIR (cargo xtask test runs it)"
+        );
+        return;
+    };
+    let bin = PathBuf::from(bin);
+    let ow = Router::start(kit, &bin.join("simsd"), "", Net::Own, None, "node");
+    let files = repo().join("openwrt-package/sims/files");
+    let init = ow.dir.join("etc/init.d/sims-node");
+    std::fs::copy(files.join("sims-node.init"), &init).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(bin.join("sims-node"), ow.dir.join("usr/sbin/sims-node")).unwrap();
+    let conf = ow.dir.join("etc/config/sims-node");
+    std::fs::copy(files.join("sims-node.config"), &conf).unwrap();
+    let service = || -> serde_json::Value {
+        let out = ow
+            .ubus(&[
+                "call",
+                "service",
+                "list",
+                r#"{"name":"sims-node","verbose":true}"#,
+            ])
+            .unwrap();
+        serde_json::from_str(&out).unwrap()
+    };
+
+    // As shipped: off.
+    ow.router("/etc/init.d/sims-node start").unwrap();
+    assert!(
+        service()["sims-node"].get("instances").is_none(),
+        "{}",
+        service()
+    );
+
+    // Enabled, on the router's WAN device (the kit has no netifd to ask).
+    ow.router(
+        "uci set sims-node.node.enabled=1 && uci set sims-node.node.device=wan \
+         && uci commit sims-node && /etc/init.d/sims-node start",
+    )
+    .unwrap();
+    let s = service();
+    let inst = &s["sims-node"]["instances"]["node"];
+    assert_eq!(
+        inst["command"],
+        serde_json::json!([
+            "/usr/sbin/sims-node",
+            "-i",
+            "wan",
+            "--state-dir",
+            "/etc/sims-node",
+            "--run-dir",
+            "/var/run/sims-node",
+            "--grace-ms",
+            "2000",
+            "--router"
+        ]),
+        "{s}"
+    );
+    assert!(inst["respawn"].is_object(), "{inst}");
+    let triggers = s["sims-node"]["triggers"].to_string();
+    for want in [
+        r#"["eq","package","sims-node"]"#,
+        r#"["eq","interface","wwan"]"#,
+    ] {
+        assert!(triggers.contains(want), "{want} in {triggers}");
+    }
+    let status = wait("sims-node's status under procd", || {
+        ow.router("/usr/sbin/sims-node --run-dir /var/run/sims-node status --json")
+            .ok()
+    });
+    let st: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    assert_eq!(st["iface"], "wan", "{st}");
+    assert_eq!(st["current"]["addr"], "100.64.1.2", "{st}");
+    assert_eq!(
+        ow.router("stat -c %a /etc/sims-node").unwrap().trim(),
+        "700",
+        "the node's identity is owner-only"
+    );
+    let nat = wait("sims-node's nft table", || {
+        ow.router_net("nft list table ip sims_node").ok()
+    });
+    assert!(nat.contains("snat to 100.64.1.2"), "{nat}");
+
+    // Disabled: a reload stops it.
+    ow.router(
+        "uci set sims-node.node.enabled=0 && uci commit sims-node && /etc/init.d/sims-node reload",
+    )
+    .unwrap();
+    wait("sims-node to stop when disabled", || {
+        service()["sims-node"]
+            .get("instances")
+            .and_then(|i| i.get("node"))
+            .is_none()
+            .then_some(())
+    });
+    ow.router("/etc/init.d/sims-node stop").unwrap();
+}

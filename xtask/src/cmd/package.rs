@@ -71,6 +71,7 @@ pub fn package_boards(wanted: &[String]) -> Result<(), String> {
         let w = package::write_packages(&Spec {
             arch: &b.openwrt_arch,
             simsd: &built.dir.join("simsd"),
+            node: &built.dir.join("sims-node"),
             version: None,
             config: None,
             out_dir: &built.dir,
