@@ -266,7 +266,8 @@ impl Client {
             warn!("IP_PKTINFO on {}: {e}", to.name);
             return;
         }
-        // The old socket goes first: both are bound to the same port.
+        // For a moment both are bound to the port (SO_REUSEADDR, each to
+        // its own device); the old one closes here.
         self.sock = sock;
         self.packet = match self.early {
             true => PacketSocket::open(to.index, self.port)
