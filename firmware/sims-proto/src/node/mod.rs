@@ -342,7 +342,13 @@ impl Node {
         self.agent = None;
         for b in self.bindings.iter_mut() {
             if Some(b.cred.addr()) == addr {
+                // Home again: nothing is held for it elsewhere any more
+                // (its agent ends the redirect and tells the peer), so a
+                // release still under way is moot, and its idle time
+                // starts again when it is old again.
                 b.state = BindingState::Native;
+                b.releasing = None;
+                b.idle_since_ms = None;
                 out.push(Action::DropAddress(b.cred.addr()));
             } else {
                 b.state = BindingState::Pending;

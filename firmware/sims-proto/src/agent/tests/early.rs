@@ -335,3 +335,37 @@ fn a_route_change_without_an_agent_solicits_again() {
     w.node.routes_changed(w.time(), &mut acts);
     assert!(acts.is_empty(), "{acts:?}");
 }
+
+/// Found in the ARMv7 guest (s24, move 5): the node released an idle old
+/// address X and moved on before the agent answered; back on X's own
+/// network X was native again, but the release stayed under way, so at
+/// the next move X (a session on it had started meanwhile) was left out of
+/// the registration and not relayed. Coming home cancels the release.
+/// Failed before: X was pending, not relayed, after the last move.
+#[test]
+fn coming_home_cancels_a_release_under_way() {
+    let mut w = World::full();
+    w.move_to(A);
+    w.move_to(B);
+    let x = node_addr(A);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    // X idles past the grace time: the node sends its release, which is
+    // lost, and moves home at once.
+    let grace = NodeConfig::default().grace_ms;
+    let mut lost = Vec::new();
+    w.node.socket_census(w.time(), &[], &mut lost);
+    w.now += grace + 100;
+    w.node.socket_census(w.time(), &[], &mut lost);
+    assert!(
+        lost.iter().any(|a| matches!(a, node::Action::Send { .. })),
+        "a release was sent: {lost:?}"
+    );
+    w.move_to(A);
+    assert_eq!(w.node_state(x), Some(BindingState::Native));
+    // A session on X starts; the node moves to B again: X is relayed.
+    w.census(&[(x, 1)]);
+    w.move_to(B);
+    w.tick(200);
+    assert_eq!(w.node_state(x), Some(BindingState::Relayed));
+    assert!(w.binding(B, x).is_some_and(|b| b.role == Role::Visitor));
+}
