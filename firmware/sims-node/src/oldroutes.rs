@@ -22,7 +22,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use log::{debug, info, warn};
-use sims_linux::netlink::{Netlink, Route, RouteType, Rule, NUD_REACHABLE, RT_SCOPE_UNIVERSE};
+use sims_linux::netlink::{
+    Netlink, Route, RouteType, Rule, NUD_LIVE, NUD_REACHABLE, RT_SCOPE_UNIVERSE,
+};
 
 /// The node's table (simsd's are 1144 and up).
 pub const NODE_TABLE: u32 = 1140;
@@ -54,6 +56,8 @@ pub struct OldRoutes {
     /// The table's default route as installed (None: unknown, e.g. the
     /// kernel may have removed it).
     installed: Option<TableRoute>,
+    /// The agent's neighbour entry as we made sure of it: (address, MAC).
+    neigh: Option<(Ipv4Addr, [u8; 6])>,
     /// The route last logged (it is put back quietly).
     logged: Option<TableRoute>,
     /// Netlink changes made (rules, routes, neighbours): the node's share
@@ -69,6 +73,7 @@ impl OldRoutes {
             rto_min_ms,
             rules: BTreeSet::new(),
             installed: None,
+            neigh: None,
             logged: None,
             changes: 0,
         }
@@ -107,6 +112,7 @@ impl OldRoutes {
     /// a notification per route. The next `sync` puts them back.
     pub fn route_maybe_gone(&mut self) {
         self.installed = None;
+        self.neigh = None;
     }
 
     /// The interface in use is another now: the table's route follows at
@@ -114,6 +120,7 @@ impl OldRoutes {
     pub fn move_to(&mut self, index: u32) {
         self.index = index;
         self.installed = None;
+        self.neigh = None;
     }
 
     /// Someone removed our rule for `addr`: the next `sync` puts it back.
@@ -135,6 +142,26 @@ impl OldRoutes {
         }
         self.rules.clear();
         self.installed = None;
+    }
+
+    /// The agent's neighbour entry from its frame's MAC, unless the kernel
+    /// has learned one (what it learned stands); an entry that learned
+    /// nothing (incomplete or failed: its ARP went out from an old address
+    /// the agent's reverse-path filter drops) is filled in.
+    fn ensure_neigh(&mut self, nl: &mut Netlink, gw: Ipv4Addr, mac: [u8; 6]) {
+        let learned = nl
+            .neigh_get(self.index, gw)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.mac.is_some() && n.state & NUD_LIVE != 0);
+        if !learned {
+            self.changes += 1;
+            if let Err(e) = nl.neigh_replace(self.index, gw, mac, NUD_REACHABLE) {
+                warn!("neighbour {gw}: {e}");
+                return;
+            }
+        }
+        self.neigh = Some((gw, mac));
     }
 
     /// Makes the kernel match: a rule for each of `addrs`, and the default
@@ -172,16 +199,16 @@ impl OldRoutes {
             Some((gw, _)) => TableRoute::Via(gw),
             None => TableRoute::Blackhole,
         };
+        // The agent's MAC may come after its route (an advertisement heard
+        // while the old address was still there has no frame): the
+        // neighbour is made sure of apart from the route.
+        if let Some((gw, Some(mac))) = agent {
+            if self.neigh != Some((gw, mac)) {
+                self.ensure_neigh(nl, gw, mac);
+            }
+        }
         if self.installed == Some(want) {
             return;
-        }
-        if let Some((gw, Some(mac))) = agent {
-            self.changes += 1;
-            match nl.neigh_add(self.index, gw, mac, NUD_REACHABLE) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => warn!("neighbour {gw}: {e}"),
-            }
         }
         self.changes += 1;
         let route = match want {
