@@ -154,14 +154,15 @@ impl OldRoutes {
             .ok()
             .flatten()
             .is_some_and(|n| n.mac.is_some() && n.state & NUD_LIVE != 0);
+        // Once per agent and MAC, whatever the outcome: a failing kernel
+        // must not cost a dump and a request at every sync.
+        self.neigh = Some((gw, mac));
         if !learned {
             self.changes += 1;
             if let Err(e) = nl.neigh_replace(self.index, gw, mac, NUD_REACHABLE) {
                 warn!("neighbour {gw}: {e}");
-                return;
             }
         }
-        self.neigh = Some((gw, mac));
     }
 
     /// Makes the kernel match: a rule for each of `addrs`, and the default
