@@ -965,8 +965,14 @@ fn s24_old_sessions_answer_before_a_slow_dhcp() {
             from.node_addr(),
             -before_dhcp
         );
+        // Within a second of link-up: in the emulated guests of the VM
+        // suites the testbed's own steps (the move, udhcpc's start and its
+        // deconfig) take hundreds of ms, and one x86-64 run took 687 ms
+        // while answering 2.1 s before DHCP; on the host it is ~12 ms
+        // (docs/BENCHMARKS.md). The missing neighbour entry that f8330b6
+        // fixed took 1.37 s and still fails here.
         assert!(
-            before_dhcp < -500.0 && from_link_up < 500.0,
+            before_dhcp < -500.0 && from_link_up < 1000.0,
             "move {n}: the old address answered only with DHCP: {out}"
         );
         tb.wait_node_at(to, T).unwrap();
