@@ -870,8 +870,15 @@ impl Node {
             Some(_) => self.agent.is_none() || self.cookie.is_none(),
             None => self.agent.is_none() && self.has_old(),
         };
-        if self.next_solicit_ms.is_some_and(|t| t <= now) && unknown {
-            self.solicit(now, out);
+        if self.next_solicit_ms.is_some_and(|t| t <= now) {
+            if unknown {
+                self.solicit(now, out);
+            } else {
+                // Nothing to look for any more (the old addresses went
+                // while there was no address): a timer left in the past
+                // would have the platform's loop spin.
+                self.next_solicit_ms = None;
+            }
         }
         if self.next_refresh_ms.is_some_and(|t| t <= now) {
             self.next_refresh_ms = None;
@@ -991,6 +998,50 @@ mod tests {
         )
         .is_none());
         assert!(Node::restore(NodeConfig::default(), &[], [2; 6], [9; 32]).is_none());
+    }
+
+    /// Found by the simulator (tests/scale): a node soliciting for its old
+    /// addresses before DHCP whose last old address went (its sessions
+    /// ended) kept its solicitation timer in the past, so poll_timeout
+    /// stayed due and sims-node's poll loop spun until an address came.
+    #[test]
+    fn no_timer_stays_due_when_nothing_is_left_to_solicit_for() {
+        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);
+        n.bindings.push(NodeBinding {
+            cred: Credential {
+                addr: [10, 1, 0, 50],
+                issuer: AgentId::from("ma-a"),
+                serial: 3,
+            },
+            key: [5; 32],
+            state: BindingState::Relayed,
+            sockets: 1,
+            relayed_since_ms: None,
+            idle_since_ms: None,
+            releasing: None,
+            relayed_in: None,
+            unconfirmed_since_ms: None,
+        });
+        let mut out = Vec::new();
+        n.link_up(Now { ms: 1_000 }, &mut out);
+        assert!(matches!(out[..], [Action::Broadcast { .. }]), "{out:?}");
+        // No sockets left on it: released (nothing to tell) once settled.
+        let idle = [(Ipv4Addr::new(10, 1, 0, 50), 0)];
+        for ms in [1_000, 30_000] {
+            n.socket_census(Now { ms }, &idle, &mut out);
+        }
+        assert!(n.bindings().is_empty());
+        let mut now = 30_000;
+        for _ in 0..3 {
+            n.handle_timeout(Now { ms: now }, &mut out);
+            match n.poll_timeout() {
+                Some(t) => {
+                    assert!(t > now, "timer due at {t} still due at {now}");
+                    now = t;
+                }
+                None => break,
+            }
+        }
     }
 
     /// Found by the fuzz target `restore`: a state file whose seed is all
