@@ -130,6 +130,11 @@ impl NodeBinding {
         self.cred.addr()
     }
 
+    /// A release of it is under way (sent, not yet answered).
+    pub fn is_releasing(&self) -> bool {
+        self.releasing.is_some()
+    }
+
     /// A binding as restored from a state file: pending until the current
     /// agent answers.
     pub(crate) fn restored(cred: Credential, key: [u8; 32]) -> Self {
