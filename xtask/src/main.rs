@@ -94,7 +94,9 @@ const BENCH_USAGE: &str =
        cargo xtask bench vm-delay [--moves N] [--delays 0,10,40] [--debug]
        cargo xtask bench dataplane [--pairs N] [--debug]
        cargo xtask bench flood
-       cargo xtask bench handover-cpu";
+       cargo xtask bench handover-cpu
+       cargo xtask bench scale [--cities N] [--agents-per-city N] [--nodes-per-city N]
+                               [--hours H] [--seed S] [--threads T] [--plots DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -130,6 +132,7 @@ fn main() -> ExitCode {
         ("bench", Some("dataplane")) => cmd::bench::dataplane(&rest[1..]),
         ("bench", Some("flood")) => cmd::bench::flood(&rest[1..]),
         ("bench", Some("handover-cpu")) => cmd::bench::handover_cpu(&rest[1..]),
+        ("bench", Some("scale")) => cmd::bench::scale(&rest[1..]),
         ("bench", _) => Err(BENCH_USAGE.into()),
         // Run by tests/vm/bench.sh inside the VM (no cargo there).
         ("guest", _) => cmd::bench::guest(rest),

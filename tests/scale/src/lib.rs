@@ -71,6 +71,18 @@ impl Config {
         }
     }
 
+    /// Busier hotspots for the sizing advice: cities of 2 and 3 hotspots
+    /// among as many nodes as the full run's cities of 10.
+    pub fn dense(&self) -> [Config; 2] {
+        [(3, 10), (2, 6)].map(|(agents, cities)| Config {
+            cities,
+            agents_per_city: agents,
+            nodes_per_city: 1000,
+            seed: self.seed + agents as u64,
+            ..self.clone()
+        })
+    }
+
     pub fn city(&self, c: usize) -> CityConfig {
         CityConfig {
             city: c,
@@ -140,18 +152,21 @@ pub struct SizingRow {
     pub agents: usize,
     pub peak_bindings: usize,
     pub max_bindings: usize,
+    pub peak_credentials: usize,
+    pub max_credentials: usize,
     pub rss_kib: f64,
 }
 
 /// Hotspots grouped by their busiest hour's arrivals; the advice is twice
-/// the largest peak seen in the group (rounded up to 16), and the RSS that
-/// simsd needs with that table full.
-pub fn sizing(st: &Stats) -> Vec<SizingRow> {
+/// the largest peak of bindings seen in the group (rounded up to 16), 1.5
+/// times its largest number of credentials (rounded up to 64), and the RSS
+/// that simsd needs with both tables full.
+pub fn sizing(runs: &[&Stats]) -> Vec<SizingRow> {
     let bounds = [10u32, 25, 50, 100, 200, 400, 800, 1600];
     let mut rows = Vec::new();
     let mut lo = 0;
     for &hi in &bounds {
-        let group: Vec<_> = (st.agents.iter())
+        let group: Vec<_> = (runs.iter().flat_map(|st| st.agents.iter()))
             .filter(|a| {
                 let peak = a.arrivals_per_hour.iter().copied().max().unwrap_or(0);
                 peak > lo && peak <= hi
@@ -163,12 +178,18 @@ pub fn sizing(st: &Stats) -> Vec<SizingRow> {
         }
         let peak = group.iter().map(|a| a.peak_bindings).max().unwrap_or(0);
         let max_bindings = ((2 * peak).max(16)).div_ceil(16) * 16;
+        let creds = group.iter().map(|a| a.peak_credentials).max().unwrap_or(0);
+        let max_credentials = ((creds * 3 / 2).max(64)).div_ceil(64) * 64;
         rows.push(SizingRow {
             arrivals_per_hour: hi,
             agents: group.len(),
             peak_bindings: peak,
             max_bindings,
-            rss_kib: stats::SIMSD_IDLE_KIB + stats::SIMSD_KIB_PER_BINDING * max_bindings as f64,
+            peak_credentials: creds,
+            max_credentials,
+            rss_kib: stats::SIMSD_IDLE_KIB
+                + stats::SIMSD_KIB_PER_BINDING * max_bindings as f64
+                + stats::credential_bytes() * max_credentials as f64 / 1024.0,
         });
     }
     rows

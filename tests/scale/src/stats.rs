@@ -15,6 +15,15 @@ pub const SIMSD_IDLE_KIB: f64 = 720.0;
 pub const SIMSD_KIB_PER_BINDING: f64 = (1416.0 - 720.0) / 1000.0;
 pub const HEAP_BYTES_PER_BINDING: f64 = 369.0 * 1024.0 / 1000.0;
 
+/// A credential the agent issued and remembers (the node's address here):
+/// its entry and key in the B-tree, plus the tree's share per entry (an
+/// estimate: B-tree nodes hold up to 11 entries). Measured with
+/// `size_of` on the machine running the simulator; the footprint above
+/// already counts one credential per binding.
+pub fn credential_bytes() -> f64 {
+    (std::mem::size_of::<sims_proto::agent::CredEntry>() + 4 + 16) as f64
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct AgentStats {
     pub cpu_ns: u64,
@@ -217,6 +226,20 @@ impl Stats {
             self.agents.iter().map(|a| a.table_full).sum::<u64>()
         );
         let mem = |b: f64| SIMSD_IDLE_KIB + SIMSD_KIB_PER_BINDING * b;
+        let creds: Vec<f64> = self
+            .agents
+            .iter()
+            .map(|a| a.peak_credentials as f64)
+            .collect();
+        let _ = writeln!(
+            o,
+            "credentials an agent remembers (issued to nodes on its LAN, kept a day): median {:.0}, p99 {:.0}, max {:.0}; {:.0} bytes each: {:.1} KiB at the max",
+            percentile(&creds, 50.0),
+            percentile(&creds, 99.0),
+            creds.iter().cloned().fold(0.0, f64::max),
+            credential_bytes(),
+            creds.iter().cloned().fold(0.0, f64::max) * credential_bytes() / 1024.0
+        );
         let _ = writeln!(
             o,
             "agent memory (simsd RSS on mipsel from the footprint: {SIMSD_IDLE_KIB:.0} KiB + {SIMSD_KIB_PER_BINDING:.3} KiB per binding): p99 {:.0} KiB, max {:.0} KiB; binding heap at the max {:.1} KiB",

@@ -88,6 +88,38 @@ pub fn flood(args: &[String]) -> Result<(), String> {
     crate::cargo::run("bench flood", c)
 }
 
+/// `cargo xtask bench scale [--cities N] [--agents-per-city N]
+/// [--nodes-per-city N] [--hours H] [--seed S] [--threads T] [--plots DIR]`:
+/// the Internet-scale simulator (tests/scale, docs/SCALE.md) with the real
+/// protocol cores; by default 1,000 hotspots and 100,000 nodes over a day,
+/// plots into docs/scale/. Last line `scale agents=<n> nodes=<m>
+/// bindings_p99=<x> relayed_bytes_fraction=<y> mip_ha_ratio=<z>`.
+pub fn scale(args: &[String]) -> Result<(), String> {
+    let o = opts::parse(
+        args,
+        &[],
+        &[
+            "--cities",
+            "--agents-per-city",
+            "--nodes-per-city",
+            "--hours",
+            "--seed",
+            "--threads",
+            "--plots",
+        ],
+    )?;
+    let mut c = crate::cargo::cargo();
+    c.args(["run", "--profile", "sim", "-q", "-p", "sims-scale", "--"]);
+    c.args(args);
+    if o.value("--plots").is_none() {
+        c.args([
+            "--plots",
+            &workspace().join("docs/scale").display().to_string(),
+        ]);
+    }
+    crate::cargo::run("bench scale", c)
+}
+
 /// `cargo xtask bench handover-cpu`: the protocol's CPU per handover on
 /// x86_64 natively and on mipsel in the Malta guest, with its crypto share
 /// (the sims-proto example `handover`, release builds).
