@@ -54,63 +54,77 @@ pub fn all(st: &Stats, dir: &Path) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// (hour, mean, p99, max) of one simulated minute.
-type Minute = (f64, f64, f64, f64);
-/// A line of the plot: its name, colour and value of a minute.
-type Series = (&'static str, RGBColor, fn(&Minute) -> f64);
+/// A named line and its colour.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
 
-/// Bindings per agent over the day: mean, p99 and max across the agents,
-/// each simulated minute.
-fn bindings(st: &Stats, path: &Path) -> Result<(), String> {
-    let per_min: Vec<Minute> = (st.samples.iter().enumerate())
-        .map(|(i, s)| {
-            let v: Vec<f64> = s.iter().map(|&x| x as f64).collect();
-            let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-            let max = v.iter().cloned().fold(0.0, f64::max);
-            ((i + 1) as f64 / 60.0, mean, percentile(&v, 99.0), max)
-        })
-        .collect();
-    let ymax = per_min.iter().map(|p| p.3).fold(1.0, f64::max) * 1.1;
-    let hours = st.day_ms as f64 / 3_600_000.0;
+/// A white 900x500 plot of `lines` with its caption and axes, and a legend
+/// in the upper left when there are several lines.
+fn plot(
+    path: &Path,
+    caption: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_desc, y_desc): (&str, &str),
+    lines: Vec<Line>,
+    width: u32,
+) -> Result<(), String> {
     let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut c = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "Bindings per agent over the day ({} agents, {} nodes)",
-                st.agents.len(),
-                st.nodes
-            ),
-            ("sans-serif", 22),
-        )
+        .caption(caption, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..hours, 0.0..ymax)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x, y)
         .map_err(err)?;
     c.configure_mesh()
-        .x_desc("hour of the day")
-        .y_desc("bindings held")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()
         .map_err(err)?;
-    let series: [Series; 3] = [
-        ("max", RED, |p| p.3),
-        ("p99", BLUE, |p| p.2),
-        ("mean", BLACK, |p| p.1),
-    ];
-    for (name, color, f) in series {
-        c.draw_series(LineSeries::new(per_min.iter().map(|p| (p.0, f(p))), color))
+    let legend = lines.len() > 1;
+    for (name, color, pts) in lines {
+        c.draw_series(LineSeries::new(pts, color.stroke_width(width)))
             .map_err(err)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
+    if legend {
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(err)?;
+    }
     root.present().map_err(err)
+}
+
+/// Bindings per agent over the day: mean, p99 and max across the agents,
+/// each simulated minute.
+fn bindings(st: &Stats, path: &Path) -> Result<(), String> {
+    let (mut mean, mut p99, mut max) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, s) in st.samples.iter().enumerate() {
+        let h = (i + 1) as f64 / 60.0;
+        let v: Vec<f64> = s.iter().map(|&x| x as f64).collect();
+        mean.push((h, v.iter().sum::<f64>() / v.len().max(1) as f64));
+        p99.push((h, percentile(&v, 99.0)));
+        max.push((h, v.iter().cloned().fold(0.0, f64::max)));
+    }
+    let ymax = max.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let hours = st.day_ms as f64 / 3_600_000.0;
+    let caption = format!(
+        "Bindings per agent over the day ({} agents, {} nodes)",
+        st.agents.len(),
+        st.nodes
+    );
+    plot(
+        path,
+        &caption,
+        (0.0..hours, 0.0..ymax),
+        ("hour of the day", "bindings held"),
+        vec![("max", RED, max), ("p99", BLUE, p99), ("mean", BLACK, mean)],
+        1,
+    )
 }
 
 /// The CDF of the fraction of each node's bytes that went through a
@@ -122,26 +136,14 @@ fn relayed_cdf(st: &Stats, path: &Path) -> Result<(), String> {
     let pts: Vec<(f64, f64)> = (v.iter().enumerate())
         .map(|(i, &x)| (x, (i + 1) as f64 / n))
         .collect();
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(
-            "Share of a node's bytes relayed through a tunnel (CDF over nodes)",
-            ("sans-serif", 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("fraction of the node's bytes relayed")
-        .y_desc("fraction of nodes")
-        .draw()
-        .map_err(err)?;
-    c.draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
-        .map_err(err)?;
-    root.present().map_err(err)
+    plot(
+        path,
+        "Share of a node's bytes relayed through a tunnel (CDF over nodes)",
+        (0.0..1.0, 0.0..1.0),
+        ("fraction of the node's bytes relayed", "fraction of nodes"),
+        vec![("nodes", BLUE, pts)],
+        2,
+    )
 }
 
 /// Bytes per hour through SIMS tunnels and through MIPv4 home agents on
@@ -155,40 +157,19 @@ fn ha_load(st: &Stats, path: &Path) -> Result<(), String> {
     };
     let (sims, mip) = (gb(&st.hourly_relayed), gb(&st.hourly_mip));
     let ymax = mip.iter().chain(&sims).map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(
-            format!(
-                "Tunnelled traffic: SIMS relays vs MIPv4 home agents (ratio {:.1})",
-                st.mip_ha_ratio()
-            ),
-            ("sans-serif", 22),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(65)
-        .build_cartesian_2d(0.0..hours as f64, 0.0..ymax)
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_desc("hour of the day")
-        .y_desc("GB per hour, all agents")
-        .draw()
-        .map_err(err)?;
-    for (name, color, pts) in [
-        ("MIPv4 home agents", RED, mip),
-        ("SIMS tunnels", BLUE, sims),
-    ] {
-        c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    let caption = format!(
+        "Tunnelled traffic: SIMS relays vs MIPv4 home agents (ratio {:.1})",
+        st.mip_ha_ratio()
+    );
+    plot(
+        path,
+        &caption,
+        (0.0..hours as f64, 0.0..ymax),
+        ("hour of the day", "GB per hour, all agents"),
+        vec![
+            ("MIPv4 home agents", RED, mip),
+            ("SIMS tunnels", BLUE, sims),
+        ],
+        2,
+    )
 }
