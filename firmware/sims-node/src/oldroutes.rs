@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use log::{debug, info, warn};
 use sims_linux::netlink::{
-    Netlink, Route, RouteType, Rule, NUD_LIVE, NUD_REACHABLE, RT_SCOPE_UNIVERSE,
+    Netlink, Route, RouteType, Rule, NUD_INCOMPLETE, NUD_LIVE, NUD_REACHABLE, RT_SCOPE_UNIVERSE,
 };
 
 /// The node's table (simsd's are 1144 and up).
@@ -44,7 +44,9 @@ enum TableRoute {
     /// wait in an unanswered ARP queue for its 3 s, and while a segment
     /// waits there TCP does not retransmit it (the kernel's
     /// skb_still_in_host_queue): a 3 s stall after a move that s25 found
-    /// with dhcpcd, which removes the address at carrier loss.
+    /// with dhcpcd, which removes the address at carrier loss. What was
+    /// sent in the moment before the blackhole is dropped from that queue
+    /// ([`OldRoutes::drop_waiting`]).
     Blackhole,
 }
 
@@ -58,6 +60,9 @@ pub struct OldRoutes {
     installed: Option<TableRoute>,
     /// The agent's neighbour entry as we made sure of it: (address, MAC).
     neigh: Option<(Ipv4Addr, [u8; 6])>,
+    /// The interface and gateway the table's route last went through
+    /// (kept when the route may be gone: its neighbour entry may not be).
+    via: Option<(u32, Ipv4Addr)>,
     /// The route last logged (it is put back quietly).
     logged: Option<TableRoute>,
     /// Netlink changes made (rules, routes, neighbours): the node's share
@@ -74,6 +79,7 @@ impl OldRoutes {
             rules: BTreeSet::new(),
             installed: None,
             neigh: None,
+            via: None,
             logged: None,
             changes: 0,
         }
@@ -165,6 +171,29 @@ impl OldRoutes {
         }
     }
 
+    /// The route leaves `gw` on `index`: if its neighbour entry is still
+    /// resolving (the link went away under it), the segments waiting in
+    /// its ARP queue are dropped now rather than when the last probe fails
+    /// 3 s later. TCP does not retransmit a segment the host still holds
+    /// (skb_still_in_host_queue), so a session whose segment was caught
+    /// there stalled 3 s after a move (s25 with dhcpcd, under load: the
+    /// moment between carrier loss and the blackhole). An entry that
+    /// resolved holds nothing and is left alone.
+    fn drop_waiting(&mut self, nl: &mut Netlink, index: u32, gw: Ipv4Addr) {
+        let resolving = nl
+            .neigh_get(index, gw)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.state == NUD_INCOMPLETE);
+        if resolving {
+            self.changes += 1;
+            match nl.neigh_del(index, gw) {
+                Ok(()) => debug!("dropped what waited for {gw}'s address"),
+                Err(e) => debug!("neighbour {gw}: {e}"),
+            }
+        }
+    }
+
     /// Makes the kernel match: a rule for each of `addrs`, and the default
     /// route via `agent` (its LAN address, and its MAC if known: added as
     /// a neighbour if the kernel has none, since before DHCP the node's
@@ -200,6 +229,14 @@ impl OldRoutes {
             Some((gw, _)) => TableRoute::Via(gw),
             None => TableRoute::Blackhole,
         };
+        let via = match want {
+            TableRoute::Via(gw) => Some((self.index, gw)),
+            TableRoute::Blackhole => None,
+        };
+        if let Some((index, gw)) = self.via.filter(|&v| Some(v) != via) {
+            self.drop_waiting(nl, index, gw);
+        }
+        self.via = via;
         // The agent's MAC may come after its route (an advertisement heard
         // while the old address was still there has no frame): the
         // neighbour is made sure of apart from the route.

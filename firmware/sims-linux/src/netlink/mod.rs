@@ -29,6 +29,7 @@ pub(crate) const RTM_NEWROUTE: u16 = 24;
 pub(crate) const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 pub(crate) const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
 const RTM_GETNEIGH: u16 = 30;
 pub(crate) const RTM_NEWRULE: u16 = 32;
 pub(crate) const RTM_DELRULE: u16 = 33;
@@ -508,6 +509,17 @@ impl Netlink {
         h[8..10].copy_from_slice(&state.to_ne_bytes());
         let mut m = Msg::new(RTM_NEWNEIGH, ACK | NLM_F_CREATE | how);
         m.push(&h).attr_ipv4(NDA_DST, addr).attr(NDA_LLADDR, &mac);
+        self.sock.request(m)
+    }
+
+    /// Removes the neighbour entry of `addr` on `index` (ENOENT if there
+    /// is none). The kernel drops what waits in its ARP queue at once.
+    pub fn neigh_del(&mut self, index: u32, addr: Ipv4Addr) -> io::Result<()> {
+        let mut h = [0u8; 12];
+        h[0] = AF_INET;
+        h[4..8].copy_from_slice(&index.to_ne_bytes());
+        let mut m = Msg::new(RTM_DELNEIGH, ACK);
+        m.push(&h).attr_ipv4(NDA_DST, addr);
         self.sock.request(m)
     }
 
