@@ -225,6 +225,9 @@ pub struct Node {
     reg: Option<Retry>,
     next_refresh_ms: Option<u64>,
     next_solicit_ms: Option<u64>,
+    /// Solicitations sent since the search began (a move, or an agent
+    /// lost): the first ones are retried sooner (see `solicit`).
+    solicit_streak: u8,
     /// When the current address last changed.
     address_since_ms: u64,
     pub counters: NodeCounters,
@@ -255,6 +258,7 @@ impl Node {
             reg: None,
             next_refresh_ms: None,
             next_solicit_ms: None,
+            solicit_streak: 0,
             address_since_ms: 0,
             counters: NodeCounters::default(),
         }
@@ -327,7 +331,16 @@ impl Node {
         if let Some(data) = msg::encode(&m, None) {
             out.push(Action::Broadcast { data });
         }
-        self.next_solicit_ms = Some(now + self.cfg.solicit_interval_ms);
+        // Right after a move the first broadcast is the one most often
+        // lost (the new link is still coming up), and the agent's next
+        // periodic advertisement may be a second away: retry after the
+        // registration's initial retransmission time, doubling up to the
+        // interval (100, 200, 400, 800 ms, then 1 s). A few broadcasts more
+        // per move, bounded by the streak; the answer to any of the last
+        // SOLICIT_NONCES is still taken.
+        let fast = self.cfg.retransmit_initial_ms.max(1) << self.solicit_streak.min(8);
+        self.solicit_streak = self.solicit_streak.saturating_add(1);
+        self.next_solicit_ms = Some(now + fast.min(self.cfg.solicit_interval_ms));
     }
 
     /// The interface's DHCP address changed (`None`: it was removed).
@@ -338,6 +351,7 @@ impl Node {
         }
         info!("current address {:?} -> {:?}", self.current, addr);
         self.current = addr;
+        self.solicit_streak = 0;
         self.address_since_ms = now;
         self.registered = None;
         self.cookie = None;
@@ -374,6 +388,7 @@ impl Node {
     /// solicitation interval.
     pub fn link_up(&mut self, now: Now, out: &mut impl Sink<Action>) {
         if self.current.is_none() && self.has_old() && self.agent.is_none() {
+            self.solicit_streak = 0;
             self.solicit(now.ms, out);
         }
     }
@@ -862,6 +877,7 @@ impl Node {
         let now = now.ms;
         if self.agent.as_ref().is_some_and(|a| a.expires_ms <= now) {
             info!("agent advertisement expired");
+            self.solicit_streak = 0;
             self.agent = None;
             self.cookie = None;
             self.registered = None;
@@ -1074,6 +1090,29 @@ mod tests {
         let mut out = Vec::new();
         n.set_address(Now::ms(0), Some(Ipv4Addr::new(10, 1, 0, 50)), &mut out);
         assert!(matches!(out[0], Action::Broadcast { .. }));
-        assert_eq!(n.poll_timeout(), Some(1000));
+        // The first retry is soon (see the next test).
+        assert_eq!(n.poll_timeout(), Some(100));
+    }
+
+    /// A lost first solicitation after a move costs 100 ms, not the 1 s
+    /// interval: retries double from the initial retransmission time up
+    /// to the interval, and the next move starts over.
+    #[test]
+    fn unanswered_solicitations_back_off_to_the_interval() {
+        let mut n = Node::new(NodeConfig::default(), [1; 32], [2; 6], [0; 32]);
+        let mut out = Vec::new();
+        n.set_address(Now::ms(0), Some(Ipv4Addr::new(10, 1, 0, 50)), &mut out);
+        let mut sent_at = alloc::vec![0];
+        while let Some(t) = n.poll_timeout().filter(|&t| t <= 5_000) {
+            out.clear();
+            n.handle_timeout(Now::ms(t), &mut out);
+            if out.iter().any(|a| matches!(a, Action::Broadcast { .. })) {
+                sent_at.push(t);
+            }
+        }
+        assert_eq!(sent_at, [0, 100, 300, 700, 1500, 2500, 3500, 4500]);
+        out.clear();
+        n.set_address(Now::ms(4_600), Some(Ipv4Addr::new(10, 2, 0, 50)), &mut out);
+        assert_eq!(n.poll_timeout(), Some(4_700));
     }
 }
