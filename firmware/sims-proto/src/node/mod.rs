@@ -338,9 +338,10 @@ impl Node {
         // interval (100, 200, 400, 800 ms, then 1 s). A few broadcasts more
         // per move, bounded by the streak; the answer to any of the last
         // SOLICIT_NONCES is still taken.
-        let fast = self.cfg.retransmit_initial_ms.max(1) << self.solicit_streak.min(8);
+        let wait =
+            crate::retry::backoff_ms(self.cfg.retransmit_initial_ms.max(1), self.solicit_streak);
         self.solicit_streak = self.solicit_streak.saturating_add(1);
-        self.next_solicit_ms = Some(now + fast.min(self.cfg.solicit_interval_ms));
+        self.next_solicit_ms = Some(now + wait.min(self.cfg.solicit_interval_ms));
     }
 
     /// The interface's DHCP address changed (`None`: it was removed).
