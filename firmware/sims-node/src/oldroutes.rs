@@ -233,9 +233,7 @@ impl OldRoutes {
             TableRoute::Via(gw) => Some((self.index, gw)),
             TableRoute::Blackhole => None,
         };
-        if let Some((index, gw)) = self.via.filter(|&v| Some(v) != via) {
-            self.drop_waiting(nl, index, gw);
-        }
+        let left = self.via.filter(|&v| Some(v) != via);
         self.via = via;
         // The agent's MAC may come after its route (an advertisement heard
         // while the old address was still there has no frame): the
@@ -245,9 +243,18 @@ impl OldRoutes {
                 self.ensure_neigh(nl, gw, mac);
             }
         }
-        if self.installed == Some(want) {
-            return;
+        if self.installed != Some(want) {
+            self.install(nl, want);
         }
+        // Once the route has left the gateway: nothing more can join the
+        // queue that is dropped.
+        if let Some((index, gw)) = left {
+            self.drop_waiting(nl, index, gw);
+        }
+    }
+
+    /// Replaces the table's default route with `want`.
+    fn install(&mut self, nl: &mut Netlink, want: TableRoute) {
         self.changes += 1;
         let route = match want {
             TableRoute::Via(gw) => self.default_via(gw),
